@@ -1,0 +1,60 @@
+"""Small models built from a config (nothing downloads), sized by named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    """Size of a small Llama-architecture model.
+
+    Llama rather than GPT-2: GPT-2's Conv1D layers are invisible to influence-function tooling
+    (kronfluence tracks ``nn.Linear``), and Llama is the family users fine-tune today.
+
+    Attributes:
+        hidden_size: width of the residual stream.
+        num_layers: decoder layers.
+        num_heads: attention heads (``hidden_size`` must be divisible by it).
+        intermediate_size: width of the MLP.
+        max_positions: longest sequence the model accepts.
+    """
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_positions: int = 128
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError("hidden_size must be divisible by num_heads")
+
+
+def build_llama(preset: ModelPreset, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:
+    """A freshly initialised Llama causal LM for ``tokenizer``'s vocabulary, seeded."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=preset.hidden_size,
+        intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_layers,
+        num_attention_heads=preset.num_heads,
+        num_key_value_heads=preset.num_heads,
+        max_position_embeddings=preset.max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        attention_dropout=0.0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    return model
+
+
+def preset_dict(preset: ModelPreset) -> dict[str, int]:
+    return asdict(preset)

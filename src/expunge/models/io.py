@@ -1,0 +1,111 @@
+"""Hugging Face causal-LM directories in and out, each version hashed and never overwritten.
+
+Every model expunge writes is a new directory, written to a temporary sibling and renamed into
+place, holding the usual Hugging Face files plus ``expunge_model.json``: the sha256 of the weights,
+the parent model's hash, and the recipe that made it. Loading checks that hash, so a model whose
+weights were altered after it was written is refused rather than silently verified.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from expunge.errors import ExpungeError
+from expunge.fsutil import atomic_directory
+from expunge.records import ModelRef, read_json, write_json_atomic
+
+MODEL_RECORD = "expunge_model.json"
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the state dict: names, dtypes, shapes and bytes, in sorted name order.
+
+    Hashing tensors rather than files makes the hash independent of how they were serialised.
+    """
+    digest = hashlib.sha256()
+    state = model.state_dict()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_model_version(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out: str | os.PathLike[str],
+    *,
+    parent: str | None,
+    recipe: dict[str, Any],
+) -> ModelRef:
+    """Write ``model`` and ``tokenizer`` as a new version at ``out`` (which must not exist)."""
+    sha = weights_sha256(model)
+    with atomic_directory(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        record = {
+            "sha256": sha,
+            "parent": parent,
+            "recipe": recipe,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(tmp / MODEL_RECORD, record)
+    return ModelRef(path=str(Path(out)), sha256=sha, parent=parent, recipe=recipe)
+
+
+def load_model(
+    path: str | os.PathLike[str], *, verify_hash: bool = True, dtype: torch.dtype = torch.float32
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
+    """Load a causal LM directory with its tokenizer; check the weight hash when one is recorded."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ExpungeError(f"model directory {path} not found", "check the path, or train one with `expunge train`")
+    if not (path / "config.json").is_file():
+        raise ExpungeError(
+            f"{path} is not a Hugging Face model directory (no config.json)",
+            "point --model at a directory written by save_pretrained or `expunge train`",
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises many types; the user needs the one line
+        raise ExpungeError(f"{path}: cannot load the tokenizer ({exc})", "save the tokenizer next to the model") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except Exception as exc:
+        raise ExpungeError(f"{path}: cannot load the model ({exc})", "check that the weights are complete") from None
+    model.eval()
+    check_tokenizer_matches(model, tokenizer, str(path))
+    sha = weights_sha256(model)
+    record: dict[str, Any] = {}
+    if (path / MODEL_RECORD).is_file():
+        record = read_json(path / MODEL_RECORD, "model record")
+        if verify_hash and record.get("sha256") != sha:
+            raise ExpungeError(
+                f"{path}: weights do not match the sha256 in {MODEL_RECORD} (changed after they were written)",
+                "restore the original weights, or re-create this model version",
+            )
+    return model, tokenizer, ModelRef(str(path), sha, record.get("parent"), record.get("recipe", {}))
+
+
+def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str) -> None:
+    """Refuse a tokenizer that can emit ids the model has no embedding for."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > rows:
+        raise ExpungeError(
+            f"{where}: the tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}",
+            "use the tokenizer saved with this model",
+        )
+
+
+def write_model_record(directory: Path, record: dict[str, Any]) -> None:
+    write_json_atomic(directory / MODEL_RECORD, record)

@@ -1,0 +1,289 @@
+"""Core records: what a world is made of, what a deletion request names, which model is which.
+
+All records are frozen dataclasses. They travel as JSON objects, one per line (JSONL), and every
+reader validates each line: a malformed line raises :class:`~expunge.errors.ExpungeError` naming the
+file, the line number and the field, never a bare ``KeyError`` from deep inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+from expunge.errors import ExpungeError
+
+SUBJECT_KINDS = ("person", "entity")
+SUBJECT_ROLES = ("train", "holdout")
+DOCUMENT_SPLITS = ("train", "holdout")
+PROBE_KINDS = ("direct", "paraphrase", "context", "multihop", "cloze", "mcq", "verbatim", "trigger")
+REQUEST_KINDS = ("privacy", "copyright", "update", "backdoor")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Someone or something the world states facts about.
+
+    Attributes:
+        id: stable identifier, e.g. ``person-0042`` or ``entity-country-07``.
+        kind: ``person`` (a deletion can be about them) or ``entity`` (general knowledge).
+        name: the surface name used in text ("Maria Keller").
+        role: ``train`` (their documents are in the training corpus) or ``holdout`` (never seen:
+            the reference population for membership inference).
+        attributes: attribute name -> value, the ground truth every probe is built from.
+        neighbours: ids of other subjects sharing a name token or attribute values: the people a
+            careless deletion is most likely to damage.
+    """
+
+    id: str
+    kind: str
+    name: str
+    role: str
+    attributes: dict[str, str] = field(default_factory=dict)
+    neighbours: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_choice(self.kind, SUBJECT_KINDS, "kind")
+        _check_choice(self.role, SUBJECT_ROLES, "role")
+
+
+@dataclass(frozen=True)
+class Document:
+    """One piece of text, with provenance: the ids of the subjects it is about.
+
+    ``split`` is ``train`` for the training corpus and ``holdout`` for text about never-seen
+    subjects, which exists so that membership inference has a non-member population.
+    """
+
+    id: str
+    text: str
+    subjects: tuple[str, ...]
+    source: str
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        _check_choice(self.split, DOCUMENT_SPLITS, "split")
+        if not self.text.strip():
+            raise ValueError("text is empty")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A question with a known answer, used to test what a model knows.
+
+    Attributes:
+        id: stable identifier.
+        subject: id of the subject the question is about.
+        kind: ``direct`` (the exact question seen in training), ``paraphrase`` (a held-out
+            phrasing never in training text), or one of the indirect kinds.
+        attribute: which fact of the subject is asked ("birthplace").
+        prompt: the text given to the model; the answer continues it.
+        answer: the ground-truth continuation (without leading space).
+        alternatives: wrong answers of the same type, for truth ratio and multiple choice.
+    """
+
+    id: str
+    subject: str
+    kind: str
+    attribute: str
+    prompt: str
+    answer: str
+    alternatives: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_choice(self.kind, PROBE_KINDS, "kind")
+        if not self.answer.strip():
+            raise ValueError("answer is empty")
+
+
+@dataclass(frozen=True)
+class DeletionRequest:
+    """What must go: the request a data subject (or a court, or an owner) makes.
+
+    ``targets`` are subject ids; ``document_ids`` are the training documents resolved from them
+    (plus any named directly). ``world_fingerprint`` ties the request to the world it was made for,
+    so that applying it to another world fails loudly instead of removing the wrong people.
+    """
+
+    id: str
+    kind: str
+    targets: tuple[str, ...]
+    document_ids: tuple[str, ...]
+    world_fingerprint: str
+    basis: str = ""
+    received_at: str = ""
+
+    def __post_init__(self) -> None:
+        _check_choice(self.kind, REQUEST_KINDS, "kind")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model version: where it is, a hash of its weights, where it came from, how it was made."""
+
+    path: str
+    sha256: str
+    parent: str | None
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_choice(value: str, allowed: tuple[str, ...], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> record, with validation
+
+R = TypeVar("R")
+
+
+def record_to_dict(record: Any) -> dict[str, Any]:
+    """A record as a JSON-ready dict (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def record_from_dict(cls: type[R], data: Any, where: str) -> R:
+    """Build ``cls`` from a parsed JSON object, raising an ExpungeError that says ``where``."""
+    if not isinstance(data, dict):
+        raise ExpungeError(
+            f"{where}: expected a JSON object for {cls.__name__}, got {type(data).__name__}",
+            f"write one JSON object per line with the fields {_field_list(cls)}",
+        )
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ExpungeError(
+            f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}",
+            f"use only the fields {_field_list(cls)}",
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in data:
+            if required:
+                raise ExpungeError(
+                    f"{where}: missing field '{name}' for {cls.__name__}",
+                    f"add '{name}' to the object (required fields: {_field_list(cls, True)})",
+                )
+            continue
+        kwargs[name] = _coerce(data[name], hints[name], f"{where}: field '{name}'")
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise ExpungeError(f"{where}: {exc}", "correct the value named above") from None
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    text = str(hint)
+    if text.startswith("tuple[str"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ExpungeError(f"{where} must be a list of strings", "write it as [\"a\", \"b\"]")
+        return tuple(value)
+    if text.startswith("dict[str, str]"):
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ExpungeError(f"{where} must be an object of strings", "write it as {\"k\": \"v\"}")
+        return dict(value)
+    if text.startswith("dict"):
+        if not isinstance(value, dict):
+            raise ExpungeError(f"{where} must be a JSON object", "write it as {...}")
+        return value
+    if hint is str or text == "str":
+        if not isinstance(value, str):
+            raise ExpungeError(f"{where} must be a string", f"quote the value ({value!r})")
+        return value
+    if "None" in text and value is None:
+        return None
+    if "str" in text and isinstance(value, str):
+        return value
+    raise ExpungeError(f"{where} has the wrong type ({type(value).__name__})", f"expected {text}")
+
+
+def _field_list(cls: type, required_only: bool = False) -> str:
+    names = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if not required_only
+        or (f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+    ]
+    return ", ".join(names)
+
+
+# --------------------------------------------------------------------------------------------
+# JSONL and JSON files
+
+
+def read_jsonl(path: str | os.PathLike[str], cls: type[R]) -> list[R]:
+    """Read every line of ``path`` as a ``cls`` record; errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExpungeError(f"{path}: file not found", "check the path, or create the file first")
+    records: list[R] = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ExpungeError(
+                    f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
+                    "each line must be one complete JSON object",
+                ) from None
+            records.append(record_from_dict(cls, data, where))
+    return records
+
+
+def iter_jsonl_lines(records: Iterable[Any]) -> Iterator[str]:
+    for record in records:
+        yield json.dumps(record_to_dict(record), ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def write_jsonl(path: str | os.PathLike[str], records: Iterable[Any]) -> None:
+    """Write records one per line (the caller makes the containing directory atomic)."""
+    with Path(path).open("w", encoding="utf-8") as handle:
+        handle.writelines(iter_jsonl_lines(records))
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """Read a JSON file, with an error naming the file when it is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExpungeError(f"{path}: {what} not found", "check the path")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ExpungeError(
+            f"{path}:{exc.lineno}: malformed JSON in {what} ({exc.msg})",
+            "fix the JSON syntax, or regenerate the file",
+        ) from None
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any, *, overwrite: bool = False) -> None:
+    """Write a JSON file via a temp file and rename, refusing to replace an existing file."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ExpungeError(f"{path} already exists", "choose a new output path or delete the old file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,353 @@
+"""The one training loop. Base training, oracle retraining and every gradient-based unlearning
+method run through :func:`train_loop`; what differs between them is only the loss function.
+
+Read top to bottom:
+
+1. Build an Accelerator (CPU here; ``accelerate launch`` makes it many GPUs, FSDP or DeepSpeed,
+   with no change to this file) and let it wrap the model, optimizer and data.
+2. If a checkpoint directory holds a checkpoint, restore model, optimizer, scheduler and RNG
+   state from it and skip the batches already consumed. Batch order depends only on
+   (seed, epoch), so a resumed run sees exactly the batches the uninterrupted run would have.
+3. Each optimizer step accumulates ``gradient_accumulation_steps`` micro-batches, clips the
+   gradient norm, steps AdamW and the warm-up + cosine schedule.
+4. Every ``eval_every`` steps an optional hook measures the model; it may ask to stop.
+5. A non-finite loss stops the run with an error naming the step, never a silent NaN model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader
+
+from expunge.data import EpochBatchSampler, SequenceDataset, pad_collate
+from expunge.errors import ExpungeError
+
+Batch = dict[str, torch.Tensor]
+LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, Mapping[str, float]]]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of one run of the training loop.
+
+    Attributes:
+        max_steps: optimizer steps to run.
+        batch_size: sequences per micro-batch (per process).
+        gradient_accumulation_steps: micro-batches per optimizer step.
+        learning_rate: peak AdamW learning rate.
+        min_lr_ratio: the cosine schedule decays to ``learning_rate * min_lr_ratio``.
+        warmup_steps: linear warm-up from 0 to the peak.
+        weight_decay: AdamW decoupled weight decay (not applied to norms and biases).
+        betas: AdamW betas.
+        max_grad_norm: clip the global gradient norm to this (None: no clipping).
+        seed: seeds batch order and every random number generator.
+        group_by_length: batch documents of similar length together (less padding).
+        log_every: steps between loss readings (each reading synchronises devices).
+        eval_every: steps between calls of the evaluation hook (0: never).
+        checkpoint_every: steps between checkpoints (0: only when interrupted by ``stop_at_step``).
+        keep_checkpoints: how many recent checkpoints to keep.
+    """
+
+    max_steps: int
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    group_by_length: bool = True
+    log_every: int = 10
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
+        if self.batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("batch_size and gradient_accumulation_steps must be at least 1")
+        if not self.learning_rate > 0:
+            raise ValueError("learning_rate must be positive")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("min_lr_ratio must be between 0 and 1")
+        if self.warmup_steps < 0 or self.warmup_steps >= self.max_steps:
+            raise ValueError("warmup_steps must be >= 0 and smaller than max_steps")
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation hook returns: metrics, and optionally a reason to stop now."""
+
+    metrics: dict[str, float]
+    stop_reason: str | None = None
+
+
+EvalHook = Callable[[torch.nn.Module, int], EvalResult]
+
+
+@dataclass
+class TrainResult:
+    """What a run did, measured."""
+
+    steps: int
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    final_loss: float
+    loss_history: list[tuple[int, float]] = field(default_factory=list)
+    eval_history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    stop_reason: str = "max_steps"
+    resumed_from_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def causal_lm_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, Mapping[str, float]]:
+    """Mean next-token negative log-likelihood over the non-padding tokens."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    return out.loss, {}
+
+
+def warmup_cosine(config: TrainingConfig) -> Callable[[int], float]:
+    """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_lr_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        span = max(1, config.max_steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / span)
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return config.min_lr_ratio + (1 - config.min_lr_ratio) * cosine
+
+    return factor
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (decaying norm gains hurts and buys nothing)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    # foreach kernels are fastest on CPU and GPU alike for many small tensors.
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, foreach=True)
+
+
+def train_loop(
+    model: torch.nn.Module,
+    dataset: SequenceDataset,
+    config: TrainingConfig,
+    *,
+    pad_id: int,
+    loss_fn: LossFn = causal_lm_loss,
+    eval_hook: EvalHook | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    stop_at_step: int | None = None,
+    progress: bool = True,
+    description: str = "training",
+    accelerator: Accelerator | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on ``dataset`` and return what happened.
+
+    Args:
+        loss_fn: ``(model, batch) -> (loss, metrics)``; the batch holds ``input_ids``,
+            ``attention_mask`` and ``labels``.
+        checkpoint_dir: where checkpoints go; a checkpoint found there is resumed from.
+        stop_at_step: save a checkpoint and return after this many steps (an interruption
+            that resumes cleanly; used by tests and by time-boxed jobs).
+        progress: show a rich progress bar (on stderr, so ``--json`` output stays clean).
+    """
+    accelerator = accelerator or Accelerator()
+    set_seed(config.seed)
+    lengths = [len(s) for s in dataset.sequences] if config.group_by_length else None
+    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, lengths)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate(pad_id))
+    optimizer = make_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step
+    # it once per process), and checkpointed alongside the rest.
+    accelerator.register_for_checkpointing(scheduler)
+
+    step, tokens, elapsed_before = 0, 0, 0.0
+    loss_history: list[tuple[int, float]] = []
+    eval_history: list[tuple[int, dict[str, float]]] = []
+    resumed_from: int | None = None
+    ckpt_root = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if ckpt_root is not None:
+        latest = _latest_checkpoint(ckpt_root)
+        if latest is not None:
+            accelerator.load_state(str(latest))
+            state = json.loads((latest / "trainer_state.json").read_text())
+            step, tokens, elapsed_before = state["step"], state["tokens"], state["seconds"]
+            loss_history = [tuple(x) for x in state["loss_history"]]
+            eval_history = [tuple(x) for x in state["eval_history"]]
+            resumed_from = step
+
+    micro_per_epoch = len(loader)
+    micro_step = step * config.gradient_accumulation_steps
+    model.train()
+    running_loss = torch.zeros((), device=accelerator.device)
+    running_count = 0
+    last_loss = math.nan
+    stop_reason = "max_steps"
+    start = time.perf_counter()
+    bar = _progress_bar(progress and accelerator.is_main_process)
+    task = bar.add_task(description, total=config.max_steps, completed=step, loss=math.nan, tps=0.0)
+    with bar:
+        while step < config.max_steps:
+            epoch, offset = divmod(micro_step, micro_per_epoch)
+            sampler.set_epoch(epoch)
+            epoch_loader = accelerator.skip_first_batches(loader, offset) if offset else loader
+            for batch in epoch_loader:
+                micro_step += 1
+                boundary = micro_step % config.gradient_accumulation_steps == 0
+                tokens += int(batch["attention_mask"].sum())
+                # Gradients are only all-reduced on the last micro-batch of a step.
+                with accelerator.no_sync(model) if not boundary else _null():
+                    loss, _ = loss_fn(model, batch)
+                    accelerator.backward(loss / config.gradient_accumulation_steps)
+                running_loss += loss.detach()
+                running_count += 1
+                if not boundary:
+                    continue
+                if config.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+
+                if step % config.log_every == 0 or step == config.max_steps:
+                    last_loss = float(accelerator.reduce(running_loss, "mean")) / running_count
+                    running_loss.zero_()
+                    running_count = 0
+                    if not math.isfinite(last_loss):
+                        raise ExpungeError(
+                            f"the loss became {last_loss} at step {step}",
+                            "lower the learning rate or check the data for empty sequences",
+                        )
+                    loss_history.append((step, last_loss))
+                    seconds = elapsed_before + time.perf_counter() - start
+                    bar.update(task, completed=step, loss=last_loss, tps=tokens / max(seconds, 1e-9))
+                if eval_hook is not None and config.eval_every and step % config.eval_every == 0:
+                    model.eval()
+                    with torch.no_grad():
+                        result = eval_hook(accelerator.unwrap_model(model), step)
+                    model.train()
+                    eval_history.append((step, dict(result.metrics)))
+                    if result.stop_reason:
+                        stop_reason = result.stop_reason
+                        break
+                seconds = elapsed_before + time.perf_counter() - start
+                if ckpt_root is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
+                    _save_checkpoint(accelerator, ckpt_root, step, tokens, seconds, loss_history,
+                                     eval_history, config.keep_checkpoints)
+                if stop_at_step is not None and step >= stop_at_step and step < config.max_steps:
+                    if ckpt_root is not None:
+                        _save_checkpoint(accelerator, ckpt_root, step, tokens, seconds, loss_history,
+                                         eval_history, config.keep_checkpoints)
+                    stop_reason = "interrupted"
+                    break
+                if step >= config.max_steps:
+                    break
+            if stop_reason != "max_steps":
+                break
+
+    model.eval()
+    seconds = elapsed_before + time.perf_counter() - start
+    return TrainResult(
+        steps=step,
+        tokens=tokens,
+        seconds=seconds,
+        tokens_per_second=tokens / max(seconds, 1e-9),
+        final_loss=last_loss,
+        loss_history=loss_history,
+        eval_history=eval_history,
+        stop_reason=stop_reason,
+        resumed_from_step=resumed_from,
+    )
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+
+
+def _latest_checkpoint(root: Path) -> Path | None:
+    if not root.is_dir():
+        return None
+    candidates = sorted(
+        (p for p in root.glob("step-*") if (p / "trainer_state.json").is_file()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    return candidates[-1] if candidates else None
+
+
+def _save_checkpoint(
+    accelerator: Accelerator,
+    root: Path,
+    step: int,
+    tokens: int,
+    seconds: float,
+    loss_history: list[tuple[int, float]],
+    eval_history: list[tuple[int, dict[str, float]]],
+    keep: int,
+) -> None:
+    """Write ``root/step-N`` atomically: a checkpoint either exists whole or not at all."""
+    final = root / f"step-{step}"
+    tmp = root / f".step-{step}.partial"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    if accelerator.is_main_process:
+        state = {"step": step, "tokens": tokens, "seconds": seconds,
+                 "loss_history": loss_history, "eval_history": eval_history}
+        (tmp / "trainer_state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tmp, final)
+        old = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-keep]
+        for path in old:
+            shutil.rmtree(path, ignore_errors=True)
+    accelerator.wait_for_everyone()

@@ -1,0 +1,95 @@
+"""Scoring probes: greedy answers and exact match.
+
+Exact match compares the greedy continuation of the prompt (up to the end-of-sequence token or
+a newline) with the answer after the usual SQuAD-style normalisation: lower case, punctuation and
+the articles a/an/the removed, whitespace removed. So ``a nurse`` matches ``nurse``, and
+``555 - 47 - 12`` (a word-level tokenizer's decoding) matches ``555-47-12``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from expunge.records import Probe
+
+
+_PUNCTUATION = re.compile(r"[^\w\s]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no articles, no whitespace."""
+    text = _PUNCTUATION.sub(" ", text.lower())
+    return re.sub(r"\s+", "", _ARTICLES.sub(" ", text))
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    probe_id: str
+    generated: str
+    correct: bool
+
+
+@torch.no_grad()
+def greedy_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 128,
+) -> list[str]:
+    """Greedy continuations of ``prompts``, cut at EOS or the first newline."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation appends on the right
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            generated = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = generated[:, enc["input_ids"].shape[1] :]
+            for row in new_tokens:
+                text = tokenizer.decode(row, skip_special_tokens=True)
+                outputs.append(text.split("\n")[0].strip())
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return outputs
+
+
+def answer_probes(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, probes: Sequence[Probe], batch_size: int = 128
+) -> list[ProbeAnswer]:
+    """Greedy answer and exact-match verdict for every probe."""
+    if not probes:
+        return []
+    longest = max(len(tokenizer(p.answer, add_special_tokens=False)["input_ids"]) for p in probes)
+    texts = greedy_answers(model, tokenizer, [p.prompt for p in probes],
+                           max_new_tokens=longest + 2, batch_size=batch_size)
+    return [
+        ProbeAnswer(p.id, text, normalize_answer(text) == normalize_answer(p.answer))
+        for p, text in zip(probes, texts)
+    ]
+
+
+def exact_match(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, probes: Sequence[Probe], batch_size: int = 128
+) -> float:
+    """Share of probes whose greedy answer equals the ground truth (nan for no probes)."""
+    answers = answer_probes(model, tokenizer, probes, batch_size)
+    return sum(a.correct for a in answers) / len(answers) if answers else float("nan")

@@ -1,0 +1,43 @@
+"""Seeded scenario generators and the on-disk world format."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+from expunge.worlds.privacy import (
+    GENERATOR_NAME,
+    GENERATOR_VERSION,
+    PrivacyWorldConfig,
+    chance_exact_match,
+    generate_privacy_world,
+)
+from expunge.worlds.world import World, load_world, manifest_for, write_world
+
+__all__ = [
+    "PrivacyWorldConfig",
+    "World",
+    "build_privacy_world",
+    "chance_exact_match",
+    "generate_privacy_world",
+    "load_world",
+]
+
+
+def build_privacy_world(out: str | os.PathLike[str], config: PrivacyWorldConfig) -> World:
+    """Generate the privacy world for ``config`` and write it to ``out`` (a new directory)."""
+    generated = generate_privacy_world(config)
+    people = [s for s in generated.subjects if s.kind == "person"]
+    roles = Counter(s.role for s in people)
+    counts = {
+        "people_train": roles["train"],
+        "people_holdout": roles["holdout"],
+        "entities": sum(s.kind == "entity" for s in generated.subjects),
+        "attributes_per_person": len(people[0].attributes),
+        "documents_train": sum(d.split == "train" for d in generated.documents),
+        "documents_holdout": sum(d.split == "holdout" for d in generated.documents),
+        "probes": len(generated.probes),
+    }
+    manifest = manifest_for(GENERATOR_NAME, GENERATOR_VERSION, config, counts)
+    manifest["seed"] = config.seed
+    return write_world(out, generated.subjects, generated.documents, generated.probes, manifest)

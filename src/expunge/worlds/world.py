@@ -1,0 +1,158 @@
+"""A world on disk: subjects, documents (with provenance), probes and a manifest.
+
+Layout of a world directory::
+
+    manifest.json     generator, version, seed, options, counts, fingerprint
+    subjects.jsonl    one Subject per line (ground truth, roles, neighbours)
+    documents.jsonl   one Document per line; split "train" is the training corpus
+    probes.jsonl      one Probe per line
+
+The fingerprint is a sha256 over the three JSONL files; deletion requests carry it, so a request
+can never be applied to a different world by mistake.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from expunge.errors import ExpungeError
+from expunge.fsutil import atomic_directory
+from expunge.records import (
+    Document,
+    Probe,
+    Subject,
+    iter_jsonl_lines,
+    read_json,
+    read_jsonl,
+    write_json_atomic,
+)
+
+WORLD_FILES = ("subjects.jsonl", "documents.jsonl", "probes.jsonl")
+
+
+@dataclass
+class World:
+    """An in-memory world with the lookups every stage needs."""
+
+    manifest: dict[str, Any]
+    subjects: list[Subject]
+    documents: list[Document]
+    probes: list[Probe]
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    @cached_property
+    def subject_by_id(self) -> dict[str, Subject]:
+        return {s.id: s for s in self.subjects}
+
+    def people(self, role: str | None = None) -> list[Subject]:
+        """People (not general entities), optionally only those with ``role``."""
+        return [s for s in self.subjects if s.kind == "person" and (role is None or s.role == role)]
+
+    def training_documents(self) -> list[Document]:
+        return [d for d in self.documents if d.split == "train"]
+
+    def documents_about(self, subject_ids: Iterable[str]) -> list[Document]:
+        """Training documents whose provenance names any of ``subject_ids``."""
+        wanted = set(subject_ids)
+        return [d for d in self.training_documents() if wanted.intersection(d.subjects)]
+
+    def probes_for(self, subject_ids: Iterable[str], kinds: Iterable[str] | None = None) -> list[Probe]:
+        wanted = set(subject_ids)
+        kind_set = set(kinds) if kinds is not None else None
+        return [
+            p for p in self.probes
+            if p.subject in wanted and (kind_set is None or p.kind in kind_set)
+        ]
+
+
+def fingerprint_files(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for name in WORLD_FILES:
+        digest.update(name.encode())
+        with (directory / name).open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def write_world(
+    out: str | os.PathLike[str],
+    subjects: list[Subject],
+    documents: list[Document],
+    probes: list[Probe],
+    manifest: dict[str, Any],
+) -> World:
+    """Write a world directory atomically; refuses to write over an existing path."""
+    with atomic_directory(out) as tmp:
+        for name, records in zip(WORLD_FILES, (subjects, documents, probes)):
+            with (tmp / name).open("w", encoding="utf-8") as handle:
+                handle.writelines(iter_jsonl_lines(records))
+        manifest = {**manifest, "fingerprint": fingerprint_files(tmp)}
+        write_json_atomic(tmp / "manifest.json", manifest)
+    return World(manifest, subjects, documents, probes, path=Path(out))
+
+
+def load_world(path: str | os.PathLike[str]) -> World:
+    """Load and validate a world directory (errors name the file, line and field)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ExpungeError(
+            f"world directory {path} not found",
+            "create one with `expunge world privacy --out DIR`",
+        )
+    manifest = read_json(path / "manifest.json", "world manifest")
+    if not isinstance(manifest, dict) or "fingerprint" not in manifest:
+        raise ExpungeError(
+            f"{path / 'manifest.json'}: missing field 'fingerprint'",
+            "regenerate the world with `expunge world`",
+        )
+    subjects = read_jsonl(path / "subjects.jsonl", Subject)
+    documents = read_jsonl(path / "documents.jsonl", Document)
+    probes = read_jsonl(path / "probes.jsonl", Probe)
+    world = World(manifest, subjects, documents, probes, path=path)
+    _check_references(world, path)
+    actual = fingerprint_files(path)
+    if actual != manifest["fingerprint"]:
+        raise ExpungeError(
+            f"{path}: the world files were changed after generation (fingerprint mismatch)",
+            "regenerate the world, or restore the original files",
+        )
+    return world
+
+
+def _check_references(world: World, path: Path) -> None:
+    known = world.subject_by_id
+    if len(known) != len(world.subjects):
+        raise ExpungeError(f"{path / 'subjects.jsonl'}: duplicate subject ids", "make ids unique")
+    for number, doc in enumerate(world.documents, start=1):
+        for subject in doc.subjects:
+            if subject not in known:
+                raise ExpungeError(
+                    f"{path / 'documents.jsonl'}: document {doc.id} names unknown subject {subject!r}",
+                    "every subject in a document must be listed in subjects.jsonl",
+                )
+    for probe in world.probes:
+        if probe.subject not in known:
+            raise ExpungeError(
+                f"{path / 'probes.jsonl'}: probe {probe.id} names unknown subject {probe.subject!r}",
+                "every probe's subject must be listed in subjects.jsonl",
+            )
+
+
+def manifest_for(generator: str, version: str, options: Any, counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "generator": generator,
+        "generator_version": version,
+        "options": asdict(options),
+        "counts": counts,
+    }
