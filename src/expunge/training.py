@@ -16,12 +16,14 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +292,17 @@ def train_loop(
     )
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class _null:
     def __enter__(self) -> None:
         return None
@@ -340,7 +353,8 @@ def _save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with _quiet("accelerate"):  # it warns that the tied lm_head is stored once; that is intended
+        accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         state = {"step": step, "tokens": tokens, "seconds": seconds,
                  "loss_history": loss_history, "eval_history": eval_history}

@@ -47,8 +47,12 @@ def save_model_version(
     *,
     parent: str | None,
     recipe: dict[str, Any],
+    run: dict[str, Any] | None = None,
 ) -> ModelRef:
-    """Write ``model`` and ``tokenizer`` as a new version at ``out`` (which must not exist)."""
+    """Write ``model`` and ``tokenizer`` as a new version at ``out`` (which must not exist).
+
+    ``run`` holds measurements of the run that made it (seconds, steps, ...), kept for reports.
+    """
     sha = weights_sha256(model)
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
@@ -57,6 +61,7 @@ def save_model_version(
             "sha256": sha,
             "parent": parent,
             "recipe": recipe,
+            "run": run or {},
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json_atomic(tmp / MODEL_RECORD, record)
@@ -107,5 +112,7 @@ def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
         )
 
 
-def write_model_record(directory: Path, record: dict[str, Any]) -> None:
-    write_json_atomic(directory / MODEL_RECORD, record)
+def read_model_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``expunge_model.json`` of a model directory ({} for models expunge did not write)."""
+    record_path = Path(path) / MODEL_RECORD
+    return read_json(record_path, "model record") if record_path.is_file() else {}

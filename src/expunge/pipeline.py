@@ -1,0 +1,232 @@
+"""Library functions behind `expunge train` and `expunge retrain`.
+
+Both train a fresh model on a world's training corpus with the one training loop; the oracle
+(``retrain_oracle``) simply leaves out the documents a deletion request names. Same preset, same
+seed, same initial weights, same number of steps: the only difference is the data, which is what
+makes the oracle the gold standard every unlearning method is compared with.
+
+Interrupted runs resume: checkpoints live beside the output, in ``.<out>.checkpoints/``, tagged
+with a hash of the recipe, and running the same command again continues from the last one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from expunge.data import SequenceDataset, encode_documents
+from expunge.errors import ExpungeError
+from expunge.fsutil import ensure_new_output
+from expunge.ledger.requests import load_request, resolve_documents
+from expunge.models.builders import build_llama
+from expunge.models.io import load_model, save_model_version
+from expunge.models.tokenizer import build_word_tokenizer
+from expunge.presets import Preset, get_preset
+from expunge.records import ModelRef
+from expunge.training import TrainResult, train_loop
+from expunge.verify.probes import answer_probes
+from expunge.worlds import World, chance_exact_match, load_world
+
+
+@dataclass
+class TrainingReport:
+    """The outcome of `train` or `retrain`: the model version, the run, and what the model knows."""
+
+    kind: str
+    model: ModelRef | None
+    run: TrainResult
+    knowledge: dict[str, dict[str, float]]
+    request_id: str | None = None
+    removed_documents: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "model": None if self.model is None else {"path": self.model.path, "sha256": self.model.sha256},
+            "request_id": self.request_id,
+            "removed_documents": self.removed_documents,
+            "completed": self.model is not None,
+            "seconds": round(self.run.seconds, 2),
+            "steps": self.run.steps,
+            "tokens_per_second": round(self.run.tokens_per_second, 1),
+            "final_loss": self.run.final_loss,
+            "resumed_from_step": self.run.resumed_from_step,
+            "knowledge": self.knowledge,
+            "notes": self.notes,
+        }
+
+
+def world_tokenizer(world: World) -> PreTrainedTokenizerBase:
+    """The world's word-level tokenizer: every word of documents and probes, holdout included."""
+    texts: list[str] = [d.text for d in world.documents]
+    for probe in world.probes:
+        texts += [probe.prompt, probe.answer, *probe.alternatives]
+    return build_word_tokenizer(texts)
+
+
+def train_base(
+    world_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    preset: str = "default",
+    seed: int = 0,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> TrainingReport:
+    """Train the base model on the whole training corpus of a world."""
+    out = ensure_new_output(out)
+    world = load_world(world_dir)
+    return _train_on(world, set(), out, get_preset(preset), seed, "base", None, progress, stop_at_step)
+
+
+def retrain_oracle(
+    world_dir: str | os.PathLike[str],
+    request_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    preset: str | None = None,
+    seed: int | None = None,
+    base: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> TrainingReport:
+    """Retrain from scratch without the request's documents: the gold standard of unlearning.
+
+    With ``base``, the preset and seed are read from that model's recipe, so the oracle is
+    guaranteed to differ from the base model only in its data.
+    """
+    out = ensure_new_output(out)
+    world = load_world(world_dir)
+    request = load_request(request_path, world)
+    if base is not None:
+        _, _, base_ref = load_model(base)
+        recipe = base_ref.recipe
+        if recipe.get("world_fingerprint") != world.fingerprint:
+            raise ExpungeError(f"base model {base} was not trained on this world", "pass the matching --world")
+        base_preset, base_seed = recipe["preset"]["name"], recipe["seed"]
+        if (preset not in (None, base_preset)) or (seed not in (None, base_seed)):
+            raise ExpungeError(
+                f"--preset/--seed differ from the base model's recipe ({base_preset}, seed {base_seed})",
+                "drop --preset/--seed when --base is given",
+            )
+        preset, seed = base_preset, base_seed
+    excluded = resolve_documents(world, request)
+    report = _train_on(world, excluded, out, get_preset(preset or "default"), 0 if seed is None else seed,
+                       "oracle", request, progress, stop_at_step)
+    report.request_id = request.id
+    report.removed_documents = len(excluded)
+    return report
+
+
+def _train_on(
+    world: World,
+    excluded: set[str],
+    out: Path,
+    preset: Preset,
+    seed: int,
+    kind: str,
+    request: Any,
+    progress: bool,
+    stop_at_step: int | None,
+) -> TrainingReport:
+    documents = [d for d in world.training_documents() if d.id not in excluded]
+    if not documents:
+        raise ExpungeError("no training documents are left after the request", "remove fewer subjects")
+    tokenizer = world_tokenizer(world)
+    model = build_llama(preset.model, tokenizer, seed)
+    dataset = SequenceDataset(encode_documents(tokenizer, [d.text for d in documents], preset.max_length))
+    recipe = {
+        "kind": kind,
+        "world_fingerprint": world.fingerprint,
+        "preset": preset.to_dict(),
+        "seed": seed,
+        "training_documents": len(documents),
+        "excluded_documents": len(excluded),
+        "excluded_sha256": hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest(),
+        "request_id": None if request is None else request.id,
+    }
+    checkpoints = _checkpoint_dir(out, recipe)
+    config = replace(preset.training, seed=seed)
+    run = train_loop(
+        model, dataset, config, pad_id=tokenizer.pad_token_id, checkpoint_dir=checkpoints,
+        stop_at_step=stop_at_step, progress=progress, description=f"{kind} training",
+    )
+    if run.stop_reason == "interrupted":
+        return TrainingReport(kind, None, run, {}, notes=[
+            f"stopped at step {run.steps}; run the same command again to resume from {checkpoints}"])
+    forget = set(request.targets) if request is not None else set()
+    knowledge = measure_knowledge(model, tokenizer, world, forget)
+    run_stats = {"seconds": run.seconds, "steps": run.steps, "tokens_per_second": run.tokens_per_second,
+                 "final_loss": run.final_loss, "resumed_from_step": run.resumed_from_step}
+    ref = save_model_version(model, tokenizer, out, parent=None, recipe=recipe, run=run_stats)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return TrainingReport(kind, ref, run, knowledge)
+
+
+def _checkpoint_dir(out: Path, recipe: dict[str, Any]) -> Path:
+    """Checkpoints for ``out``; refuses ones left by a different recipe (they would not resume it)."""
+    directory = out.parent / f".{out.name}.checkpoints"
+    tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    tag_file = directory / "recipe.sha256"
+    if directory.exists():
+        if not tag_file.is_file() or tag_file.read_text().strip() != tag:
+            raise ExpungeError(
+                f"{directory} holds checkpoints of a different run, which cannot be resumed here",
+                f"delete {directory}, or choose another --out",
+            )
+    else:
+        directory.mkdir(parents=True)
+        tag_file.write_text(tag + "\n")
+    return directory
+
+
+def measure_knowledge(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, forget: Iterable[str] = ()
+) -> dict[str, dict[str, float]]:
+    """Exact match on direct and paraphrased questions, per group of subjects.
+
+    Groups: ``forget`` (requested people, when any), ``retain`` (the other trained people),
+    ``holdout`` (never-seen people) and ``general`` (facts about countries). Person groups also
+    carry ``chance``: the exact match of always answering the most common value (see
+    :func:`expunge.worlds.chance_exact_match`), and ``at_chance`` for forget and holdout groups:
+    whether paraphrase exact match is within two binomial standard errors of chance.
+    """
+    forget = set(forget)
+    retained_subjects = [s for s in world.subjects if s.id not in forget]
+    groups = {
+        "forget": sorted(forget),
+        "retain": [s.id for s in world.people("train") if s.id not in forget],
+        "holdout": [s.id for s in world.people("holdout")],
+        "general": [s.id for s in world.subjects if s.kind == "entity"],
+    }
+    table: dict[str, dict[str, float]] = {}
+    for group, ids in groups.items():
+        if not ids:
+            continue
+        row: dict[str, float] = {"subjects": len(ids)}
+        for kind in ("direct", "paraphrase"):
+            probes = world.probes_for(ids, kinds=[kind])
+            answers = answer_probes(model, tokenizer, probes)
+            row[f"{kind}_exact_match"] = sum(a.correct for a in answers) / len(answers) if answers else math.nan
+            row[f"{kind}_n"] = len(answers)
+        if group != "general":
+            paraphrases = world.probes_for(ids, kinds=["paraphrase"])
+            chance = chance_exact_match(retained_subjects, paraphrases)
+            row["chance"] = chance
+            if group in ("forget", "holdout"):
+                # Paraphrases of one fact are not independent: count facts, not questions.
+                n = max(1, len({(p.subject, p.attribute) for p in paraphrases}))
+                bound = chance + 2 * math.sqrt(max(chance, 1 / n) * (1 - chance) / n)
+                row["at_chance"] = bool(row["paraphrase_exact_match"] <= bound)
+        table[group] = row
+    return table

@@ -1,0 +1,75 @@
+"""Named recipes (model size + training hyper-parameters): an explicit registry.
+
+``default`` is sized for the default privacy world (100 people x 6 attributes) on a 2-core CPU:
+measured here, it answers held-out paraphrased questions about trained people with ~0.9 exact
+match after ~2.5 minutes. ``tiny`` exists for tests and smoke runs: on an 8-person world it reaches ~0.95 exact match on
+trained questions in about 5 seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from expunge.errors import ExpungeError
+from expunge.models.builders import ModelPreset
+from expunge.training import TrainingConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model size and a training configuration that go together.
+
+    Attributes:
+        name: registry key.
+        model: size of the Llama model built for the world's tokenizer.
+        training: hyper-parameters of the one training loop (its ``seed`` is replaced by the run's).
+        max_length: documents are cut to this many tokens.
+    """
+
+    name: str
+    model: ModelPreset
+    training: TrainingConfig
+    max_length: int = 128
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["training"]["betas"] = list(self.training.betas)
+        return data
+
+
+_PRESETS: dict[str, Preset] = {}
+
+
+def register_preset(preset: Preset) -> None:
+    if preset.name in _PRESETS:
+        raise ValueError(f"preset {preset.name!r} is already registered; known: {', '.join(sorted(_PRESETS))}")
+    _PRESETS[preset.name] = preset
+
+
+def get_preset(name: str) -> Preset:
+    if name not in _PRESETS:
+        raise ExpungeError(f"unknown preset {name!r}", f"use one of: {', '.join(sorted(_PRESETS))}")
+    return _PRESETS[name]
+
+
+def preset_names() -> list[str]:
+    return sorted(_PRESETS)
+
+
+register_preset(
+    Preset(
+        name="tiny",
+        model=ModelPreset(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64),
+        training=TrainingConfig(max_steps=300, batch_size=32, learning_rate=2e-2, warmup_steps=10,
+                                weight_decay=0.0, log_every=10, checkpoint_every=100),
+    )
+)
+register_preset(
+    Preset(
+        name="default",
+        model=ModelPreset(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512),
+        training=TrainingConfig(max_steps=1200, batch_size=64, learning_rate=3e-3, warmup_steps=100,
+                                weight_decay=0.1, log_every=20, checkpoint_every=200),
+    )
+)
