@@ -86,7 +86,9 @@ class EpochBatchSampler(Sampler[list[int]]):
         self.group_window = group_window
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
+        # Not named set_epoch on purpose: accelerate calls set_epoch(<its own iteration count>)
+        # on batch samplers, which after a resume is not the epoch we are in.
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[list[int]]:

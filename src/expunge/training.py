@@ -193,6 +193,7 @@ def train_loop(
     accelerator.register_for_checkpointing(scheduler)
 
     step, tokens, elapsed_before = 0, 0, 0.0
+    window = (0.0, 0)  # loss sum and micro-batch count since the last loss reading
     loss_history: list[tuple[int, float]] = []
     eval_history: list[tuple[int, dict[str, float]]] = []
     resumed_from: int | None = None
@@ -203,6 +204,7 @@ def train_loop(
             accelerator.load_state(str(latest))
             state = json.loads((latest / "trainer_state.json").read_text())
             step, tokens, elapsed_before = state["step"], state["tokens"], state["seconds"]
+            window = (state["window_loss_sum"], state["window_count"])
             loss_history = [tuple(x) for x in state["loss_history"]]
             eval_history = [tuple(x) for x in state["eval_history"]]
             resumed_from = step
@@ -210,8 +212,8 @@ def train_loop(
     micro_per_epoch = len(loader)
     micro_step = step * config.gradient_accumulation_steps
     model.train()
-    running_loss = torch.zeros((), device=accelerator.device)
-    running_count = 0
+    running_loss = torch.tensor(window[0], device=accelerator.device)
+    running_count = window[1]
     last_loss = math.nan
     stop_reason = "max_steps"
     start = time.perf_counter()
@@ -220,7 +222,7 @@ def train_loop(
     with bar:
         while step < config.max_steps:
             epoch, offset = divmod(micro_step, micro_per_epoch)
-            sampler.set_epoch(epoch)
+            sampler.use_epoch(epoch)
             epoch_loader = accelerator.skip_first_batches(loader, offset) if offset else loader
             for batch in epoch_loader:
                 micro_step += 1
@@ -265,11 +267,13 @@ def train_loop(
                 seconds = elapsed_before + time.perf_counter() - start
                 if ckpt_root is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
                     _save_checkpoint(accelerator, ckpt_root, step, tokens, seconds, loss_history,
-                                     eval_history, config.keep_checkpoints)
+                                     eval_history, config.keep_checkpoints,
+                                     (float(running_loss), running_count))
                 if stop_at_step is not None and step >= stop_at_step and step < config.max_steps:
                     if ckpt_root is not None:
                         _save_checkpoint(accelerator, ckpt_root, step, tokens, seconds, loss_history,
-                                         eval_history, config.keep_checkpoints)
+                                         eval_history, config.keep_checkpoints,
+                                         (float(running_loss), running_count))
                     stop_reason = "interrupted"
                     break
                 if step >= config.max_steps:
@@ -345,6 +349,7 @@ def _save_checkpoint(
     loss_history: list[tuple[int, float]],
     eval_history: list[tuple[int, dict[str, float]]],
     keep: int,
+    window: tuple[float, int],
 ) -> None:
     """Write ``root/step-N`` atomically: a checkpoint either exists whole or not at all."""
     final = root / f"step-{step}"
@@ -357,7 +362,8 @@ def _save_checkpoint(
         accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
         state = {"step": step, "tokens": tokens, "seconds": seconds,
-                 "loss_history": loss_history, "eval_history": eval_history}
+                 "loss_history": loss_history, "eval_history": eval_history,
+                 "window_loss_sum": window[0], "window_count": window[1]}
         (tmp / "trainer_state.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)

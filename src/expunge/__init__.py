@@ -1,0 +1,78 @@
+"""expunge: make a trained language model forget specific things, and prove it.
+
+The public API is imported lazily (``import expunge`` stays fast and the CLI starts quickly);
+every name below is documented in docs/api.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # errors and records
+    "ExpungeError": "expunge.errors",
+    "Subject": "expunge.records",
+    "Document": "expunge.records",
+    "Probe": "expunge.records",
+    "DeletionRequest": "expunge.records",
+    "ModelRef": "expunge.records",
+    "read_jsonl": "expunge.records",
+    "write_jsonl": "expunge.records",
+    # worlds
+    "World": "expunge.worlds",
+    "PrivacyWorldConfig": "expunge.worlds",
+    "build_privacy_world": "expunge.worlds",
+    "generate_privacy_world": "expunge.worlds",
+    "load_world": "expunge.worlds",
+    "chance_exact_match": "expunge.worlds",
+    # requests
+    "make_request": "expunge.ledger",
+    "write_request": "expunge.ledger",
+    "load_request": "expunge.ledger",
+    "resolve_documents": "expunge.ledger",
+    # models
+    "ModelPreset": "expunge.models",
+    "build_llama": "expunge.models",
+    "build_word_tokenizer": "expunge.models",
+    "load_model": "expunge.models",
+    "save_model_version": "expunge.models",
+    "weights_sha256": "expunge.models",
+    # training
+    "TrainingConfig": "expunge.training",
+    "TrainResult": "expunge.training",
+    "EvalResult": "expunge.training",
+    "train_loop": "expunge.training",
+    "causal_lm_loss": "expunge.training",
+    "Preset": "expunge.presets",
+    "get_preset": "expunge.presets",
+    "preset_names": "expunge.presets",
+    # pipeline
+    "train_base": "expunge.pipeline",
+    "retrain_oracle": "expunge.pipeline",
+    "measure_knowledge": "expunge.pipeline",
+    "world_tokenizer": "expunge.pipeline",
+    "TrainingReport": "expunge.pipeline",
+    "run_demo": "expunge.demo",
+    # verification
+    "exact_match": "expunge.verify.probes",
+    "answer_probes": "expunge.verify.probes",
+    "greedy_answers": "expunge.verify.probes",
+    "normalize_answer": "expunge.verify.probes",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'expunge' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

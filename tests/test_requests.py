@@ -1,0 +1,77 @@
+"""Deletion requests: resolution through provenance, and every way a request can be wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from expunge.errors import ExpungeError
+from expunge.ledger import load_request, make_request, resolve_documents, write_request
+from expunge.worlds import PrivacyWorldConfig, build_privacy_world
+
+
+def test_subjects_resolve_to_their_documents(tiny_world) -> None:
+    person = tiny_world.people("train")[0]
+    request = make_request(tiny_world, subjects=[person.id])
+    expected = {d.id for d in tiny_world.training_documents() if person.id in d.subjects}
+    assert set(request.document_ids) == expected
+    assert expected and resolve_documents(tiny_world, request) == expected
+    for doc in tiny_world.documents:
+        if doc.id in expected:
+            assert person.name in doc.text
+
+
+def test_random_fraction_is_seeded(tiny_world) -> None:
+    a = make_request(tiny_world, random_fraction=0.25, seed=1, received_at="t")
+    b = make_request(tiny_world, random_fraction=0.25, seed=1, received_at="t")
+    c = make_request(tiny_world, random_fraction=0.25, seed=2, received_at="t")
+    assert a == b and len(a.targets) == 2
+    assert a.targets != c.targets or a.id != c.id
+
+
+def test_unknown_subject(tiny_world) -> None:
+    with pytest.raises(ExpungeError, match="unknown subject id 'person-9999'") as info:
+        make_request(tiny_world, subjects=["person-9999"])
+    assert "person-0000" in info.value.fix
+
+
+def test_holdout_subject_removes_nothing(tiny_world) -> None:
+    holdout = tiny_world.people("holdout")[0]
+    with pytest.raises(ExpungeError, match="never-seen"):
+        make_request(tiny_world, subjects=[holdout.id])
+
+
+def test_empty_request(tiny_world) -> None:
+    with pytest.raises(ExpungeError, match="removes nothing"):
+        make_request(tiny_world)
+
+
+def test_document_ids(tiny_world) -> None:
+    doc = tiny_world.training_documents()[3]
+    assert make_request(tiny_world, documents=[doc.id]).document_ids == (doc.id,)
+    with pytest.raises(ExpungeError, match="not a training document"):
+        make_request(tiny_world, documents=["doc-999999"])
+
+
+def test_file_round_trip_and_world_mismatch(tiny_world, tmp_path: Path) -> None:
+    request = make_request(tiny_world, subjects=[tiny_world.people("train")[1].id])
+    write_request(request, tmp_path / "r.json")
+    assert load_request(tmp_path / "r.json", tiny_world) == request
+    with pytest.raises(ExpungeError, match="already exists"):
+        write_request(request, tmp_path / "r.json")
+    other = build_privacy_world(tmp_path / "other", PrivacyWorldConfig(seed=9, people=8))
+    with pytest.raises(ExpungeError, match="different world"):
+        load_request(tmp_path / "r.json", other)
+
+
+def test_malformed_request_file(tiny_world, tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text('{"kind": "privacy",\n "targets": [}')
+    with pytest.raises(ExpungeError, match=r"r.json:2: malformed JSON"):
+        load_request(path, tiny_world)
+    path.write_text(json.dumps({"id": "r", "kind": "privacy", "targets": [], "document_ids": [],
+                                "world_fingerprint": tiny_world.fingerprint}))
+    with pytest.raises(ExpungeError, match="removes nothing"):
+        load_request(path, tiny_world)
