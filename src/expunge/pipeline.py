@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.data import SequenceDataset, encode_documents
@@ -155,12 +156,21 @@ def _train_on(
         "excluded_sha256": hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest(),
         "request_id": None if request is None else request.id,
     }
-    checkpoints = _checkpoint_dir(out, recipe)
+    # Under `accelerate launch` this runs once per process; only the main process writes files.
+    accelerator = Accelerator()
+    checkpoints = out.parent / f".{out.name}.checkpoints"
+    if accelerator.is_main_process:
+        _claim_checkpoint_dir(checkpoints, recipe)
+    accelerator.wait_for_everyone()
     config = replace(preset.training, seed=seed)
     run = train_loop(
         model, dataset, config, pad_id=tokenizer.pad_token_id, checkpoint_dir=checkpoints,
         stop_at_step=stop_at_step, progress=progress, description=f"{kind} training",
+        accelerator=accelerator,
     )
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return TrainingReport(kind, None, run, {}, notes=["worker process: the main process saves the model"])
     if run.stop_reason == "interrupted":
         return TrainingReport(kind, None, run, {}, notes=[
             f"stopped at step {run.steps}; run the same command again to resume from {checkpoints}"])
@@ -173,9 +183,9 @@ def _train_on(
     return TrainingReport(kind, ref, run, knowledge)
 
 
-def _checkpoint_dir(out: Path, recipe: dict[str, Any]) -> Path:
-    """Checkpoints for ``out``; refuses ones left by a different recipe (they would not resume it)."""
-    directory = out.parent / f".{out.name}.checkpoints"
+def _claim_checkpoint_dir(directory: Path, recipe: dict[str, Any]) -> None:
+    """Create the checkpoint directory tagged with the recipe's hash, or accept one with the same
+    tag (a resume); refuse checkpoints left by a different recipe, which would not resume this run."""
     tag = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     tag_file = directory / "recipe.sha256"
     if directory.exists():
@@ -187,7 +197,6 @@ def _checkpoint_dir(out: Path, recipe: dict[str, Any]) -> Path:
     else:
         directory.mkdir(parents=True)
         tag_file.write_text(tag + "\n")
-    return directory
 
 
 def measure_knowledge(

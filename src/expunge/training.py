@@ -281,6 +281,7 @@ def train_loop(
             if stop_reason != "max_steps":
                 break
 
+    model = accelerator.unwrap_model(model)
     model.eval()
     seconds = elapsed_before + time.perf_counter() - start
     return TrainResult(
