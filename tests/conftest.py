@@ -49,3 +49,12 @@ def tiny_base(tiny_world_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """A tiny base model trained on the tiny world (about five seconds)."""
     out = tmp_path_factory.mktemp("models") / "base"
     return train_base(tiny_world_dir, out, preset="tiny", seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_oracle(tiny_world_dir: Path, tiny_request_path: Path, tiny_base, tmp_path_factory: pytest.TempPathFactory):
+    """The tiny base model's recipe retrained without the tiny request's people."""
+    from expunge.pipeline import retrain_oracle
+
+    out = tmp_path_factory.mktemp("models") / "oracle"
+    return retrain_oracle(tiny_world_dir, tiny_request_path, out, base=tiny_base.model.path, progress=False)

@@ -47,7 +47,7 @@ def test_world_refuses_existing_output(cli_world: Path) -> None:
 
 def test_world_bad_option(tmp_path: Path) -> None:
     result = run("world", "privacy", "--out", tmp_path / "w", "--people", "2")
-    assert result.exit_code == 2 and "people must be at least 4" in _error_line(result)
+    assert result.exit_code == 2 and "people must be at least 8" in _error_line(result)
     assert not (tmp_path / "w").exists()
 
 
@@ -117,17 +117,53 @@ def test_train_and_retrain_json(cli_world: Path, tmp_path: Path) -> None:
     assert oracle["model"]["sha256"] != base["model"]["sha256"]
 
 
+def test_forget_and_verify(tiny_world_dir, tiny_request_path, tiny_base, tiny_oracle, tmp_path: Path) -> None:
+    result = run("forget", "--model", tiny_base.model.path, "--world", tiny_world_dir, "--request", tiny_request_path,
+                 "--out", tmp_path / "simnpo", "--method", "simnpo", "-o", "max_steps=20", "--json")
+    assert result.exit_code == 0, result.output
+    forget = json.loads(result.stdout)
+    assert forget["method"] == "simnpo" and forget["parent_sha256"] == tiny_base.model.sha256
+    result = run("verify", "--model", tmp_path / "simnpo", "--original", tiny_base.model.path, "--oracle",
+                 tiny_oracle.model.path, "--world", tiny_world_dir, "--request", tiny_request_path,
+                 "--report", tmp_path / "r.html", "--report", tmp_path / "r.md", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [row["model"] for row in data["table"]] == ["original", "oracle", "simnpo"]
+    verdict = data["verification"]["candidates"]["simnpo"]["verdict"]
+    # Two forget people are below the default evidence floor of three: honestly not verified.
+    assert verdict["forgotten"] in ("no", "not verified") and verdict["confidence"] == "low"
+    assert (tmp_path / "r.html").read_text().startswith("<!doctype html>")
+    assert "## simnpo" in (tmp_path / "r.md").read_text()
+    # The human output names the verdict; a wrong oracle is one clear error line.
+    human = run("verify", "--model", tmp_path / "simnpo", "--original", tiny_base.model.path, "--oracle",
+                tiny_oracle.model.path, "--world", tiny_world_dir, "--request", tiny_request_path)
+    assert human.exit_code == 0 and "simnpo" in human.stdout and "confidence" in human.stdout
+    wrong = run("verify", "--model", tmp_path / "simnpo", "--original", tiny_base.model.path, "--oracle",
+                tiny_base.model.path, "--world", tiny_world_dir, "--request", tiny_request_path)
+    assert wrong.exit_code == 2 and "not a retrained oracle" in _error_line(wrong)
+
+
 def test_demo_json_schema(tmp_path: Path) -> None:
     args = ("demo", "--workspace", tmp_path / "ws", "--preset", "tiny", "--people", "8", "--fraction", "0.25", "--json")
     result = run(*args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert set(data) >= {"world", "request", "base", "oracle", "checks", "summary", "seconds"}
+    assert set(data) >= {"world", "request", "base", "oracle", "method", "baseline", "runs", "table", "verdicts",
+                         "targets", "reports", "seconds"}
     assert not data["base"]["cached"] and data["base"]["seconds"] > 0
-    assert set(data["oracle"]["knowledge"]) == {"forget", "retain", "holdout", "general"}
+    assert [row["model"] for row in data["table"]] == ["original", "oracle", "simnpo", "idkft"]
+    assert set(data["verdicts"]) == {"simnpo", "idkft"}
+    assert set(data["targets"]) == {"forget_em_within_oracle", "retain_em_ratio", "mia_auc_within_oracle",
+                                    "plausibility_within_oracle", "fraction_of_retraining", "baseline_not_forgotten"}
+    assert all(isinstance(t["passed"], bool) for t in data["targets"].values())
+    for path in data["reports"].values():
+        assert Path(path).is_file()
     again = json.loads(run(*args).stdout)
     assert again["base"]["cached"] and again["oracle"]["cached"]
     assert again["base"]["model"]["sha256"] == data["base"]["model"]["sha256"]
+    # A second run writes new model versions and reports; it never touches the first run's.
+    assert again["reports"]["json"] != data["reports"]["json"]
+    assert Path(data["reports"]["json"]).is_file()
 
 
 def test_every_command_is_documented() -> None:

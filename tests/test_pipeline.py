@@ -38,7 +38,7 @@ def test_base_knows_what_the_oracle_does_not(tiny_world_dir, tiny_world, tiny_re
     request = load_request(tiny_request_path, tiny_world)
     table = measure_knowledge(model, tokenizer, tiny_world, request.targets)
     assert table["forget"]["direct_exact_match"] >= 0.6
-    assert not table["forget"]["at_chance"]
+    assert table["forget"]["direct_exact_match"] > table["forget"]["chance"] + 0.3
 
 
 def test_base_with_conflicting_seed_is_refused(tiny_world_dir, tiny_request_path, tiny_base, tmp_path: Path) -> None:

@@ -55,3 +55,30 @@ def test_wrong_type_and_unknown_field_and_bad_choice(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ExpungeError, match="file not found"):
         read_jsonl(tmp_path / "nope.jsonl", Document)
+
+
+def test_non_utf8_file_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "docs.jsonl"
+    good = json.dumps({"id": "d1", "text": "x", "subjects": ["s"], "source": "t"})
+    path.write_bytes(good.encode() + b"\n" + b'{"id": "d2", "text": "caf\xe9"}\n')
+    with pytest.raises(ExpungeError, match=r"docs.jsonl:2: not valid UTF-8"):
+        read_jsonl(path, Document)
+
+
+def test_line_separator_characters_inside_text_survive(tmp_path: Path) -> None:
+    docs = [Document("d1", "before\u2028after\x1cend", ("s",), "t")]
+    write_jsonl(tmp_path / "d.jsonl", docs)
+    assert read_jsonl(tmp_path / "d.jsonl", Document) == docs
+
+
+def test_json_output_is_never_written_over(tmp_path: Path) -> None:
+    from expunge.records import write_json_atomic
+
+    write_json_atomic(tmp_path / "a.json", {"v": 1})
+    with pytest.raises(ExpungeError, match="already exists"):
+        write_json_atomic(tmp_path / "a.json", {"v": 2})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"v": 1}
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ExpungeError, match="cannot write"):
+        write_json_atomic(tmp_path / "afile" / "b.json", {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "afile"]

@@ -70,14 +70,17 @@ def test_heldout_questions_use_only_words_seen_in_training(default_world) -> Non
     assert asked <= seen, sorted(asked - seen)
 
 
-def test_no_person_owns_a_name_token(default_world) -> None:
-    train = default_world.people("train")
+@pytest.mark.parametrize(("people", "seed"), [(8, 0), (8, 1), (9, 2), (12, 3), (20, 4), (100, 0)])
+def test_no_person_owns_a_name_token(people: int, seed: int) -> None:
+    generated = generate_privacy_world(PrivacyWorldConfig(seed=seed, people=people))
+    train = [s for s in generated.subjects if s.kind == "person" and s.role == "train"]
+    holdout = [s for s in generated.subjects if s.kind == "person" and s.role == "holdout"]
     counts = Counter(token for person in train for token in person.name.split())
     assert min(counts.values()) >= 2, [t for t, c in counts.items() if c < 2]
-    for person in default_world.people("holdout"):
+    for person in holdout:
         for token in person.name.split():
             assert counts[token] >= 2, (person.name, token)
-    assert len({p.name for p in default_world.people()}) == len(default_world.people())
+    assert len({p.name for p in train + holdout}) == len(train + holdout)
 
 
 def test_every_fact_has_paraphrases_and_wrong_answers(default_world) -> None:
@@ -153,8 +156,26 @@ def test_edited_world_is_refused(tmp_path: Path) -> None:
 def test_invalid_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="people"):
         PrivacyWorldConfig(people=2)
+    with pytest.raises(ValueError, match="too few"):
+        PrivacyWorldConfig(people=8, holdout_people=100)
+    with pytest.raises(ValueError, match="wrong_answers"):
+        PrivacyWorldConfig(wrong_answers=24)
     with pytest.raises(ValueError, match="wrong_answers"):
         PrivacyWorldConfig(wrong_answers=2)
+
+
+def test_same_seed_same_files_across_processes(tmp_path: Path) -> None:
+    """Python salts str hashes per process; a generator iterating a set would differ here."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from expunge.worlds import PrivacyWorldConfig, build_privacy_world; "
+            "build_privacy_world(sys.argv[1], PrivacyWorldConfig(seed=4, people=12))")
+    for run, hash_seed in (("a", "1"), ("b", "777")):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / run)], check=True, env=env)
+    for name in (*WORLD_FILES, "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
 def test_generation_is_pure() -> None:

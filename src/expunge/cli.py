@@ -156,6 +156,88 @@ def retrain_cmd(
     _emit(as_json, report.to_dict(), lambda: _print_training(report.to_dict()))
 
 
+@app.command("forget")
+@friendly_errors
+def forget_cmd(
+    model: Path = typer.Option(..., "--model", help="Model directory to unlearn from (never modified)."),
+    world: Path = typer.Option(..., "--world", help="World directory."),
+    request: Path = typer.Option(..., "--request", help="Request file from `expunge request`."),
+    out: Path = typer.Option(..., "--out", help="New model directory for the result."),
+    method: str = typer.Option("simnpo", "--method", help="Unlearning method (see `expunge methods`)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Method option as key=value (repeatable)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Unlearn the requested subjects with a gradient method; writes a new model version."""
+    from expunge.methods.unlearn import options_from_pairs, unlearn
+
+    report = unlearn(model, world, request, out, method=method, options=options_from_pairs(option), progress=True)
+    data = report.to_dict()
+    _emit(as_json, data, lambda: console.print(
+        f"{data['method']}: wrote {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, parent "
+        f"{data['parent_sha256'][:16]}…) in {data['seconds']:.1f} s, {data['steps']} steps; {data['stop_reason']}"
+        + "".join(f"\nnote: {n}" for n in data["notes"])))
+
+
+@app.command("methods")
+@friendly_errors
+def methods_cmd(as_json: bool = JSON_OPTION) -> None:
+    """List the registered unlearning methods with their options and papers."""
+    from dataclasses import fields
+
+    from expunge.methods.registry import get_method, method_names
+
+    rows = []
+    for name in method_names():
+        spec = get_method(name)
+        doc = (spec.config_cls.__doc__ or "").strip()
+        rows.append({"name": name, "summary": spec.summary, "paper": doc.split()[0] if doc else "",
+                     "options": {f.name: f.default for f in fields(spec.config_cls)}})
+
+    def human() -> None:
+        table = Table(title="unlearning methods")
+        for column in ("name", "summary", "paper"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["name"], row["summary"], row["paper"])
+        console.print(table)
+
+    _emit(as_json, {"methods": rows}, human)
+
+
+@app.command("verify")
+@friendly_errors
+def verify_cmd(
+    model: list[Path] = typer.Option(..., "--model", help="Unlearned model directory (repeatable)."),
+    original: Path = typer.Option(..., "--original", help="The model before unlearning."),
+    oracle: Path = typer.Option(..., "--oracle", help="The model retrained without the data (`expunge retrain`)."),
+    world: Path = typer.Option(..., "--world", help="World directory."),
+    request: Path = typer.Option(..., "--request", help="Request file from `expunge request`."),
+    report: list[Path] = typer.Option([], "--report", help="Write the report: FILE.html, FILE.md or FILE.json (repeatable)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle."""
+    from expunge.report import report_from_verification, write_report
+    from expunge.report.render import json_safe
+    from expunge.verify.suite import verify_models
+
+    names = [path.name for path in model]
+    if len(set(names)) != len(names):
+        raise ExpungeError(f"two --model directories share a name ({names})", "give each model a distinct directory name")
+    verification = verify_models(dict(zip(names, model)), original, oracle, world, request)
+    data = report_from_verification(verification)
+    written = [str(write_report(data, path)) for path in report]
+    result = json_safe({"table": data.table, "verification": verification.to_dict(), "reports": written})
+
+    def human() -> None:
+        console.print(_summary_table(data.table))
+        for name, verdict in verification.verdicts.items():
+            _print_verdict(name, verdict.summary, verdict.confidence, verdict.reasons)
+        for path in written:
+            console.print(f"report written to {path}")
+
+    _emit(as_json, result, human)
+
+
 @app.command("demo")
 @friendly_errors
 def demo_cmd(
@@ -164,14 +246,37 @@ def demo_cmd(
     people: int = typer.Option(100, "--people", help="People in the world."),
     seed: int = typer.Option(0, "--seed", help="Seed for world, request and training."),
     fraction: float = typer.Option(0.1, "--fraction", help="Share of people the request deletes."),
+    method: str = typer.Option("simnpo", "--method", help="Unlearning method to demonstrate."),
+    baseline: str = typer.Option("idkft", "--baseline", help="The baseline it is compared with."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """World -> base model -> deletion request -> retrained oracle, with their numbers (cached)."""
+    """The main job: world, base model, request, oracle (cached); unlearn with a method and the
+    refusal baseline; verify both; print the table and verdicts; write the report."""
     from expunge.demo import run_demo
 
-    result = run_demo(workspace, preset=preset, people=people, seed=seed, fraction=fraction,
-                      progress=True, log=(lambda m: err_console.print(m)))
+    result = run_demo(workspace, preset=preset, people=people, seed=seed, fraction=fraction, method=method,
+                      baseline=baseline, progress=True, log=(lambda m: err_console.print(m)))
     _emit(as_json, result, lambda: _print_demo(result))
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> Table:
+    from expunge.report import TABLE_COLUMNS, format_value
+
+    shown = ("model", "forget_em", "retain_em", "neighbours_em", "forget_quality", "mia_auc", "privleak",
+             "model_utility", "plausibility", "seconds", "fraction_of_retraining", "forgotten", "collateral_damage")
+    headers = {key: header for key, header, _ in TABLE_COLUMNS}
+    table = Table(title="privacy deletion: original, oracle and methods")
+    for key in shown:
+        table.add_column(headers[key], justify="left" if key in ("model", "forgotten", "collateral_damage") else "right")
+    for row in rows:
+        table.add_row(*(format_value(row[key]) for key in shown))
+    return table
+
+
+def _print_verdict(name: str, summary: str, confidence: str, reasons: list[str]) -> None:
+    console.print(f"[bold]{name}[/]: {summary} (confidence: {confidence})", highlight=False)
+    for reason in reasons:
+        console.print(f"  - {reason}", highlight=False)
 
 
 def _knowledge_table(title: str, knowledge: dict[str, dict[str, Any]]) -> Table:
@@ -202,11 +307,20 @@ def _print_training(data: dict[str, Any]) -> None:
 def _print_demo(result: dict[str, Any]) -> None:
     for stage in ("base", "oracle"):
         data = result[stage]
-        console.print(f"{stage}: {data['model']['path']} — {data['seconds']:.1f} s"
+        console.print(f"{stage}: {data['model']['path']} — trained in {data['seconds']:.1f} s"
                       + (" (cached)" if data.get("cached") else ""))
-        console.print(_knowledge_table(f"{stage} model", data["knowledge"]))
-    for line in result["summary"]:
-        console.print(line)
+    for name, run in result["runs"].items():
+        console.print(f"{name}: {run['seconds']:.1f} s, {run['steps']} steps; {run['stop_reason']}")
+    console.print(_summary_table(result["table"]))
+    for name, verdict in result["verdicts"].items():
+        _print_verdict(name, verdict["summary"], verdict["confidence"], verdict["reasons"])
+    console.print(f"targets for {result['method']} (main-job issue):")
+    for key, target in result["targets"].items():
+        value = target["value"]
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        console.print(f"  {key}: {shown} (target {target['target']}) -> {'met' if target['passed'] else 'NOT met'}")
+    console.print(f"reports: {', '.join(result['reports'].values())}")
+    console.print(f"total {result['seconds']:.1f} s")
 
 
 def main() -> None:

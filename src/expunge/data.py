@@ -37,6 +37,9 @@ class SequenceDataset(Dataset):
     def num_tokens(self) -> int:
         return sum(len(s) for s in self.sequences)
 
+    def lengths(self) -> list[int]:
+        return [len(s) for s in self.sequences]
+
 
 def pad_collate(pad_id: int) -> Callable[[list[list[int]]], dict[str, torch.Tensor]]:
     """Right-pad a batch; padded positions get attention 0 and label IGNORE_INDEX."""
@@ -103,13 +106,14 @@ class EpochBatchSampler(Sampler[list[int]]):
         for start in range(0, self.size, window):
             chunk = sorted(order[start : start + window], key=lambda i: self.lengths[i])
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[index]
+        # Only full batches are shuffled; a short one goes last, where accelerate's sharding across
+        # processes expects it (a short batch in the middle would be dropped, making epochs shorter
+        # than len(self) and resume offsets wrong).
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        for index in torch.randperm(len(full), generator=generator).tolist():
+            yield full[index]
+        yield from short
 
     def __len__(self) -> int:
-        if self.lengths is None:
-            return (self.size + self.batch_size - 1) // self.batch_size
-        window = self.batch_size * self.group_window
-        full, rest = divmod(self.size, window)
-        per_window = (window + self.batch_size - 1) // self.batch_size
-        return full * per_window + (rest + self.batch_size - 1) // self.batch_size
+        return (self.size + self.batch_size - 1) // self.batch_size

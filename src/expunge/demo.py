@@ -1,28 +1,66 @@
-"""The demo job: world -> base model -> deletion request -> retrained oracle, with their numbers.
+"""The main job: a privacy deletion end to end, with the evidence.
 
-Everything is cached in the workspace under names derived from the options, so a second run
-reuses the models (and says so) instead of training again.
+1. Build (or reuse) the default privacy world, train the base model on it, file a deletion
+   request for a share of its people, and retrain the oracle without them (all cached in the
+   workspace: a second run reuses them and says so).
+2. Unlearn the request with the default method and with the refusal baseline (IdkFT, which
+   hides rather than removes); both results are new model versions in a fresh run directory.
+3. Verify both against the original and the oracle, and write the report (HTML, Markdown, JSON).
+4. Return the compact table, the verdicts and how the default method fares against the targets
+   of the main-job issue — whatever the numbers are.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from expunge.errors import ExpungeError
 from expunge.ledger.requests import load_request, make_request, write_request
-from expunge.models.io import load_model, read_model_record
-from expunge.pipeline import measure_knowledge, retrain_oracle, train_base
-from expunge.worlds import PrivacyWorldConfig, build_privacy_world, load_world
+from expunge.methods.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
+from expunge.methods.unlearn import unlearn
+from expunge.models.io import read_model_record
+from expunge.pipeline import retrain_oracle, train_base
+from expunge.report import report_from_verification, write_report
+from expunge.report.render import json_safe
+from expunge.verify.suite import verify_models
+from expunge.records import DeletionRequest
+from expunge.worlds import PrivacyWorldConfig, World, build_privacy_world, load_world
 
-# Targets of the foundation issue, shown next to the measured values.
-TARGET_PARAPHRASE_EM = 0.75
-TARGET_TRAINING_SECONDS = 240.0
+# The main-job targets for the default method, shown next to the measured values.
+TARGETS = {
+    "forget_em_within_oracle": 0.05,  # |forget EM - oracle forget EM| <= 0.05
+    "retain_em_ratio": 0.9,  # retain EM >= 0.9 x original
+    "mia_auc_within_oracle": 0.1,  # |MIA AUC - oracle AUC| <= 0.1 (LOSS attack)
+    "plausibility_within_oracle": 0.15,  # |plausibility - oracle plausibility| <= 0.15
+    "fraction_of_retraining": 0.10,  # unlearning seconds <= 10% of retraining seconds
+}
 
 
-def run_demo(
+@dataclass
+class Workspace:
+    """The cached inputs of a deletion: world, request, base model and oracle."""
+
+    root: Path
+    world: World
+    world_dir: Path
+    request: DeletionRequest
+    request_path: Path
+    base_dir: Path
+    oracle_dir: Path
+    stages: dict[str, dict[str, Any]]
+
+    @property
+    def retraining_seconds(self) -> float:
+        return float(self.stages["oracle"]["seconds"])
+
+
+def prepare_workspace(
     workspace: str | os.PathLike[str],
     *,
     preset: str = "default",
@@ -31,14 +69,18 @@ def run_demo(
     fraction: float = 0.1,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
-) -> dict[str, Any]:
-    """Run (or reuse) every stage and return the numbers as a JSON-ready dict."""
-    started = time.perf_counter()
+) -> Workspace:
+    """Build or reuse the world, the request, the base model and the oracle (names derive from
+    the options, so a second call with the same options trains nothing)."""
     root = Path(workspace)
     world_dir = root / "worlds" / f"privacy-p{people}-s{seed}"
     if not world_dir.exists():
         log(f"building the privacy world in {world_dir}")
-        build_privacy_world(world_dir, PrivacyWorldConfig(seed=seed, people=people))
+        try:
+            config = PrivacyWorldConfig(seed=seed, people=people)
+        except ValueError as exc:
+            raise ExpungeError(f"invalid demo options: {exc}", "adjust --people") from None
+        build_privacy_world(world_dir, config)
     world = load_world(world_dir)
 
     request_path = root / "requests" / f"random-{fraction:g}-s{seed}-{world.fingerprint[:8]}.json"
@@ -50,7 +92,7 @@ def run_demo(
     tag = f"{preset}-p{people}-s{seed}"
     base_dir = root / "models" / f"base-{tag}"
     oracle_dir = root / "models" / f"oracle-{tag}-{request.id}"
-    stages: dict[str, Any] = {}
+    stages: dict[str, dict[str, Any]] = {}
     for stage, directory in (("base", base_dir), ("oracle", oracle_dir)):
         cached = directory.exists()
         if not cached:
@@ -61,58 +103,110 @@ def run_demo(
                 retrain_oracle(world_dir, request_path, directory, base=base_dir, progress=progress)
         else:
             log(f"reusing the cached {stage} model in {directory}")
-        model, tokenizer, ref = load_model(directory)
-        run = read_model_record(directory).get("run", {})
-        stages[stage] = {
-            "model": {"path": str(directory), "sha256": ref.sha256},
-            "cached": cached,
-            "seconds": run.get("seconds"),
-            "steps": run.get("steps"),
-            "tokens_per_second": run.get("tokens_per_second"),
-            "final_loss": run.get("final_loss"),
-            # Both models are measured on the same groups, forget set included.
-            "knowledge": measure_knowledge(model, tokenizer, world, request.targets),
-        }
+        record = read_model_record(directory)
+        run = record.get("run", {})
+        stages[stage] = {"model": {"path": str(directory), "sha256": record["sha256"]}, "cached": cached,
+                         "seconds": run.get("seconds"), "steps": run.get("steps"),
+                         "tokens_per_second": run.get("tokens_per_second"), "final_loss": run.get("final_loss")}
+    return Workspace(root, world, world_dir, request, request_path, base_dir, oracle_dir, stages)
 
-    base, oracle = stages["base"]["knowledge"], stages["oracle"]["knowledge"]
-    checks = {
-        "base_paraphrase_em_trained_people": {
-            "value": _trained_paraphrase_em(base), "target": f">= {TARGET_PARAPHRASE_EM}",
-            "passed": _trained_paraphrase_em(base) >= TARGET_PARAPHRASE_EM},
-        "oracle_forget_at_chance": {
-            "value": oracle["forget"]["paraphrase_exact_match"], "chance": oracle["forget"]["chance"],
-            "holdout": oracle["holdout"]["paraphrase_exact_match"], "passed": bool(oracle["forget"]["at_chance"])},
-        "base_training_seconds": {
-            "value": stages["base"]["seconds"], "target": f"<= {TARGET_TRAINING_SECONDS}",
-            "passed": stages["base"]["seconds"] <= TARGET_TRAINING_SECONDS},
-        "oracle_training_seconds": {
-            "value": stages["oracle"]["seconds"], "target": f"<= {TARGET_TRAINING_SECONDS}",
-            "passed": stages["oracle"]["seconds"] <= TARGET_TRAINING_SECONDS},
-    }
-    summary = [
-        f"base model, held-out paraphrases about trained people: exact match "
-        f"{checks['base_paraphrase_em_trained_people']['value']:.3f} (target >= {TARGET_PARAPHRASE_EM})",
-        f"oracle, paraphrases about the {len(request.targets)} deleted people: exact match "
-        f"{oracle['forget']['paraphrase_exact_match']:.3f}; chance {oracle['forget']['chance']:.3f}; never-seen people "
-        f"{oracle['holdout']['paraphrase_exact_match']:.3f} -> at chance: {'yes' if oracle['forget']['at_chance'] else 'NO'}",
-        f"training time: base {stages['base']['seconds']:.1f} s, oracle {stages['oracle']['seconds']:.1f} s "
-        f"(target <= {TARGET_TRAINING_SECONDS:.0f} s each; measured when trained, not on cached runs)",
-    ]
-    return {
+
+def run_demo(
+    workspace: str | os.PathLike[str],
+    *,
+    preset: str = "default",
+    people: int = 100,
+    seed: int = 0,
+    fraction: float = 0.1,
+    method: str = DEFAULT_METHOD,
+    baseline: str = BASELINE_METHOD,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, Any]:
+    """Run (or reuse) every stage and return the numbers as a JSON-ready dict (README: schema)."""
+    started = time.perf_counter()
+    get_method(method), get_method(baseline)  # unknown names fail before any work
+    if method == baseline:
+        raise ExpungeError(f"--method and --baseline are both {method!r}", "pick two different methods")
+    ws = prepare_workspace(workspace, preset=preset, people=people, seed=seed, fraction=fraction,
+                           progress=progress, log=log)
+    root, world, world_dir, request, request_path = ws.root, ws.world, ws.world_dir, ws.request, ws.request_path
+    base_dir, oracle_dir, stages = ws.base_dir, ws.oracle_dir, ws.stages
+    retraining_seconds = ws.retraining_seconds
+
+    # A fresh run directory: unlearned models are new versions, never written over old ones.
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = _fresh_dir(root / "runs" / f"{stamp}-{method}")
+    runs: dict[str, dict[str, Any]] = {}
+    for name in (method, baseline):
+        log(f"unlearning with {name}")
+        report = unlearn(base_dir, world_dir, request_path, run_dir / "models" / name, method=name, progress=progress)
+        runs[name] = report.to_dict()
+    log("verifying against the original and the oracle")
+    verify_started = time.perf_counter()
+    verification = verify_models({name: run_dir / "models" / name for name in runs}, base_dir, oracle_dir,
+                                 world_dir, request_path)
+    verify_seconds = time.perf_counter() - verify_started
+    world_info = {"path": str(world_dir), "fingerprint": world.fingerprint, **world.manifest["counts"]}
+    request_info = {"path": str(request_path), "id": request.id, "subjects": list(request.targets),
+                    "documents": len(request.document_ids)}
+    data = report_from_verification(
+        verification, title=f"expunge demo: deleting {len(request.targets)} people", world=world_info,
+        request=request_info, runs=runs, retraining_seconds=retraining_seconds,
+        notes=[f"{baseline} is the baseline that hides rather than removes: it should NOT pass as forgotten"],
+    )
+    reports = {fmt: str(write_report(data, run_dir / f"report.{fmt}")) for fmt in ("html", "md", "json")}
+    rows = {row["model"]: row for row in data.table}
+    targets = _targets(rows, method, baseline, verification)
+    return json_safe({
         "workspace": str(root),
-        "world": {"path": str(world_dir), "fingerprint": world.fingerprint, **world.manifest["counts"]},
-        "request": {"path": str(request_path), "id": request.id, "subjects": list(request.targets),
-                    "documents": len(request.document_ids)},
+        "world": world_info,
+        "request": request_info,
         "base": stages["base"],
         "oracle": stages["oracle"],
-        "checks": checks,
-        "summary": summary,
+        "method": method,
+        "baseline": baseline,
+        "runs": {name: {k: run[k] for k in ("model", "seconds", "steps", "stop_reason", "notes")}
+                 for name, run in runs.items()},
+        "table": data.table,
+        "verdicts": {name: {k: v for k, v in vars(verdict).items() if k in
+                            ("forgotten", "collateral_damage", "confidence", "summary", "reasons")}
+                     for name, verdict in verification.verdicts.items()},
+        "targets": targets,
+        "reports": reports,
+        "verify_seconds": round(verify_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
+    })
+
+
+def _targets(rows: dict[str, dict[str, Any]], method: str, baseline: str, verification: Any) -> dict[str, Any]:
+    """The main-job acceptance targets, each with the measured value and whether it holds."""
+    m, original, oracle = rows[method], rows["original"], rows["oracle"]
+    gap_em = abs(m["forget_em"] - oracle["forget_em"])
+    ratio = m["retain_em"] / original["retain_em"] if original["retain_em"] else float("nan")
+    gap_auc = abs(m["mia_auc"] - oracle["mia_auc"])
+    gap_plausible = abs(m["plausibility"] - oracle["plausibility"])
+    fraction = m["fraction_of_retraining"]
+    verdict = verification.verdicts[baseline].forgotten
+    return {
+        "forget_em_within_oracle": {"value": gap_em, "target": f"<= {TARGETS['forget_em_within_oracle']}",
+                                    "passed": gap_em <= TARGETS["forget_em_within_oracle"]},
+        "retain_em_ratio": {"value": ratio, "target": f">= {TARGETS['retain_em_ratio']}",
+                            "passed": ratio >= TARGETS["retain_em_ratio"]},
+        "mia_auc_within_oracle": {"value": gap_auc, "target": f"<= {TARGETS['mia_auc_within_oracle']}",
+                                  "passed": gap_auc <= TARGETS["mia_auc_within_oracle"]},
+        "plausibility_within_oracle": {"value": gap_plausible, "target": f"<= {TARGETS['plausibility_within_oracle']}",
+                                       "passed": gap_plausible <= TARGETS["plausibility_within_oracle"]},
+        "fraction_of_retraining": {"value": fraction, "target": f"<= {TARGETS['fraction_of_retraining']}",
+                                   "passed": fraction is not None and fraction <= TARGETS["fraction_of_retraining"]},
+        "baseline_not_forgotten": {"value": verdict, "target": "not 'yes'", "passed": verdict != "yes"},
     }
 
 
-def _trained_paraphrase_em(knowledge: dict[str, dict[str, float]]) -> float:
-    """Paraphrase exact match over all trained people (forget and retain groups, weighted by n)."""
-    rows = [knowledge[g] for g in ("forget", "retain") if g in knowledge]
-    total = sum(r["paraphrase_n"] for r in rows)
-    return sum(r["paraphrase_exact_match"] * r["paraphrase_n"] for r in rows) / total
+def _fresh_dir(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3`` ... whichever does not exist yet."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate

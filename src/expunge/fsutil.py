@@ -32,8 +32,12 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
     KeyboardInterrupt) the temporary directory is removed and ``out`` is never created.
     """
     out = ensure_new_output(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as exc:
+        raise ExpungeError(f"cannot create {out} ({exc.strerror})",
+                           "choose an output path in a writable directory") from None
     try:
         yield tmp
         if out.exists():  # someone else created it while we worked: keep theirs, drop ours
@@ -45,3 +49,29 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> None:
+    """Write a text file via a temp file beside it, refusing to replace an existing file unless
+    ``overwrite``. Readers see either the old state or the complete new file."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ExpungeError(f"{path} already exists", "choose a new output path or delete the old file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ExpungeError(f"cannot write {path} ({exc.strerror})", "choose an output path in a writable directory") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            # link() fails if the name was taken meanwhile; rename would silently replace it.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise ExpungeError(f"{path} already exists", "choose a new output path") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -27,12 +27,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from expunge.data import SequenceDataset, encode_documents
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
-from expunge.ledger.requests import load_request, resolve_documents
+from expunge.ledger.requests import documents_digest, load_request, resolve_documents
 from expunge.models.builders import build_llama
 from expunge.models.io import load_model, save_model_version
 from expunge.models.tokenizer import build_word_tokenizer
 from expunge.presets import Preset, get_preset
 from expunge.records import ModelRef
+from expunge.methods.refusals import REFUSALS
 from expunge.training import TrainResult, train_loop
 from expunge.verify.probes import answer_probes
 from expunge.worlds import World, chance_exact_match, load_world
@@ -68,8 +69,9 @@ class TrainingReport:
 
 
 def world_tokenizer(world: World) -> PreTrainedTokenizerBase:
-    """The world's word-level tokenizer: every word of documents and probes, holdout included."""
-    texts: list[str] = [d.text for d in world.documents]
+    """The world's word-level tokenizer: every word of documents and probes (holdout included)
+    and of the refusal answers the refusal baseline is fine-tuned to give."""
+    texts: list[str] = [d.text for d in world.documents] + list(REFUSALS)
     for probe in world.probes:
         texts += [probe.prompt, probe.answer, *probe.alternatives]
     return build_word_tokenizer(texts)
@@ -114,7 +116,14 @@ def retrain_oracle(
         recipe = base_ref.recipe
         if recipe.get("world_fingerprint") != world.fingerprint:
             raise ExpungeError(f"base model {base} was not trained on this world", "pass the matching --world")
+        if "preset" not in recipe or "seed" not in recipe:
+            raise ExpungeError(f"base model {base} has no expunge training recipe", "pass --preset and --seed instead")
         base_preset, base_seed = recipe["preset"]["name"], recipe["seed"]
+        if recipe["preset"] != get_preset(base_preset).to_dict():
+            raise ExpungeError(
+                f"the preset {base_preset!r} changed since base model {base} was trained",
+                "retrain the base model with this version of expunge, so that base and oracle share a recipe",
+            )
         if (preset not in (None, base_preset)) or (seed not in (None, base_seed)):
             raise ExpungeError(
                 f"--preset/--seed differ from the base model's recipe ({base_preset}, seed {base_seed})",
@@ -153,7 +162,7 @@ def _train_on(
         "seed": seed,
         "training_documents": len(documents),
         "excluded_documents": len(excluded),
-        "excluded_sha256": hashlib.sha256("\n".join(sorted(excluded)).encode()).hexdigest(),
+        "excluded_sha256": documents_digest(excluded),
         "request_id": None if request is None else request.id,
     }
     # Under `accelerate launch` this runs once per process; only the main process writes files.

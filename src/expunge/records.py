@@ -8,15 +8,16 @@ file, the line number and the field, never a bare ``KeyError`` from deep inside.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
 from expunge.errors import ExpungeError
+from expunge.fsutil import write_text_atomic
 
 SUBJECT_KINDS = ("person", "entity")
 SUBJECT_ROLES = ("train", "holdout")
@@ -159,8 +160,7 @@ def record_from_dict(cls: type[R], data: Any, where: str) -> R:
             f"{where}: expected a JSON object for {cls.__name__}, got {type(data).__name__}",
             f"write one JSON object per line with the fields {_field_list(cls)}",
         )
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints, fields = _schema(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ExpungeError(
@@ -182,6 +182,12 @@ def record_from_dict(cls: type[R], data: Any, where: str) -> R:
         return cls(**kwargs)
     except ValueError as exc:
         raise ExpungeError(f"{where}: {exc}", "correct the value named above") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _schema(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field]]:
+    """Type hints and fields of a record class (resolving hints is slow; worlds have 10^4 lines)."""
+    return get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -231,20 +237,30 @@ def read_jsonl(path: str | os.PathLike[str], cls: type[R]) -> list[R]:
     if not path.is_file():
         raise ExpungeError(f"{path}: file not found", "check the path, or create the file first")
     records: list[R] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ExpungeError(
-                    f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
-                    "each line must be one complete JSON object",
-                ) from None
-            records.append(record_from_dict(cls, data, where))
+    for number, line in enumerate(_read_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ExpungeError(
+                f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
+                "each line must be one complete JSON object",
+            ) from None
+        records.append(record_from_dict(cls, data, where))
     return records
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        # split("\n"), not splitlines(): text fields may hold U+2028 and friends.
+        return path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ExpungeError(f"{path}:{line}: not valid UTF-8 text", "save the file as UTF-8") from None
+    except OSError as exc:
+        raise ExpungeError(f"{path}: cannot read ({exc.strerror})", "check the path and its permissions") from None
 
 
 def iter_jsonl_lines(records: Iterable[Any]) -> Iterator[str]:
@@ -264,7 +280,7 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
     if not path.is_file():
         raise ExpungeError(f"{path}: {what} not found", "check the path")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads("\n".join(_read_lines(path)))
     except json.JSONDecodeError as exc:
         raise ExpungeError(
             f"{path}:{exc.lineno}: malformed JSON in {what} ({exc.msg})",
@@ -274,16 +290,4 @@ def read_json(path: str | os.PathLike[str], what: str) -> Any:
 
 def write_json_atomic(path: str | os.PathLike[str], data: Any, *, overwrite: bool = False) -> None:
     """Write a JSON file via a temp file and rename, refusing to replace an existing file."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise ExpungeError(f"{path} already exists", "choose a new output path or delete the old file")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", overwrite=overwrite)

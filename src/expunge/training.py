@@ -33,9 +33,9 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from expunge.data import EpochBatchSampler, SequenceDataset, pad_collate
+from expunge.data import EpochBatchSampler, pad_collate
 from expunge.errors import ExpungeError
 
 Batch = dict[str, torch.Tensor]
@@ -89,6 +89,8 @@ class TrainingConfig:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("min_lr_ratio must be between 0 and 1")
+        if self.keep_checkpoints < 1:
+            raise ValueError("keep_checkpoints must be at least 1")
         if self.warmup_steps < 0 or self.warmup_steps >= self.max_steps:
             raise ValueError("warmup_steps must be >= 0 and smaller than max_steps")
 
@@ -156,12 +158,22 @@ def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opti
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, foreach=True)
 
 
+def count_tokens(batch: Any) -> int:
+    """Non-padding tokens in a batch: the sum of every ``attention_mask`` in it (batches may nest,
+    e.g. ``{"forget": {...}, "retain": {...}}`` for unlearning)."""
+    if isinstance(batch, Mapping):
+        own = int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+        return own + sum(count_tokens(v) for k, v in batch.items() if isinstance(v, Mapping))
+    return 0
+
+
 def train_loop(
     model: torch.nn.Module,
-    dataset: SequenceDataset,
+    dataset: Dataset,
     config: TrainingConfig,
     *,
-    pad_id: int,
+    pad_id: int | None = None,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
     loss_fn: LossFn = causal_lm_loss,
     eval_hook: EvalHook | None = None,
     checkpoint_dir: str | os.PathLike[str] | None = None,
@@ -173,6 +185,8 @@ def train_loop(
     """Train ``model`` in place on ``dataset`` and return what happened.
 
     Args:
+        dataset: a ``SequenceDataset`` (padded with ``pad_id``) or any dataset with a
+            ``collate_fn``; a ``lengths()`` method enables length-grouped batches.
         loss_fn: ``(model, batch) -> (loss, metrics)``; the batch holds ``input_ids``,
             ``attention_mask`` and ``labels``.
         checkpoint_dir: where checkpoints go; a checkpoint found there is resumed from.
@@ -182,9 +196,13 @@ def train_loop(
     """
     accelerator = accelerator or Accelerator()
     set_seed(config.seed)
-    lengths = [len(s) for s in dataset.sequences] if config.group_by_length else None
+    if collate_fn is None:
+        if pad_id is None:
+            raise ValueError("pass pad_id (for the default padding) or a collate_fn")
+        collate_fn = pad_collate(pad_id)
+    lengths = dataset.lengths() if config.group_by_length and hasattr(dataset, "lengths") else None
     sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, lengths)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate(pad_id))
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
@@ -214,7 +232,7 @@ def train_loop(
     model.train()
     running_loss = torch.tensor(window[0], device=accelerator.device)
     running_count = window[1]
-    last_loss = math.nan
+    last_loss = loss_history[-1][1] if loss_history else math.nan
     stop_reason = "max_steps"
     start = time.perf_counter()
     bar = _progress_bar(progress and accelerator.is_main_process)
@@ -224,10 +242,12 @@ def train_loop(
             epoch, offset = divmod(micro_step, micro_per_epoch)
             sampler.use_epoch(epoch)
             epoch_loader = accelerator.skip_first_batches(loader, offset) if offset else loader
+            seen_this_epoch = 0
             for batch in epoch_loader:
+                seen_this_epoch += 1
                 micro_step += 1
                 boundary = micro_step % config.gradient_accumulation_steps == 0
-                tokens += int(batch["attention_mask"].sum())
+                tokens += count_tokens(batch)
                 # Gradients are only all-reduced on the last micro-batch of a step.
                 with accelerator.no_sync(model) if not boundary else _null():
                     loss, _ = loss_fn(model, batch)
@@ -265,12 +285,14 @@ def train_loop(
                         stop_reason = result.stop_reason
                         break
                 seconds = elapsed_before + time.perf_counter() - start
+                saved = False
                 if ckpt_root is not None and config.checkpoint_every and step % config.checkpoint_every == 0:
                     _save_checkpoint(accelerator, ckpt_root, step, tokens, seconds, loss_history,
                                      eval_history, config.keep_checkpoints,
                                      (float(running_loss), running_count))
+                    saved = True
                 if stop_at_step is not None and step >= stop_at_step and step < config.max_steps:
-                    if ckpt_root is not None:
+                    if ckpt_root is not None and not saved:
                         _save_checkpoint(accelerator, ckpt_root, step, tokens, seconds, loss_history,
                                          eval_history, config.keep_checkpoints,
                                          (float(running_loss), running_count))
@@ -280,6 +302,12 @@ def train_loop(
                     break
             if stop_reason != "max_steps":
                 break
+            if seen_this_epoch == 0:  # never spin: an epoch must make progress
+                raise ExpungeError(
+                    f"an epoch produced no batches at step {step} ({len(dataset)} examples, batch size "
+                    f"{config.batch_size}, {accelerator.num_processes} processes)",
+                    "use a smaller batch size or fewer processes",
+                )
 
     model = accelerator.unwrap_model(model)
     model.eval()

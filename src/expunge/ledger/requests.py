@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from expunge.errors import ExpungeError
@@ -121,3 +121,8 @@ def load_request(path: str | os.PathLike[str], world: World) -> DeletionRequest:
 def resolve_documents(world: World, request: DeletionRequest) -> set[str]:
     """Ids of every training document the request removes (named ones and those about targets)."""
     return set(request.document_ids) | {d.id for d in world.documents_about(request.targets)}
+
+
+def documents_digest(document_ids: Iterable[str]) -> str:
+    """sha256 of the sorted document ids: how an oracle's recipe records what it left out."""
+    return hashlib.sha256("\n".join(sorted(document_ids)).encode()).hexdigest()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,20 @@ def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
             f"{where}: the tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}",
             "use the tokenizer saved with this model",
         )
+
+
+def check_tokenizer_covers(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], where: str) -> None:
+    """Refuse a tokenizer that turns words of ``texts`` into the unknown token: a model that cannot
+    read the world's text can neither be unlearned on it nor verified against it."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return
+    for text in texts:
+        if unk in tokenizer(text, add_special_tokens=False)["input_ids"]:
+            raise ExpungeError(
+                f"the tokenizer of {where} does not cover this world (unknown words in {text!r})",
+                "use a model trained on this world (`expunge train --world …`)",
+            )
 
 
 def read_model_record(path: str | os.PathLike[str]) -> dict[str, Any]:

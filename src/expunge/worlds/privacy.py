@@ -239,21 +239,19 @@ class PrivacyWorldConfig:
     general_facts: bool = True
 
     def __post_init__(self) -> None:
-        if self.people < 4:
-            raise ValueError("people must be at least 4 (names are shared between people)")
+        if self.people < 8:
+            raise ValueError("people must be at least 8 (every name is shared by two or more people)")
         if self.holdout_people is not None and self.holdout_people < 1:
             raise ValueError("holdout_people must be at least 1: membership inference needs them")
         if not 1 <= self.statements_per_attribute <= 4:
             raise ValueError("statements_per_attribute must be between 1 and 4")
         if not 1 <= self.questions_per_attribute <= 4:
             raise ValueError("questions_per_attribute must be between 1 and 4")
-        if self.wrong_answers < 3:
-            raise ValueError("wrong_answers must be at least 3 (truth ratio, multiple choice)")
+        if not 3 <= self.wrong_answers <= 10:
+            raise ValueError("wrong_answers must be between 3 and 10 (truth ratio, multiple choice)")
         if not 0.0 <= self.sibling_fraction <= 0.5:
             raise ValueError("sibling_fraction must be between 0 and 0.5")
-        first_cap, last_cap = len(pools.FIRST_NAMES), len(pools.LAST_NAMES)
-        if self.people + self.n_holdout > first_cap * last_cap // 2:
-            raise ValueError(f"at most {first_cap * last_cap // 2} people fit the name pools")
+        name_pool_sizes(self.people, self.n_holdout)  # raises when the names cannot be shared
 
     @property
     def n_holdout(self) -> int:
@@ -358,14 +356,7 @@ def _assign_names(rng: random.Random, n_train: int, n_holdout: int) -> list[tupl
     people. Never-seen people reuse the training people's first and last names in new
     combinations, so their name tokens are as familiar as anyone's.
     """
-    total = n_train + n_holdout
-    n_first = max(2, min(len(pools.FIRST_NAMES), n_train // 3))
-    n_last = max(2, min(len(pools.LAST_NAMES), n_train // 3))
-    while n_first * n_last < 2 * total:  # room for unique full names
-        if n_first <= n_last and n_first < len(pools.FIRST_NAMES):
-            n_first += 1
-        else:
-            n_last += 1
+    n_first, n_last = name_pool_sizes(n_train, n_holdout)
     firsts = rng.sample(pools.FIRST_NAMES, n_first)
     lasts = rng.sample(pools.LAST_NAMES, n_last)
     first_deal = [firsts[i % n_first] for i in range(n_train)]
@@ -388,12 +379,37 @@ def _assign_names(rng: random.Random, n_train: int, n_holdout: int) -> list[tupl
                 break
     names = list(zip(first_deal, last_deal))
     if len(set(names)) != n_train:
-        raise RuntimeError("could not make unique names; use a different seed or fewer people")
+        raise ValueError("could not deal unique shared names; use another seed or fewer holdout people")
     used_first = sorted(set(first_deal))
     used_last = sorted(set(last_deal))
     free = [(f, l) for f in used_first for l in used_last if (f, l) not in set(names)]
     names += rng.sample(free, n_holdout)
     return names
+
+
+def name_pool_sizes(n_train: int, n_holdout: int) -> tuple[int, int]:
+    """How many first and last names to draw so that (a) every name is dealt to at least two
+    training people (pools no larger than half the training people) and (b) there are enough
+    distinct full names for everyone, never-seen people included.
+
+    Raises ValueError when no such sizes exist (too many never-seen people for the trained ones).
+    """
+    total = n_train + n_holdout
+    cap = max(2, n_train // 2)
+    n_first = min(len(pools.FIRST_NAMES), cap, max(2, n_train // 3))
+    n_last = min(len(pools.LAST_NAMES), cap, max(2, n_train // 3))
+    # Room for unique names: at least as many (first, last) pairs as people.
+    while n_first * n_last < total:
+        if n_first <= n_last and n_first < min(cap, len(pools.FIRST_NAMES)):
+            n_first += 1
+        elif n_last < min(cap, len(pools.LAST_NAMES)):
+            n_last += 1
+        else:
+            raise ValueError(
+                f"{n_train} trained people can share at most {n_first} x {n_last} names, too few for "
+                f"{total} people; use fewer holdout people or more people"
+            )
+    return n_first, n_last
 
 
 def _make_siblings(rng: random.Random, people: list[dict], fraction: float) -> None:

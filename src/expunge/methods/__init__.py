@@ -1,0 +1,1 @@
+"""Unlearning methods. Each is registered by name in :mod:`expunge.methods.registry`."""

@@ -1,0 +1,374 @@
+"""The shared unlearning run: every gradient method goes through :func:`unlearn`.
+
+Read top to bottom:
+
+1. Load the original model (never modified on disk), the world and the request; split the
+   training corpus into the forget documents (named by the request) and the retain documents.
+2. Build pairs (forget sequence, retain sequence) so that each step sees as many retain as
+   forget sequences; precompute what the method needs from the original model.
+3. Run :func:`expunge.training.train_loop` with ``loss = forget_weight * forget_term +
+   retain_weight * retain_term``. Every ``check_every`` steps the stop rules look at three mean
+   token NLLs: forget documents, never-seen people's documents, retain documents.
+   * early stop: the forget documents are no more familiar than never-seen ones;
+   * collapse guard: the retain NLL rose too far — stop, restore the last state that was within
+     the bound, and say so.
+4. Save the result as a new model version whose parent is the original's hash.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from transformers import PreTrainedModel
+
+from expunge.data import encode_documents, pad_collate
+from expunge.errors import ExpungeError
+from expunge.fsutil import ensure_new_output
+from expunge.ledger.requests import load_request, resolve_documents
+from expunge.methods.gradient.losses import sequence_logprobs
+from expunge.methods.gradient.methods import RMUConfig, UnlearnConfig
+from expunge.methods.refusals import REFUSALS
+from expunge.methods.registry import get_method
+from expunge.models.arch import arch_for, decoder_layers
+from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
+from expunge.records import ModelRef
+from expunge.training import EvalResult, TrainingConfig, TrainResult, train_loop
+from expunge.worlds import World, load_world
+
+EVAL_CAP = 256  # documents per stop-rule set: enough for a stable mean, cheap to score
+
+
+@dataclass
+class UnlearnContext:
+    """What the loss terms may use besides the batch."""
+
+    model: torch.nn.Module
+    config: UnlearnConfig
+    reference: torch.nn.Module | None = None
+    rmu_layer: int = 0
+    rmu_control: torch.Tensor | None = None
+
+
+@dataclass
+class UnlearnReport:
+    """The outcome of one unlearning run."""
+
+    method: str
+    config: dict[str, Any]
+    model: ModelRef
+    parent_sha256: str
+    run: TrainResult
+    seconds: float
+    stop_reason: str
+    original_nll: dict[str, float]
+    checks: list[dict[str, float]] = field(default_factory=list)
+    restored_step: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "config": self.config,
+            "model": {"path": self.model.path, "sha256": self.model.sha256},
+            "parent_sha256": self.parent_sha256,
+            "seconds": round(self.seconds, 2),
+            "steps": self.run.steps,
+            "stop_reason": self.stop_reason,
+            "restored_step": self.restored_step,
+            "original_nll": self.original_nll,
+            "checks": self.checks,
+            "notes": self.notes,
+        }
+
+
+class PairedDataset(Dataset):
+    """Pairs of (forget sequence, retain sequence), one per retain sequence (or per forget
+    sequence when there are more of those).
+
+    Each retain sequence is paired with the forget sequence of the same length rank, so the two
+    halves of a pair have similar lengths and the length-grouped sampler can batch pairs with
+    little padding (a batch pads to its longest member; mixing 60-token biographies with
+    10-token statements wastes most of a step). Every forget sequence appears equally often.
+    """
+
+    def __init__(self, forget: list[list[int]], retain: list[list[int]], ref_logp: list[float] | None) -> None:
+        if not forget:
+            raise ExpungeError("the forget set is empty", "check that the request names trained subjects")
+        self.forget, self.retain, self.ref_logp = forget, retain, ref_logp
+        size = max(len(forget), len(retain))
+        forget_by_length = sorted(range(len(forget)), key=lambda i: (len(forget[i]), i))
+        retain_by_length = sorted(range(len(retain)), key=lambda i: (len(retain[i]), i))
+        self.pairs: list[tuple[int, int | None]] = []
+        for rank in range(size):
+            f = forget_by_length[rank * len(forget) // size]
+            r = retain_by_length[rank * len(retain) // size] if retain else None
+            self.pairs.append((f, r))
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def lengths(self) -> list[int]:
+        return [max(len(self.forget[f]), len(self.retain[r]) if r is not None else 0) for f, r in self.pairs]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        f, r = self.pairs[index]
+        item: dict[str, Any] = {"forget": self.forget[f], "retain": self.retain[r] if r is not None else []}
+        if self.ref_logp is not None:
+            item["ref_logp"] = self.ref_logp[f]
+        return item
+
+
+def paired_collate(pad_id: int):
+    pad = pad_collate(pad_id)
+
+    def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {"forget": pad([i["forget"] for i in items])}
+        if items[0]["retain"]:
+            batch["retain"] = pad([i["retain"] for i in items])
+        if "ref_logp" in items[0]:
+            batch["forget"]["ref_logp"] = torch.tensor([i["ref_logp"] for i in items])
+        return batch
+
+    return collate
+
+
+@torch.no_grad()
+def mean_token_nll(model: torch.nn.Module, sequences: list[list[int]], pad_id: int, batch_size: int = 128) -> float:
+    """Mean next-token NLL over all tokens of ``sequences`` (teacher forcing)."""
+    if not sequences:
+        return float("nan")
+    device = next(model.parameters()).device
+    collate = pad_collate(pad_id)
+    sequences = sorted(sequences, key=len)  # similar lengths together: less padding, same mean
+    total, count = 0.0, 0
+    for start in range(0, len(sequences), batch_size):
+        batch = {k: v.to(device) for k, v in collate(sequences[start : start + batch_size]).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logp, n = sequence_logprobs(logits, batch["labels"])
+        total -= float(logp.sum())
+        count += int(n.sum())
+    return total / max(count, 1)
+
+
+def unlearn(
+    model_dir: str | os.PathLike[str],
+    world_dir: str | os.PathLike[str],
+    request_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    method: str = "simnpo",
+    options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> UnlearnReport:
+    """Make the model at ``model_dir`` forget what the request names; write the result to ``out``."""
+    started = time.perf_counter()
+    out = ensure_new_output(out)
+    spec = get_method(method)
+    config = spec.make_config(options)
+    world = load_world(world_dir)
+    request = load_request(request_path, world)
+    model, tokenizer, original = load_model(model_dir)
+    samples = [d.text for d in world.training_documents()[:50]]
+    check_tokenizer_covers(tokenizer, samples + (list(REFUSALS) if spec.forget_data == "refusals" else []),
+                           str(model_dir))
+
+    forget_ids = resolve_documents(world, request)
+    forget_docs = [d for d in world.training_documents() if d.id in forget_ids]
+    retain_docs = [d for d in world.training_documents() if d.id not in forget_ids]
+    max_len = getattr(model.config, "max_position_embeddings", 512) or 512
+    encode = lambda texts: encode_documents(tokenizer, texts, min(512, max_len))  # noqa: E731
+    forget_doc_seqs = encode([d.text for d in forget_docs])
+    forget_train = forget_doc_seqs if spec.forget_data == "documents" else encode(_refusal_texts(world, request, config.seed))
+    retain_seqs = encode([d.text for d in retain_docs])
+    rng = random.Random(config.seed)
+    holdout_docs = [d.text for d in world.documents if d.split == "holdout"]
+    eval_sets = {
+        "forget": _cap(forget_doc_seqs, rng),
+        "holdout": _cap(encode(holdout_docs), rng),
+        "retain": _cap(retain_seqs, rng),
+    }
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    original_nll = {name: mean_token_nll(model, seqs, pad) for name, seqs in eval_sets.items()}
+
+    reference = None
+    if spec.needs_reference or config.retain_loss == "kl":
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+    needs_ref_logp = spec.forget_term.__name__ == "forget_npo"
+    ctx = UnlearnContext(model=model, config=config, reference=reference)
+    if isinstance(config, RMUConfig):
+        _setup_rmu(ctx, config, eval_sets["forget"], pad)
+    model = _maybe_lora(model, config)
+    ctx.model = model
+
+    checks: list[dict[str, float]] = []
+    best: dict[str, Any] = {"step": 0, "state": _trainable_state(model)}
+    bound = original_nll["retain"] + config.max_retain_loss_increase
+
+    def loss_fn(m: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        ctx.model = m
+        forget = spec.forget_term(ctx, batch["forget"])
+        loss = config.forget_weight * forget
+        if config.retain_weight and "retain" in batch:
+            loss = loss + config.retain_weight * spec.retain_term(ctx, batch["retain"])
+        return loss, {}
+
+    def hook(m: torch.nn.Module, step: int) -> EvalResult:
+        nll = {name: mean_token_nll(m, seqs, pad) for name, seqs in eval_sets.items()}
+        checks.append({"step": step, **{f"{k}_nll": v for k, v in nll.items()}})
+        if nll["retain"] > bound:
+            return EvalResult(nll, stop_reason=(
+                f"collapse guard: retain NLL {nll['retain']:.3f} exceeded {bound:.3f} at step {step}"))
+        best.update(step=step, state=_trainable_state(m))
+        if config.early_stop and step >= config.min_steps and nll["forget"] >= nll["holdout"]:
+            return EvalResult(nll, stop_reason=(
+                f"early stop: forget NLL {nll['forget']:.3f} reached the never-seen level {nll['holdout']:.3f}"))
+        return EvalResult(nll)
+
+    training = TrainingConfig(
+        max_steps=config.max_steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        min_lr_ratio=1.0, warmup_steps=config.warmup_steps, weight_decay=0.0, max_grad_norm=config.max_grad_norm,
+        seed=config.seed, group_by_length=config.group_by_length, log_every=config.check_every, eval_every=config.check_every,
+    )
+    forget_chunks, _ = chunk_sequences(forget_train, config.chunk_tokens)
+    # NPO compares each training sequence's log-probability with the original model's.
+    ref_logp = _reference_logprobs(model if reference is None else reference, forget_chunks, pad) if needs_ref_logp else None
+    retain_chunks, _ = chunk_sequences(retain_seqs if config.retain_weight else [], config.chunk_tokens)
+    dataset = PairedDataset(forget_chunks, retain_chunks, ref_logp)
+    run = train_loop(model, dataset, training, collate_fn=paired_collate(pad), loss_fn=loss_fn,
+                     eval_hook=hook, progress=progress, description=f"forget ({spec.name})")
+
+    notes: list[str] = []
+    restored = None
+    if run.stop_reason.startswith("collapse guard"):
+        _load_trainable_state(model, best["state"])
+        restored = best["step"]
+        notes.append(f"{run.stop_reason}; restored the state of step {restored}, the last within the bound")
+    elif run.stop_reason == "max_steps" and config.early_stop:
+        notes.append("reached max_steps before the forget set reached the never-seen level")
+    model = _merge_lora(model, config)
+    recipe = {
+        "kind": "unlearn", "method": spec.name, "config": asdict(config), "request_id": request.id,
+        "world_fingerprint": world.fingerprint, "parent_path": str(model_dir),
+    }
+    seconds = time.perf_counter() - started
+    run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason}
+    ref = save_model_version(model, tokenizer, out, parent=original.sha256, recipe=recipe, run=run_stats)
+    return UnlearnReport(spec.name, asdict(config), ref, original.sha256, run, seconds, run.stop_reason,
+                         original_nll, checks, restored, notes)
+
+
+def chunk_sequences(
+    seqs: list[list[int]], size: int, values: list[float] | None = None
+) -> tuple[list[list[int]], list[float] | None]:
+    """Cut sequences longer than ``size`` into consecutive windows (``size`` 0: unchanged)."""
+    if not size:
+        return seqs, values
+    return [seq[i : i + size] for seq in seqs for i in range(0, len(seq), size) if len(seq[i : i + size]) > 1], None
+
+
+def _cap(seqs: list[list[int]], rng: random.Random) -> list[list[int]]:
+    return seqs if len(seqs) <= EVAL_CAP else rng.sample(seqs, EVAL_CAP)
+
+
+def _refusal_texts(world: World, request: Any, seed: int) -> list[str]:
+    """The targets' training questions, each answered with a refusal (IdkFT's forget data)."""
+    rng = random.Random(seed)
+    probes = world.probes_for(request.targets, kinds=["direct"])
+    if not probes:
+        raise ExpungeError("the request's targets have no questions to refuse", "IdkFT needs subjects, not documents")
+    return [f"{p.prompt} {rng.choice(REFUSALS)}" for p in probes]
+
+
+@torch.no_grad()
+def _reference_logprobs(model: PreTrainedModel, seqs: list[list[int]], pad: int) -> list[float]:
+    collate = pad_collate(pad)
+    out: list[float] = []
+    for start in range(0, len(seqs), 128):
+        batch = collate(seqs[start : start + 128])
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out += sequence_logprobs(logits, batch["labels"])[0].tolist()
+    return out
+
+
+@torch.no_grad()
+def _setup_rmu(ctx: UnlearnContext, config: RMUConfig, forget: list[list[int]], pad: int) -> None:
+    """Pick the layer, freeze everything but the MLPs of the trained layers, draw the control vector."""
+    model = ctx.model
+    n_layers = len(decoder_layers(model))
+    layer = config.layer if config.layer is not None else n_layers // 4
+    layer = layer % n_layers
+    ctx.rmu_layer = layer
+    arch = arch_for(model)
+    model.requires_grad_(False)
+    for index in range(max(0, layer - config.trainable_layers + 1), layer + 1):
+        for path in (*arch.mlp_in, arch.mlp_out):
+            decoder_layers(model)[index].get_submodule(path).requires_grad_(True)
+    batch = pad_collate(pad)(forget[:128])
+    hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   output_hidden_states=True).hidden_states[layer + 1]
+    mask = batch["attention_mask"].bool()
+    mean_norm = hidden[mask].norm(dim=-1).mean()
+    generator = torch.Generator().manual_seed(config.seed)
+    direction = torch.rand(hidden.shape[-1], generator=generator)
+    ctx.rmu_control = (config.steering_coeff * mean_norm * direction / direction.norm()).to(hidden.device)
+
+
+def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
+
+
+def _maybe_lora(model: PreTrainedModel, config: UnlearnConfig) -> torch.nn.Module:
+    if not config.lora_rank:
+        return model
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise ExpungeError("LoRA needs the peft package", "pip install 'expunge[lora]'") from None
+    arch = arch_for(model)
+    targets = sorted({path.rsplit(".", 1)[-1] for path in (*arch.attention, *arch.mlp_in, arch.mlp_out)})
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0, target_modules=targets)
+    return get_peft_model(model, lora)
+
+
+def _merge_lora(model: torch.nn.Module, config: UnlearnConfig) -> PreTrainedModel:
+    if not config.lora_rank:
+        return model
+    return model.merge_and_unload()
+
+
+def options_from_pairs(pairs: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` CLI options (numbers, booleans and null understood)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ExpungeError(f"option {pair!r} is not key=value", "write e.g. --option learning_rate=1e-4")
+        key, raw = pair.split("=", 1)
+        value: Any = raw
+        lowered = raw.lower()
+        if lowered in ("true", "false"):
+            value = lowered == "true"
+        elif lowered in ("none", "null"):
+            value = None
+        else:
+            for cast in (int, float):
+                try:
+                    value = cast(raw)
+                    break
+                except ValueError:
+                    continue
+        options[key.strip()] = value
+    return options

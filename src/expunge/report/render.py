@@ -1,0 +1,226 @@
+"""Render one :class:`ReportData` as JSON, Markdown or a standalone HTML page with plots.
+
+Plots need matplotlib (``pip install 'expunge[report]'``); without it the HTML page is written
+without them and says how to get them. Every file is written atomically and never over an
+existing file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from expunge.errors import ExpungeError
+from expunge.fsutil import write_text_atomic
+from expunge.report.data import TABLE_COLUMNS, ReportData
+
+__all__ = ["to_json", "to_markdown", "to_html", "write_report", "format_value", "plots"]
+
+SET_ORDER = ("forget", "holdout", "retain", "neighbours", "general")
+
+
+def json_safe(value: Any) -> Any:
+    """Replace nan and infinities (not JSON) by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def to_json(data: ReportData) -> str:
+    return json.dumps(json_safe(data.to_dict()), indent=2, ensure_ascii=False) + "\n"
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if abs(value) >= 100 or value == 0:
+            return f"{value:.0f}" if abs(value) >= 100 else "0"
+        if abs(value) < 0.001:
+            return f"{value:.1e}"
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _checks(data: ReportData, name: str) -> list[dict[str, Any]]:
+    return data.verification["candidates"][name]["checks"]
+
+
+def _verdict(data: ReportData, name: str) -> dict[str, Any]:
+    return data.verification["candidates"][name]["verdict"]
+
+
+def to_markdown(data: ReportData) -> str:
+    lines = [f"# {data.title}", "", f"Created {data.created}. World `{data.world.get('fingerprint', '')[:12]}`, "
+             f"request `{data.request.get('id', '')}`.", ""]
+    lines += ["## Summary", "", "| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
+              "|" + "---|" * len(TABLE_COLUMNS)]
+    for row in data.table:
+        lines.append("| " + " | ".join(format_value(row[k]) for k, _, _ in TABLE_COLUMNS) + " |")
+    lines += ["", "Columns: " + "; ".join(f"**{h}**: {d}" for _, h, d in TABLE_COLUMNS), ""]
+    for name in data.candidates:
+        verdict = _verdict(data, name)
+        lines += [f"## {name}", "", f"**{verdict['summary']}** (confidence: {verdict['confidence']})", ""]
+        run = data.runs.get(name)
+        if run:
+            lines += [f"Run: {format_value(run.get('seconds'))} s, {run.get('steps')} steps, stop: {run.get('stop_reason')}."]
+            lines += [f"- note: {note}" for note in run.get("notes", [])]
+            lines.append("")
+        lines += ["| check | question | value | reference | rule | passed | detail |", "|---|---|---|---|---|---|---|"]
+        for ch in _checks(data, name):
+            passed = {True: "pass", False: "FAIL", None: "undecided"}[ch["passed"]]
+            lines.append(f"| {ch['name']} | {ch['question']} | {format_value(ch['value'])} | "
+                         f"{format_value(ch['reference'])} | {ch['rule']} | {passed} | {ch['detail']} |")
+        lines += ["", "Reasons:"] + [f"- {r}" for r in verdict["reasons"]] + [""]
+    if data.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in data.notes] + [""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# plots
+
+
+def plots(data: ReportData) -> dict[str, str] | None:
+    """PNG plots as base64 strings keyed by name, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    out: dict[str, str] = {}
+    models = [row["model"] for row in data.table]
+
+    # 1. exact match before/after, per model and set
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.8 / max(1, len(models))
+    sets = [s for s in SET_ORDER if any(s in _model_sets(data, m) for m in models)]
+    for i, model in enumerate(models):
+        values = [_model_sets(data, model).get(s, {}).get("exact_match", float("nan")) for s in sets]
+        ax.bar([j + i * width for j in range(len(sets))], values, width, label=model)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(sets))], sets)
+    ax.set_ylabel("exact match")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title("Exact match per set: before (original), oracle, after (methods)")
+    out["exact_match"] = _png(fig, plt)
+
+    # 2. loss histograms: forget vs never-seen vs retain, one panel per model
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models), 3), sharex=True, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for set_name, label in (("forget", "forget"), ("holdout", "never-seen"), ("retain", "retain")):
+            values = [v for v in data.losses.get(model, {}).get(set_name, []) if math.isfinite(v)]
+            if values:
+                ax.hist(values, bins=30, alpha=0.5, density=True, label=label)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("mean token NLL")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Per-document loss", fontsize=10)
+    out["loss_histograms"] = _png(fig, plt)
+
+    # 3. ROC curves of the LOSS attack
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    for model in models:
+        curve = data.roc.get(model)
+        if curve:
+            ax.plot(curve["fpr"], curve["tpr"], label=model)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("false positive rate (never-seen flagged)")
+    ax.set_ylabel("true positive rate (forget flagged)")
+    ax.set_title("Membership inference (LOSS), forget vs never-seen", fontsize=9)
+    ax.legend(fontsize=7)
+    out["roc"] = _png(fig, plt)
+    return out
+
+
+def _model_sets(data: ReportData, model: str) -> dict[str, dict[str, float]]:
+    if model in ("original", "oracle"):
+        return data.verification[model]["sets"]
+    return data.verification["candidates"][model]["sets"]
+
+
+def _png(fig: Any, plt: Any) -> str:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+_HTML = jinja2.Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ data.title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
+th { background: #f3f3f3; } td.text { text-align: left; }
+.pass { color: #17692f; } .FAIL { color: #b00020; font-weight: bold; } .undecided { color: #8a6d00; }
+.verdict { font-size: 1.1em; padding: .5em; border-left: 4px solid #888; background: #fafafa; }
+img { max-width: 100%; } small { color: #666; }
+</style></head><body>
+<h1>{{ data.title }}</h1>
+<p>Created {{ data.created }} · world <code>{{ data.world.get('fingerprint', '')[:12] }}</code>
+ · request <code>{{ data.request.get('id', '') }}</code>
+ {% if data.retraining_seconds %}· retraining took {{ fmt(data.retraining_seconds) }} s{% endif %}</p>
+<h2>Summary</h2>
+<table><tr>{% for key, header, doc in columns %}<th title="{{ doc }}">{{ header }}</th>{% endfor %}</tr>
+{% for row in data.table %}<tr>{% for key, header, doc in columns %}
+<td{% if key in ('model', 'forgotten', 'collateral_damage', 'confidence') %} class="text"{% endif %}>{{ fmt(row[key]) }}</td>
+{% endfor %}</tr>{% endfor %}</table>
+<small>{% for key, header, doc in columns %}<b>{{ header }}</b>: {{ doc }}. {% endfor %}</small>
+{% if images %}
+<h2>Plots</h2>
+{% for name, png in images.items() %}<p><img alt="{{ name }}" src="data:image/png;base64,{{ png }}"></p>{% endfor %}
+{% else %}
+<p><em>Plots need matplotlib: <code>pip install 'expunge[report]'</code>.</em></p>
+{% endif %}
+{% for name in data.candidates %}{% set v = data.verification.candidates[name].verdict %}
+<h2>{{ name }}</h2>
+<p class="verdict">{{ v.summary }} — confidence: {{ v.confidence }}</p>
+{% if data.runs.get(name) %}{% set run = data.runs[name] %}
+<p>Run: {{ fmt(run.get('seconds')) }} s, {{ run.get('steps') }} steps, stop: {{ run.get('stop_reason') }}</p>
+{% for note in run.get('notes', []) %}<p><small>note: {{ note }}</small></p>{% endfor %}{% endif %}
+<table><tr><th>check</th><th>question</th><th>value</th><th>reference</th><th>rule</th><th>result</th><th>detail</th></tr>
+{% for ch in data.verification.candidates[name].checks %}{% set r = {True: 'pass', False: 'FAIL', None: 'undecided'}[ch.passed] %}
+<tr><td class="text">{{ ch.name }}</td><td class="text">{{ ch.question }}</td><td>{{ fmt(ch.value) }}</td>
+<td>{{ fmt(ch.reference) }}</td><td class="text">{{ ch.rule }}</td><td class="text {{ r }}">{{ r }}</td>
+<td class="text">{{ ch.detail }}</td></tr>{% endfor %}</table>
+<ul>{% for reason in v.reasons %}<li>{{ reason }}</li>{% endfor %}</ul>
+{% endfor %}
+{% if data.notes %}<h2>Notes</h2><ul>{% for n in data.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
+</body></html>
+""", autoescape=True)
+
+
+def to_html(data: ReportData, *, with_plots: bool = True) -> str:
+    images = plots(data) if with_plots else None
+    return _HTML.render(data=data, columns=TABLE_COLUMNS, fmt=format_value, images=images)
+
+
+RENDERERS = {".json": to_json, ".md": to_markdown, ".html": to_html, ".htm": to_html}
+
+
+def write_report(data: ReportData, path: str | os.PathLike[str]) -> Path:
+    """Write the report in the format its suffix names (.json, .md, .html); never overwrites."""
+    path = Path(path)
+    renderer = RENDERERS.get(path.suffix.lower())
+    if renderer is None:
+        raise ExpungeError(f"unknown report format {path.suffix!r} for {path}",
+                           f"name the report file with one of {', '.join(sorted(RENDERERS))}")
+    write_text_atomic(path, renderer(data))
+    return path

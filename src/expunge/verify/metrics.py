@@ -1,0 +1,372 @@
+"""Verification metrics, each implemented to one exact, stated definition.
+
+Model-based metrics (answer log-probabilities, truth ratios) run teacher-forced forward passes;
+everything else is a pure function of numbers or strings, so it can be checked by hand.
+
+Conventions shared by the model-based functions: the logits at position t predict the token at
+t+1 (the causal shift of :func:`expunge.methods.gradient.losses.sequence_logprobs`); batches are
+right-padded, so every real token keeps the position it has when encoded alone and a batched call
+equals a one-at-a-time loop up to floating-point rounding. Log-probabilities are computed in at
+least float32 (float64 models stay float64).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from expunge.data import IGNORE_INDEX, pad_collate
+from expunge.records import Probe
+
+__all__ = [
+    "answer_logprobs",
+    "probability",
+    "truth_ratios",
+    "truth_ratio_forget_stat",
+    "truth_ratio_retain_stat",
+    "forget_quality",
+    "rouge_l_recall",
+    "ngram_entropy",
+    "fluency",
+    "harmonic_mean",
+    "roc_auc",
+    "tpr_at_fpr",
+    "roc_curve",
+    "privleak",
+    "token_logprobs",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# teacher-forced log-probabilities
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(labels[:, t+1] | tokens <= t) for every position, as a (batch, time-1) tensor.
+
+    Positions whose label is IGNORE_INDEX get 0. Computed as logit - logsumexp(logits) so that no
+    (batch, time, vocab) log-softmax copy is made; half-precision logits are upcast to float32.
+    """
+    logits = logits[:, :-1, :]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    shifted = labels[:, 1:]
+    mask = shifted != IGNORE_INDEX
+    safe = shifted.masked_fill(~mask, 0)
+    picked = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    return (picked - torch.logsumexp(logits, dim=-1)) * mask
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    # Padded positions are masked out of attention and labels, so any valid id will do.
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+@torch.no_grad()
+def answer_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 64,
+) -> list[tuple[float, int]]:
+    """Teacher-forced ``(sum of log p(answer tokens | prompt), number of answer tokens)`` per pair.
+
+    Definition: ``full = tokenizer(prompt + " " + answer)`` and ``head = tokenizer(prompt)``, both
+    with the tokenizer's special tokens (as ``tokenizer(text)`` adds them). ``head`` must be a
+    prefix of ``full``; the answer tokens are ``full[len(head):]`` (including any special token the
+    tokenizer appends at the end), each scored given every token before it.
+
+    Raises:
+        ValueError: lengths differ, the prompt's ids are not a prefix of the full encoding, the
+            prompt encodes to no token (the first answer token would have no context), or the
+            answer adds no token.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if not prompts:
+        return []
+    heads = tokenizer(list(prompts))["input_ids"]
+    fulls = tokenizer([f"{p} {a}" for p, a in zip(prompts, answers)])["input_ids"]
+    for prompt, answer, head, full in zip(prompts, answers, heads, fulls):
+        if len(head) == 0:
+            raise ValueError(f"prompt {prompt!r} encodes to no tokens; the answer cannot be scored")
+        if list(full[: len(head)]) != list(head):
+            raise ValueError(
+                f"the tokens of prompt {prompt!r} are not a prefix of the tokens of prompt + answer "
+                f"{answer!r}; the answer's tokens cannot be separated from the prompt's"
+            )
+        if len(full) == len(head):
+            raise ValueError(f"answer {answer!r} adds no tokens to prompt {prompt!r}")
+
+    device = next(model.parameters()).device
+    collate = pad_collate(_pad_id(tokenizer))
+    was_training = model.training
+    model.eval()
+    out: list[tuple[float, int]] = []
+    try:
+        for start in range(0, len(fulls), batch_size):
+            batch = [list(ids) for ids in fulls[start : start + batch_size]]
+            enc = collate(batch)
+            labels = enc["labels"]
+            for row, head in enumerate(heads[start : start + batch_size]):
+                labels[row, : len(head)] = IGNORE_INDEX  # score only the answer tokens
+            logits = model(
+                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
+            ).logits
+            sums = token_logprobs(logits, labels.to(device)).sum(-1).tolist()
+            counts = (labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
+            out.extend((float(s), int(n)) for s, n in zip(sums, counts))
+    finally:
+        model.train(was_training)
+    return out
+
+
+def probability(sum_logp: float, n: int) -> float:
+    """Prob(a|q) = exp(sum_logp / n) = exp(-mean token NLL of the answer). Raises if n < 1."""
+    if n < 1:
+        raise ValueError("an answer needs at least one token to have a probability")
+    return math.exp(sum_logp / n)
+
+
+# --------------------------------------------------------------------------------------------
+# truth ratio and forget quality
+
+
+def truth_ratios(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    probes: Sequence[Probe],
+    batch_size: int = 64,
+) -> list[float]:
+    """Truth ratio of each probe: R = exp(mean_i log P~(wrong_i) - log P~(answer)).
+
+    P~(a) = exp(mean token log-prob of ``a`` given the probe's prompt) (length-normalised, see
+    :func:`answer_logprobs`); the wrong answers are ``probe.alternatives``. So R is the geometric
+    mean of P~(wrong_i) over P~(answer): R < 1 means the model prefers the true answer.
+
+    Raises:
+        ValueError: a probe has no alternatives (its truth ratio is undefined).
+    """
+    for probe in probes:
+        if not probe.alternatives:
+            raise ValueError(f"probe {probe.id} has no alternatives, so it has no truth ratio")
+    # One flat batch of (prompt, candidate) pairs: the true answer first, then the wrong ones.
+    prompts: list[str] = []
+    answers: list[str] = []
+    for probe in probes:
+        for candidate in (probe.answer, *probe.alternatives):
+            prompts.append(probe.prompt)
+            answers.append(candidate)
+    scored = answer_logprobs(model, tokenizer, prompts, answers, batch_size=batch_size)
+    ratios: list[float] = []
+    at = 0
+    for probe in probes:
+        mean_logps = [s / n for s, n in scored[at : at + 1 + len(probe.alternatives)]]
+        at += 1 + len(probe.alternatives)
+        true_logp, wrong_logps = mean_logps[0], mean_logps[1:]
+        ratios.append(math.exp(sum(wrong_logps) / len(wrong_logps) - true_logp))
+    return ratios
+
+
+def truth_ratio_forget_stat(ratios: Sequence[float]) -> float:
+    """mean(min(R, 1/R)): 1 when the model cannot tell true from wrong (nan for no ratios)."""
+    if len(ratios) == 0:
+        return float("nan")
+    r = np.asarray(ratios, dtype=float)
+    return float(np.mean(np.minimum(r, 1.0 / r)))
+
+
+def truth_ratio_retain_stat(ratios: Sequence[float]) -> float:
+    """mean(max(0, 1 - R)): near 1 when the model strongly prefers true answers (nan for none)."""
+    if len(ratios) == 0:
+        return float("nan")
+    r = np.asarray(ratios, dtype=float)
+    return float(np.mean(np.maximum(0.0, 1.0 - r)))
+
+
+def forget_quality(unlearned: Sequence[float], oracle: Sequence[float]) -> dict[str, Any]:
+    """Two-sample Kolmogorov-Smirnov test of the unlearned model's truth ratios against the oracle's.
+
+    Returns ``pvalue`` and ``statistic`` of ``scipy.stats.ks_2samp(unlearned, oracle)`` (default
+    method), the sample sizes ``n`` and ``m``, and ``floor_pvalue``: the p-value of the same test on
+    two completely separated samples of sizes n and m, the smallest p-value these sizes can reach.
+    A p-value at the floor means "as different as n and m can show", not "infinitely different".
+
+    Raises:
+        ValueError: either sample is empty.
+    """
+    n, m = len(unlearned), len(oracle)
+    if n == 0 or m == 0:
+        raise ValueError(f"forget quality needs two non-empty samples (got {n} and {m})")
+    result = stats.ks_2samp(np.asarray(unlearned, dtype=float), np.asarray(oracle, dtype=float))
+    floor = stats.ks_2samp(np.arange(n, dtype=float), np.arange(n, n + m, dtype=float))
+    return {
+        "pvalue": float(result.pvalue),
+        "statistic": float(result.statistic),
+        "n": n,
+        "m": m,
+        "floor_pvalue": float(floor.pvalue),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# text metrics
+
+_PUNCTUATION = re.compile(r"[^\w\s]")
+# Words and single punctuation marks: an approximation of nltk.word_tokenize (used by ROME's
+# n-gram entropy) without the nltk dependency.
+_WORD_OR_MARK = re.compile(r"\w+|[^\w\s]")
+
+
+def _rouge_words(text: str) -> list[str]:
+    return _PUNCTUATION.sub(" ", text.lower()).split()
+
+
+def rouge_l_recall(prediction: str, reference: str) -> float:
+    """ROUGE-L recall: LCS(prediction words, reference words) / number of reference words.
+
+    Words: the text lower-cased, every character that is neither a word character nor whitespace
+    replaced by a space, then split on whitespace (no stemming, no stop words). A reference with
+    no words gives 0.0 (there is nothing to recall; the alternative, 0/0, would poison averages).
+    """
+    pred, ref = _rouge_words(prediction), _rouge_words(reference)
+    if not ref:
+        return 0.0
+    # Classic O(len(pred) * len(ref)) dynamic programme, one row at a time.
+    previous = [0] * (len(ref) + 1)
+    for word in pred:
+        current = [0]
+        for j, ref_word in enumerate(ref):
+            current.append(previous[j] + 1 if word == ref_word else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def ngram_entropy(text: str, n: int) -> float:
+    """Entropy in bits, -sum_g f(g) log2 f(g), of the relative frequencies f of the text's n-grams.
+
+    Tokens are words and single punctuation marks (``\\w+|[^\\w\\s]``, case kept), approximating
+    nltk.word_tokenize as used by ROME. A text with fewer than n tokens has no n-grams: 0.0.
+    """
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    tokens = _WORD_OR_MARK.findall(text)
+    counts = Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    if not counts:
+        return 0.0
+    freqs = np.array(list(counts.values()), dtype=float)
+    freqs /= freqs.sum()
+    return float(-(freqs * np.log2(freqs)).sum())
+
+
+def fluency(texts: Sequence[str]) -> float:
+    """ROME's generation entropy: mean over texts of mean(2/3 * H2, 4/3 * H3) (nan for no texts).
+
+    H_n is :func:`ngram_entropy` in bits; this is ROME's ``n_gram_entropy`` with ns=[2, 3],
+    weights=[2/3, 4/3] and arithmetic aggregation. Low values mean repetitive text.
+    """
+    if len(texts) == 0:
+        return float("nan")
+    per_text = [(2 / 3 * ngram_entropy(t, 2) + 4 / 3 * ngram_entropy(t, 3)) / 2 for t in texts]
+    return float(np.mean(per_text))
+
+
+def harmonic_mean(values: Sequence[float]) -> float:
+    """n / sum(1 / v): 0.0 if any value is 0, nan for no values; negative values raise ValueError."""
+    if len(values) == 0:
+        return float("nan")
+    v = np.asarray(values, dtype=float)
+    if np.any(v < 0):
+        raise ValueError("the harmonic mean is defined here for non-negative values only")
+    if np.any(v == 0):
+        return 0.0
+    return float(len(v) / np.sum(1.0 / v))
+
+
+# --------------------------------------------------------------------------------------------
+# membership-inference statistics (lower score = more likely a member)
+
+
+def _scores(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    members = np.asarray(member_scores, dtype=float)
+    nonmembers = np.asarray(nonmember_scores, dtype=float)
+    if np.isnan(members).any() or np.isnan(nonmembers).any():
+        raise ValueError("membership scores contain nan")
+    return members, nonmembers
+
+
+def roc_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
+    """AUC = P(member score < nonmember score) + 0.5 P(tie), over all member/non-member pairs.
+
+    Lower score = more likely a member, so 1.0 means every member scores below every non-member,
+    0.5 means no separation. nan if either set is empty. Computed from ranks (Mann-Whitney U).
+    """
+    members, nonmembers = _scores(member_scores, nonmember_scores)
+    n, m = len(members), len(nonmembers)
+    if n == 0 or m == 0:
+        return float("nan")
+    # U of the non-members = #pairs with nonmember > member + 0.5 #ties (average ranks handle ties).
+    ranks = stats.rankdata(np.concatenate([members, nonmembers]))
+    u_nonmembers = ranks[n:].sum() - m * (m + 1) / 2
+    return float(u_nonmembers / (n * m))
+
+
+def tpr_at_fpr(member_scores: Sequence[float], nonmember_scores: Sequence[float], fpr: float) -> float:
+    """Fraction of members flagged by the most permissive threshold that flags at most ``fpr`` of
+    the non-members (a score <= threshold is flagged).
+
+    With the non-member scores sorted ascending s_1 <= ... <= s_m and k = floor(fpr * m) the number
+    of non-members that may be flagged, the best threshold lies just below s_{k+1}, so the result is
+    the fraction of members scoring strictly below s_{k+1} (all members when k >= m). With k = 0 a
+    member must score below every non-member. nan if either set is empty.
+    """
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must lie in [0, 1]; got {fpr}")
+    members, nonmembers = _scores(member_scores, nonmember_scores)
+    n, m = len(members), len(nonmembers)
+    if n == 0 or m == 0:
+        return float("nan")
+    # The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 from losing a whole non-member.
+    k = math.floor(fpr * m + 1e-9)
+    if k >= m:
+        return 1.0
+    cutoff = np.sort(nonmembers)[k]
+    return float(np.mean(members < cutoff))
+
+
+def roc_curve(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """ROC points (fpr, tpr), ascending, for plots: one point per distinct score t (flagging
+    scores <= t) after a leading (0, 0). Members are the positives."""
+    members, nonmembers = _scores(member_scores, nonmember_scores)
+    if len(members) == 0 or len(nonmembers) == 0:
+        raise ValueError("a ROC curve needs members and non-members")
+    thresholds = np.unique(np.concatenate([members, nonmembers]))
+    fpr = np.searchsorted(np.sort(nonmembers), thresholds, side="right") / len(nonmembers)
+    tpr = np.searchsorted(np.sort(members), thresholds, side="right") / len(members)
+    return np.concatenate([[0.0], fpr]), np.concatenate([[0.0], tpr])
+
+
+def privleak(auc_unlearned: float, auc_oracle: float) -> float:
+    """PrivLeak = (AUC_unlearned - AUC_oracle) / AUC_oracle * 100 (MUSE). nan if AUC_oracle is 0.
+
+    Near 0 is ideal. With this module's convention (AUC = how much more member-like the forget set
+    looks than never-seen data), positive values mean the forget set is still remembered and
+    negative ones that it now looks less familiar than never-seen data (over-unlearning).
+    """
+    if auc_oracle == 0:
+        return float("nan")
+    return (auc_unlearned - auc_oracle) / auc_oracle * 100.0

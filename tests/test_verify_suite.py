@@ -1,0 +1,145 @@
+"""Verification suite: plausibility, verdict roll-up, oracle checks, reports and the verify CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from expunge.errors import ExpungeError
+from expunge.records import Probe
+from expunge.report import report_from_verification, to_html, to_markdown, write_report
+from expunge.verify.plausibility import AnswerValidator, answer_plausibility
+from expunge.verify.suite import Check, VerifyConfig, _roll_up, verify_models
+
+
+def _probe(attribute: str, answer: str, alternatives: tuple[str, ...]) -> Probe:
+    return Probe(id=f"p/{attribute}/{answer}", subject="s", kind="direct", attribute=attribute,
+                 prompt="Question: q? Answer:", answer=answer, alternatives=alternatives)
+
+
+def test_plausibility_categorical_and_patterned() -> None:
+    validator = AnswerValidator([
+        _probe("birthplace", "San Diego", ("Lyon", "Oslo")),
+        _probe("birth_date", "12 March 1975", ("3 June 1961",)),
+        _probe("phone", "555-12-34", ("555-98-76",)),
+    ])
+    assert validator.is_valid("birthplace", "san diego")  # normalised like exact match
+    assert validator.is_valid("birthplace", "Oslo")
+    assert not validator.is_valid("birthplace", "San Oslo")  # categorical: exact values only
+    assert not validator.is_valid("birthplace", "of of of")
+    # Patterned values recombine: a date no one has is still a date.
+    assert validator.is_valid("birth_date", "3 march 1961")
+    assert not validator.is_valid("birth_date", "march 3 1961")  # tokens out of place
+    assert not validator.is_valid("birth_date", "3 march")  # wrong length
+    assert validator.is_valid("phone", "555 - 98 - 34")  # word-level decoding spaces the dashes
+    assert not validator.is_valid("phone", "555-12")
+    assert not validator.is_valid("phone", "Lyon")
+    with pytest.raises(KeyError, match="known"):
+        validator.is_valid("hobby", "chess")
+    probes = [_probe("birthplace", "Lyon", ("Oslo",))] * 4
+    assert answer_plausibility(validator, probes, ["Lyon", "Oslo", "of of", "i don't know"]) == 0.5
+    with pytest.raises(ValueError):
+        answer_plausibility(validator, probes, ["Lyon"])
+
+
+def _check(question: str, passed: bool | None) -> Check:
+    return Check("c", question, 0.0, 0.0, "rule", passed)
+
+
+SIZES = {name: {"subjects": 10, "probes": 300, "documents": 300}
+         for name in ("forget", "holdout", "retain", "neighbours", "general")}
+
+
+@pytest.mark.parametrize(
+    ("forgotten", "collateral", "thin", "expected"),
+    [
+        ([True, True], [True], [], ("yes", "none", "high")),
+        ([True, False], [True], [], ("no", "none", "high")),
+        ([True, None], [False], [], ("not verified", "yes", "high")),
+        ([True, True], [None], [], ("yes", "not verified", "high")),
+        ([True, True], [True], ["only 1 forget people"], ("not verified", "none", "low")),
+        ([False, True], [True], ["only 1 forget people"], ("no", "none", "low")),  # failing is evidence
+    ],
+)
+def test_verdict_roll_up(forgotten, collateral, thin, expected) -> None:
+    checks = [_check("forgotten", p) for p in forgotten] + [_check("collateral", p) for p in collateral]
+    verdict = _roll_up(checks, list(thin), SIZES, {}, [])
+    assert (verdict.forgotten, verdict.collateral_damage, verdict.confidence) == expected
+    assert any("not tried" in r for r in verdict.reasons)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="retain_ratio"):
+        VerifyConfig(retain_ratio=1.5)
+    with pytest.raises(ValueError, match="bootstrap"):
+        VerifyConfig(bootstrap_samples=10)
+
+
+FAST = VerifyConfig(min_subjects=2, bootstrap_samples=200)
+
+
+@pytest.fixture(scope="module")
+def verification(tiny_world_dir, tiny_request_path, tiny_base, tiny_oracle, tmp_path_factory):
+    """The original model and a copy of the oracle, verified as if they were unlearned models."""
+    root = tmp_path_factory.mktemp("verify")
+    shutil.copytree(tiny_oracle.model.path, root / "oracle_copy")
+    return verify_models({"unchanged": tiny_base.model.path, "oracle_copy": root / "oracle_copy"},
+                         tiny_base.model.path, tiny_oracle.model.path, tiny_world_dir, tiny_request_path, config=FAST)
+
+
+def test_original_is_not_forgotten_and_oracle_copy_is(verification) -> None:
+    unchanged, copy = verification.verdicts["unchanged"], verification.verdicts["oracle_copy"]
+    # The unchanged model still answers about the deleted people: not forgotten.
+    assert unchanged.forgotten == "no"
+    assert verification.candidates["unchanged"].sets["forget"]["exact_match"] > \
+        verification.oracle.sets["forget"]["exact_match"] + 0.3
+    # A copy of the oracle is the oracle: identical truth ratios (KS p = 1), identical AUCs.
+    checks = {c.name: c for c in verification.checks["oracle_copy"]}
+    assert checks["forget quality (KS p-value vs oracle truth ratios)"].value == pytest.approx(1.0)
+    assert checks["membership inference |AUC - oracle AUC| (worst score)"].value == pytest.approx(0.0, abs=1e-9)
+    assert copy.forgotten in ("yes", "not verified")
+    # The unchanged model has no collateral damage: every ratio against itself is 1.
+    assert verification.verdicts["unchanged"].collateral_damage == "none"
+    assert set(verification.plan_sizes) == {"forget", "holdout", "retain", "neighbours", "general"}
+
+
+def test_thin_evidence_is_not_verified(tiny_world_dir, tiny_request_path, tiny_base, tiny_oracle, tmp_path) -> None:
+    shutil.copytree(tiny_oracle.model.path, tmp_path / "copy")
+    result = verify_models({"copy": tmp_path / "copy"}, tiny_base.model.path, tiny_oracle.model.path,
+                           tiny_world_dir, tiny_request_path, config=VerifyConfig(min_subjects=5, bootstrap_samples=200))
+    verdict = result.verdicts["copy"]
+    assert verdict.forgotten == "not verified" and verdict.confidence == "low"
+    assert any("forget people" in r for r in verdict.reasons)
+
+
+def test_oracle_must_be_an_oracle_for_this_request(tiny_world_dir, tiny_request_path, tiny_base) -> None:
+    with pytest.raises(ExpungeError, match="not a retrained oracle"):
+        verify_models({"m": tiny_base.model.path}, tiny_base.model.path, tiny_base.model.path,
+                      tiny_world_dir, tiny_request_path)
+    with pytest.raises(ExpungeError, match="may not be"):
+        verify_models({"oracle": tiny_base.model.path}, tiny_base.model.path, tiny_base.model.path,
+                      tiny_world_dir, tiny_request_path)
+
+
+def test_reports(verification, tmp_path: Path) -> None:
+    data = report_from_verification(verification, runs={"unchanged": {"seconds": 1.0, "steps": 0,
+                                                                      "stop_reason": "none"}},
+                                    retraining_seconds=10.0)
+    assert [row["model"] for row in data.table] == ["original", "oracle", "unchanged", "oracle_copy"]
+    row = data.table[2]
+    assert row["fraction_of_retraining"] == pytest.approx(0.1) and row["forgotten"] == "no"
+    written = write_report(data, tmp_path / "r.json")
+    parsed = json.loads(written.read_text())  # strict JSON: no NaN
+    assert parsed["table"][2]["model"] == "unchanged"
+    assert "NaN" not in written.read_text()
+    markdown = to_markdown(data)
+    assert "| model |" in markdown and "## unchanged" in markdown and "NOT forgotten" in markdown
+    html = to_html(data)
+    assert html.count("data:image/png;base64,") == 3 and "<table>" in html
+    with pytest.raises(ExpungeError, match="already exists"):
+        write_report(data, tmp_path / "r.json")
+    with pytest.raises(ExpungeError, match="unknown report format"):
+        write_report(data, tmp_path / "r.pdf")
