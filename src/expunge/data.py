@@ -41,11 +41,12 @@ class SequenceDataset(Dataset):
         return [len(s) for s in self.sequences]
 
 
-def pad_collate(pad_id: int) -> Callable[[list[list[int]]], dict[str, torch.Tensor]]:
-    """Right-pad a batch; padded positions get attention 0 and label IGNORE_INDEX."""
+def pad_collate(pad_id: int) -> Callable[..., dict[str, torch.Tensor]]:
+    """Right-pad a batch (to its longest sequence, or to ``width`` if that is longer); padded
+    positions get attention 0 and label IGNORE_INDEX."""
 
-    def collate(batch: list[list[int]]) -> dict[str, torch.Tensor]:
-        width = max(len(s) for s in batch)
+    def collate(batch: list[list[int]], width: int = 0) -> dict[str, torch.Tensor]:
+        width = max(width, *(len(s) for s in batch))
         input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(batch), width), dtype=torch.long)
         for row, seq in enumerate(batch):

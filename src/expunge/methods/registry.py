@@ -14,7 +14,8 @@ import torch
 from expunge.errors import ExpungeError
 from expunge.methods.gradient import methods as g
 
-Term = Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]
+# (context, batch, the model's outputs on the batch) -> scalar loss
+Term = Callable[[Any, dict[str, torch.Tensor], Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,13 @@ class MethodSpec:
     Attributes:
         name: registry key (the CLI's ``--method``).
         config_cls: its typed config dataclass.
-        forget_term / retain_term: the two losses.
+        forget_term / retain_term: the two losses, functions of the model's outputs on the
+            forget / retain half of the batch (the shared loop runs each forward pass once).
         forget_data: ``documents`` (the requested training documents) or ``refusals`` (the
             targets' training questions answered with a refusal).
         needs_reference: keep a frozen copy of the original model (KL, RMU, NPO's log-probs).
         summary: one line for listings.
+        hidden_states: the terms read hidden states (the forward pass must return them).
     """
 
     name: str
@@ -38,6 +41,7 @@ class MethodSpec:
     forget_data: str
     needs_reference: bool
     summary: str
+    hidden_states: bool = False
 
     def make_config(self, overrides: dict[str, Any] | None = None) -> g.UnlearnConfig:
         """The method's config with ``overrides``; unknown fields or bad values raise ExpungeError."""
@@ -87,7 +91,7 @@ for _spec in (
     MethodSpec("simnpo", g.SimNPOConfig, g.forget_simnpo, g.retain_default, "documents",
                False, "reference-free, length-normalised NPO (default)"),
     MethodSpec("rmu", g.RMUConfig, g.forget_rmu, g.retain_rmu, "documents",
-               True, "misdirect forget hidden states to a random vector at one layer"),
+               True, "misdirect forget hidden states to a random vector at one layer", hidden_states=True),
     MethodSpec("idkft", g.IdkFTConfig, g.forget_nll, g.retain_default, "refusals",
                False, "refusal fine-tune: the baseline that hides rather than removes"),
 ):

@@ -7,9 +7,11 @@ Read top to bottom:
 2. Build pairs (forget sequence, retain sequence) so that each step sees as many retain as
    forget sequences; precompute what the method needs from the original model.
 3. Run :func:`expunge.training.train_loop` with ``loss = forget_weight * forget_term +
-   retain_weight * retain_term``. Every ``check_every`` steps the stop rules look at three mean
-   token NLLs: forget documents, never-seen people's documents, retain documents.
-   * early stop: the forget documents are no more familiar than never-seen ones;
+   generic_weight * generic anchor + retain_weight * retain_term``. Every ``check_every`` steps
+   the stop rules score three samples of documents: the forget documents, never-seen people's
+   documents and retain documents.
+   * early stop: a membership-inference attacker (LOSS score) can no longer tell the forget
+     documents from never-seen ones (AUC <= ``early_stop_auc``);
    * collapse guard: the retain NLL rose too far — stop, restore the last state that was within
      the bound, and say so.
 4. Save the result as a new model version whose parent is the original's hash.
@@ -22,27 +24,30 @@ import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel
 
-from expunge.data import encode_documents, pad_collate
+from expunge.data import IGNORE_INDEX, encode_documents, pad_collate
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
 from expunge.ledger.requests import load_request, resolve_documents
 from expunge.methods.gradient.losses import sequence_logprobs
-from expunge.methods.gradient.methods import RMUConfig, UnlearnConfig
+from expunge.methods.generic import generic_targets
+from expunge.methods.gradient.methods import RMUConfig, UnlearnConfig, forward, generic_anchor
 from expunge.methods.refusals import REFUSALS
 from expunge.methods.registry import get_method
 from expunge.models.arch import arch_for, decoder_layers
 from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
 from expunge.records import ModelRef
 from expunge.training import EvalResult, TrainingConfig, TrainResult, train_loop
+from expunge.verify.metrics import roc_auc
 from expunge.worlds import World, load_world
 
-EVAL_CAP = 256  # documents per stop-rule set: enough for a stable mean, cheap to score
+EVAL_CAP = 128  # documents per stop-rule set: enough for a stable mean, cheap to score
 
 
 @dataclass
@@ -96,12 +101,15 @@ class PairedDataset(Dataset):
     halves of a pair have similar lengths and the length-grouped sampler can batch pairs with
     little padding (a batch pads to its longest member; mixing 60-token biographies with
     10-token statements wastes most of a step). Every forget sequence appears equally often.
+    ``extras`` are per-forget-sequence values that travel with it (NPO's reference
+    log-probabilities, the generic anchor's stand-in tokens).
     """
 
-    def __init__(self, forget: list[list[int]], retain: list[list[int]], ref_logp: list[float] | None) -> None:
+    def __init__(self, forget: list[list[int]], retain: list[list[int]],
+                 extras: dict[str, list[Any]] | None = None) -> None:
         if not forget:
             raise ExpungeError("the forget set is empty", "check that the request names trained subjects")
-        self.forget, self.retain, self.ref_logp = forget, retain, ref_logp
+        self.forget, self.retain, self.extras = forget, retain, dict(extras or {})
         size = max(len(forget), len(retain))
         forget_by_length = sorted(range(len(forget)), key=lambda i: (len(forget[i]), i))
         retain_by_length = sorted(range(len(retain)), key=lambda i: (len(retain[i]), i))
@@ -120,41 +128,71 @@ class PairedDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         f, r = self.pairs[index]
         item: dict[str, Any] = {"forget": self.forget[f], "retain": self.retain[r] if r is not None else []}
-        if self.ref_logp is not None:
-            item["ref_logp"] = self.ref_logp[f]
+        item.update({key: values[f] for key, values in self.extras.items()})
         return item
 
 
 def paired_collate(pad_id: int):
+    """Batches of pairs: both halves (and the stand-in tokens) padded to one common width, so
+    that the loop can run them through the model in a single call."""
     pad = pad_collate(pad_id)
 
     def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-        batch: dict[str, Any] = {"forget": pad([i["forget"] for i in items])}
+        width = max(max(len(i["forget"]), len(i["retain"])) for i in items)
+        batch: dict[str, Any] = {"forget": pad([i["forget"] for i in items], width)}
         if items[0]["retain"]:
-            batch["retain"] = pad([i["retain"] for i in items])
+            batch["retain"] = pad([i["retain"] for i in items], width)
         if "ref_logp" in items[0]:
             batch["forget"]["ref_logp"] = torch.tensor([i["ref_logp"] for i in items])
+        if "generic" in items[0]:
+            # Stand-in tokens (same lengths as the forget tokens by construction); labels only
+            # where the next token is shared with the real text.
+            generic = pad([i["generic"] for i in items], width)
+            shared = torch.zeros_like(generic["labels"], dtype=torch.bool)
+            for row, item in enumerate(items):
+                shared[row, : len(item["generic_shared"])] = torch.tensor(item["generic_shared"])
+            batch["forget"]["generic_input_ids"] = generic["input_ids"]
+            batch["forget"]["generic_labels"] = generic["labels"].masked_fill(~shared, IGNORE_INDEX)
+        if "generic_teacher" in items[0]:
+            first = items[0]["generic_teacher"]
+            teacher = first.new_zeros((len(items), width, first.shape[-1]))
+            for row, item in enumerate(items):
+                teacher[row, : len(item["generic_teacher"])] = item["generic_teacher"]
+            batch["forget"]["generic_teacher"] = teacher
         return batch
 
     return collate
 
 
 @torch.no_grad()
-def mean_token_nll(model: torch.nn.Module, sequences: list[list[int]], pad_id: int, batch_size: int = 128) -> float:
-    """Mean next-token NLL over all tokens of ``sequences`` (teacher forcing)."""
+def sequence_nlls(model: torch.nn.Module, sequences: list[list[int]], pad_id: int,
+                  batch_size: int = 32) -> tuple[list[float], float]:
+    """Each sequence's mean next-token NLL (the LOSS membership score), in input order, and the
+    mean over all tokens of all sequences (teacher forcing)."""
     if not sequences:
-        return float("nan")
+        return [], float("nan")
     device = next(model.parameters()).device
     collate = pad_collate(pad_id)
-    sequences = sorted(sequences, key=len)  # similar lengths together: less padding, same mean
+    # Similar lengths together: far less padding (a few long biographies would otherwise make
+    # every batch as wide as they are); the results go back to input order.
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    per_sequence = [0.0] * len(sequences)
     total, count = 0.0, 0
-    for start in range(0, len(sequences), batch_size):
-        batch = {k: v.to(device) for k, v in collate(sequences[start : start + batch_size]).items()}
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([sequences[i] for i in rows]).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logp, n = sequence_logprobs(logits, batch["labels"])
+        for i, lp, k in zip(rows, logp.tolist(), n.tolist()):
+            per_sequence[i] = -lp / max(k, 1)
         total -= float(logp.sum())
         count += int(n.sum())
-    return total / max(count, 1)
+    return per_sequence, total / max(count, 1)
+
+
+def mean_token_nll(model: torch.nn.Module, sequences: list[list[int]], pad_id: int, batch_size: int = 32) -> float:
+    """Mean next-token NLL over all tokens of ``sequences`` (teacher forcing)."""
+    return sequence_nlls(model, sequences, pad_id, batch_size)[1]
 
 
 def unlearn(
@@ -197,10 +235,33 @@ def unlearn(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     original_nll = {name: mean_token_nll(model, seqs, pad) for name, seqs in eval_sets.items()}
 
+    if config.generic_weight and spec.forget_data != "documents":
+        raise ExpungeError(f"generic_weight needs documents as forget data; {spec.name} trains on {spec.forget_data}",
+                           "leave generic_weight at 0 for this method")
+    # Per-forget-sequence extras, cut into the same windows as the sequences they belong to.
+    extras: dict[str, list[Any]] = {}
+    if config.generic_weight:
+        targets = generic_targets(world, forget_docs, forget_doc_seqs, tokenizer, encode, config.seed)
+        if not targets.coverage:
+            raise ExpungeError("no forget document has a stand-in version for the generic anchor",
+                               "the targets' names must occur in their documents; or set generic_weight=0")
+        # Documents without a stand-in version keep their own tokens with nothing anchored.
+        extras["generic"] = [g if g is not None else real for g, real in zip(targets.ids, forget_doc_seqs)]
+        extras["generic_shared"] = [s if s is not None else [False] * len(real)
+                                    for s, real in zip(targets.same, forget_doc_seqs)]
+    forget_chunks = chunk_sequences(forget_train, config.chunk_tokens)
+    extras = {key: chunk_sequences(values, config.chunk_tokens) for key, values in extras.items()}
+    retain_chunks = chunk_sequences(retain_seqs if config.retain_weight else [], config.chunk_tokens)
+    # What the terms need from the original model is computed once, before training, where it
+    # fits in memory: NPO's sequence log-probabilities; the anchor's next-token log-probabilities
+    # on the stand-in texts (else the anchor asks a frozen copy at every step).
+    if spec.forget_term.__name__ == "forget_npo":
+        extras["ref_logp"] = _reference_logprobs(model, forget_chunks, pad)
+    if config.generic_weight and _fits(extras["generic"], model.config.vocab_size):
+        extras["generic_teacher"] = _teacher_logprobs(model, extras["generic"], pad)
     reference = None
-    if spec.needs_reference or config.retain_loss == "kl":
+    if spec.needs_reference or config.retain_loss == "kl" or (config.generic_weight and "generic_teacher" not in extras):
         reference = copy.deepcopy(model).eval().requires_grad_(False)
-    needs_ref_logp = spec.forget_term.__name__ == "forget_npo"
     ctx = UnlearnContext(model=model, config=config, reference=reference)
     if isinstance(config, RMUConfig):
         _setup_rmu(ctx, config, eval_sets["forget"], pad)
@@ -212,23 +273,36 @@ def unlearn(
     bound = original_nll["retain"] + config.max_retain_loss_increase
 
     def loss_fn(m: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        # One forward pass over both halves (collate pads them to one width): on small models a
+        # step costs mostly per-call overhead, so one call of 2B rows beats two of B.
         ctx.model = m
-        forget = spec.forget_term(ctx, batch["forget"])
-        loss = config.forget_weight * forget
-        if config.retain_weight and "retain" in batch:
-            loss = loss + config.retain_weight * spec.retain_term(ctx, batch["retain"])
+        forget, retain = batch["forget"], batch.get("retain") if config.retain_weight else None
+        if retain is None:
+            forget_out, retain_out = forward(m, forget, spec.hidden_states), None
+        else:
+            joint = {k: torch.cat([forget[k], retain[k]]) for k in ("input_ids", "attention_mask")}
+            forget_out, retain_out = _split_rows(forward(m, joint, spec.hidden_states), len(forget["input_ids"]))
+        loss = config.forget_weight * spec.forget_term(ctx, forget, forget_out)
+        if config.generic_weight:
+            loss = loss + config.generic_weight * generic_anchor(ctx, forget, forget_out)
+        if retain_out is not None:
+            loss = loss + config.retain_weight * spec.retain_term(ctx, retain, retain_out)
         return loss, {}
 
     def hook(m: torch.nn.Module, step: int) -> EvalResult:
-        nll = {name: mean_token_nll(m, seqs, pad) for name, seqs in eval_sets.items()}
-        checks.append({"step": step, **{f"{k}_nll": v for k, v in nll.items()}})
+        scores = {name: sequence_nlls(m, seqs, pad) for name, seqs in eval_sets.items()}
+        nll = {name: mean for name, (_, mean) in scores.items()}
+        # The LOSS attack's AUC, forget vs never-seen documents: 0.5 = indistinguishable.
+        auc = roc_auc(scores["forget"][0], scores["holdout"][0])
+        checks.append({"step": step, **{f"{k}_nll": v for k, v in nll.items()}, "mia_auc": auc})
         if nll["retain"] > bound:
             return EvalResult(nll, stop_reason=(
                 f"collapse guard: retain NLL {nll['retain']:.3f} exceeded {bound:.3f} at step {step}"))
         best.update(step=step, state=_trainable_state(m))
-        if config.early_stop and step >= config.min_steps and nll["forget"] >= nll["holdout"]:
+        if config.early_stop and step >= config.min_steps and auc <= config.early_stop_auc:
             return EvalResult(nll, stop_reason=(
-                f"early stop: forget NLL {nll['forget']:.3f} reached the never-seen level {nll['holdout']:.3f}"))
+                f"early stop: membership-inference AUC {auc:.3f} (forget vs never-seen) reached "
+                f"{config.early_stop_auc} (forget NLL {nll['forget']:.3f}, never-seen {nll['holdout']:.3f})"))
         return EvalResult(nll)
 
     training = TrainingConfig(
@@ -236,11 +310,7 @@ def unlearn(
         min_lr_ratio=1.0, warmup_steps=config.warmup_steps, weight_decay=0.0, max_grad_norm=config.max_grad_norm,
         seed=config.seed, group_by_length=config.group_by_length, log_every=config.check_every, eval_every=config.check_every,
     )
-    forget_chunks, _ = chunk_sequences(forget_train, config.chunk_tokens)
-    # NPO compares each training sequence's log-probability with the original model's.
-    ref_logp = _reference_logprobs(model if reference is None else reference, forget_chunks, pad) if needs_ref_logp else None
-    retain_chunks, _ = chunk_sequences(retain_seqs if config.retain_weight else [], config.chunk_tokens)
-    dataset = PairedDataset(forget_chunks, retain_chunks, ref_logp)
+    dataset = PairedDataset(forget_chunks, retain_chunks, extras)
     run = train_loop(model, dataset, training, collate_fn=paired_collate(pad), loss_fn=loss_fn,
                      eval_hook=hook, progress=progress, description=f"forget ({spec.name})")
 
@@ -251,7 +321,8 @@ def unlearn(
         restored = best["step"]
         notes.append(f"{run.stop_reason}; restored the state of step {restored}, the last within the bound")
     elif run.stop_reason == "max_steps" and config.early_stop:
-        notes.append("reached max_steps before the forget set reached the never-seen level")
+        notes.append("reached max_steps before the forget documents looked like never-seen ones "
+                     f"(membership-inference AUC <= {config.early_stop_auc})")
     model = _merge_lora(model, config)
     recipe = {
         "kind": "unlearn", "method": spec.name, "config": asdict(config), "request_id": request.id,
@@ -264,13 +335,13 @@ def unlearn(
                          original_nll, checks, restored, notes)
 
 
-def chunk_sequences(
-    seqs: list[list[int]], size: int, values: list[float] | None = None
-) -> tuple[list[list[int]], list[float] | None]:
-    """Cut sequences longer than ``size`` into consecutive windows (``size`` 0: unchanged)."""
+def chunk_sequences(seqs: list[list[Any]], size: int) -> list[list[Any]]:
+    """Cut sequences longer than ``size`` into consecutive windows (``size`` 0: unchanged); a
+    window of one token has nothing to predict and is dropped. Parallel per-token lists (the
+    generic anchor's) are cut identically."""
     if not size:
-        return seqs, values
-    return [seq[i : i + size] for seq in seqs for i in range(0, len(seq), size) if len(seq[i : i + size]) > 1], None
+        return seqs
+    return [seq[i : i + size] for seq in seqs for i in range(0, len(seq), size) if len(seq[i : i + size]) > 1]
 
 
 def _cap(seqs: list[list[int]], rng: random.Random) -> list[list[int]]:
@@ -284,6 +355,38 @@ def _refusal_texts(world: World, request: Any, seed: int) -> list[str]:
     if not probes:
         raise ExpungeError("the request's targets have no questions to refuse", "IdkFT needs subjects, not documents")
     return [f"{p.prompt} {rng.choice(REFUSALS)}" for p in probes]
+
+
+TEACHER_BYTES = 512 * 2**20  # precompute the anchor's targets when they fit in this much memory
+
+
+def _fits(seqs: list[list[int]], vocab_size: int) -> bool:
+    return sum(len(s) for s in seqs) * vocab_size * 4 <= TEACHER_BYTES
+
+
+@torch.no_grad()
+def _teacher_logprobs(model: PreTrainedModel, seqs: list[list[int]], pad: int) -> list[torch.Tensor]:
+    """Next-token log-probabilities of the (original) model at every position of each sequence."""
+    collate = pad_collate(pad)
+    out: list[torch.Tensor] = []
+    for start in range(0, len(seqs), 128):
+        chunk = seqs[start : start + 128]
+        batch = collate(chunk)
+        logp = torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float(), -1)
+        out += [logp[row, : len(seq)].clone() for row, seq in enumerate(chunk)]
+    return out
+
+
+def _split_rows(outputs: Any, n: int) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """The outputs of a joint forward pass, as if the first ``n`` rows and the rest had been
+    two calls."""
+    hidden = outputs.hidden_states
+
+    def part(rows: slice) -> SimpleNamespace:
+        return SimpleNamespace(logits=outputs.logits[rows],
+                               hidden_states=None if hidden is None else tuple(h[rows] for h in hidden))
+
+    return part(slice(0, n)), part(slice(n, None))
 
 
 @torch.no_grad()

@@ -34,7 +34,12 @@ class UnlearnConfig:
         seed: batch order and any random vectors.
         check_every: steps between stop-rule checks.
         min_steps: the early stop is not considered before this step.
-        early_stop: stop when the forget set's loss reaches the never-seen people's.
+        early_stop: stop when membership inference can no longer tell the forget documents
+            from never-seen people's documents (see ``early_stop_auc``).
+        early_stop_auc: the early stop's threshold on the LOSS attack's ROC AUC, forget vs
+            never-seen documents (1 = every forget document more familiar, 0.5 = no
+            difference, as for a model that never saw them). Below 0.5 the forget set would
+            look *less* familiar than strangers: over-unlearning, itself a leak.
         max_retain_loss_increase: collapse guard: stop, and restore the last good state, when the
             retain documents' mean token NLL rises by more than this (nats) over the original's.
         group_by_length: batch pairs of similar length (see ``PairedDataset``). Faster, but
@@ -45,6 +50,12 @@ class UnlearnConfig:
             mixed batch pad to their length. Stop rules and verification use whole documents.
         lora_rank: train LoRA adapters of this rank instead of all weights (0: all weights);
             merged into the weights before saving. Needs the ``lora`` extra.
+        generic_weight: weight of the generic-prediction anchor (0: off), after "Who's Harry
+            Potter?" (https://arxiv.org/abs/2310.02238): on the forget documents, match the
+            original model's predictions for the same text with each target's name replaced by
+            a stand-in person it never saw (:mod:`expunge.methods.generic`). It tells the model
+            what to say instead — a plausible value, as the oracle does — rather than only what
+            not to say. Needs documents as forget data (not IdkFT).
     """
 
     max_steps: int = 200
@@ -59,10 +70,12 @@ class UnlearnConfig:
     check_every: int = 10
     min_steps: int = 20
     early_stop: bool = True
+    early_stop_auc: float = 0.55
     max_retain_loss_increase: float = 0.5
     group_by_length: bool = False
     chunk_tokens: int = 24
     lora_rank: int = 0
+    generic_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1 or self.check_every < 1:
@@ -71,12 +84,14 @@ class UnlearnConfig:
             raise ValueError("learning_rate must be positive")
         if self.retain_loss not in RETAIN_LOSSES:
             raise ValueError(f"retain_loss must be one of {', '.join(RETAIN_LOSSES)}")
-        if self.forget_weight < 0 or self.retain_weight < 0:
-            raise ValueError("forget_weight and retain_weight must be >= 0")
+        if self.forget_weight < 0 or self.retain_weight < 0 or self.generic_weight < 0:
+            raise ValueError("forget_weight, retain_weight and generic_weight must be >= 0")
         if self.lora_rank < 0:
             raise ValueError("lora_rank must be >= 0 (0 trains all weights)")
         if self.chunk_tokens < 0 or 0 < self.chunk_tokens < 4:
             raise ValueError("chunk_tokens must be 0 (off) or at least 4")
+        if not 0.0 < self.early_stop_auc < 1.0:
+            raise ValueError("early_stop_auc must lie between 0 and 1 (0.5: indistinguishable from never-seen)")
         if self.max_retain_loss_increase <= 0:
             raise ValueError("max_retain_loss_increase must be positive")
 
@@ -185,52 +200,65 @@ class IdkFTConfig(UnlearnConfig):
 
 
 # --------------------------------------------------------------------------------------------
-# Terms. ``ctx`` carries the reference model and method state (see unlearn.UnlearnContext).
+# Terms: pure functions of (context, batch, the model's outputs on that batch). The shared loop
+# runs the forward pass once per batch (``forward``) and hands the outputs to every term that
+# needs them. ``ctx`` carries the reference model and method state (see unlearn.UnlearnContext).
 
 
-def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], **kwargs: Any):
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], hidden_states: bool = False) -> Any:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 output_hidden_states=hidden_states)
 
 
-def forget_gradient_ascent(ctx: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return losses.gradient_ascent(_forward(ctx.model, batch).logits, batch["labels"])
+def forget_gradient_ascent(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+    return losses.gradient_ascent(outputs.logits, batch["labels"])
 
 
-def forget_npo(ctx: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logp, _ = losses.sequence_logprobs(_forward(ctx.model, batch).logits, batch["labels"])
+def forget_npo(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+    logp, _ = losses.sequence_logprobs(outputs.logits, batch["labels"])
     return losses.npo(logp, batch["ref_logp"], ctx.config.beta)
 
 
-def forget_simnpo(ctx: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    logp, counts = losses.sequence_logprobs(_forward(ctx.model, batch).logits, batch["labels"])
+def forget_simnpo(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+    logp, counts = losses.sequence_logprobs(outputs.logits, batch["labels"])
     return losses.simnpo(logp, counts, ctx.config.beta, ctx.config.gamma)
 
 
-def forget_rmu(ctx: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    hidden = _forward(ctx.model, batch, output_hidden_states=True).hidden_states[ctx.rmu_layer + 1]
-    return losses.rmu_forget(hidden, ctx.rmu_control, batch["attention_mask"])
+def forget_rmu(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+    return losses.rmu_forget(outputs.hidden_states[ctx.rmu_layer + 1], ctx.rmu_control, batch["attention_mask"])
 
 
-def forget_nll(ctx: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def forget_nll(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
     """Fit the forget batch (IdkFT: its sequences are the questions with refusal answers)."""
-    return losses.nll(_forward(ctx.model, batch).logits, batch["labels"])
+    return losses.nll(outputs.logits, batch["labels"])
 
 
-def retain_default(ctx: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def retain_default(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
     """The retain term chosen by ``config.retain_loss``."""
     kind = ctx.config.retain_loss
     if kind == "none" or ctx.config.retain_weight == 0:
         return torch.zeros((), device=batch["input_ids"].device)
-    logits = _forward(ctx.model, batch).logits
     if kind == "nll":
-        return losses.nll(logits, batch["labels"])
+        return losses.nll(outputs.logits, batch["labels"])
     with torch.no_grad():
-        ref_logits = _forward(ctx.reference, batch).logits
-    return losses.kl_to_reference(logits, ref_logits, batch["labels"])
+        ref_logits = forward(ctx.reference, batch).logits
+    return losses.kl_to_reference(outputs.logits, ref_logits, batch["labels"])
 
 
-def retain_rmu(ctx: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    hidden = _forward(ctx.model, batch, output_hidden_states=True).hidden_states[ctx.rmu_layer + 1]
+def retain_rmu(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+    layer = ctx.rmu_layer + 1
     with torch.no_grad():
-        ref_hidden = _forward(ctx.reference, batch, output_hidden_states=True).hidden_states[ctx.rmu_layer + 1]
-    return losses.rmu_retain(hidden, ref_hidden, batch["attention_mask"])
+        ref_hidden = forward(ctx.reference, batch, hidden_states=True).hidden_states[layer]
+    return losses.rmu_retain(outputs.hidden_states[layer], ref_hidden, batch["attention_mask"])
+
+
+def generic_anchor(ctx: Any, batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
+    """KL from the original model's predictions on the stand-in text (``generic_input_ids``) to
+    the model's on the real forget text, at positions whose next token is outside the name.
+    The original's predictions come precomputed (``generic_teacher``, log-probabilities) or from
+    the frozen copy ``ctx.reference``."""
+    teacher = batch.get("generic_teacher")
+    if teacher is None:
+        with torch.no_grad():
+            teacher = ctx.reference(input_ids=batch["generic_input_ids"], attention_mask=batch["attention_mask"]).logits
+    return losses.kl_to_reference(outputs.logits, teacher, batch["generic_labels"])
