@@ -16,7 +16,7 @@ from expunge.methods.unlearn import (PairedDataset, chunk_sequences, mean_token_
 from expunge.models import load_model, weights_sha256
 from expunge.worlds import load_world
 
-QUICK = {"max_steps": 3, "check_every": 3, "early_stop": False, "learning_rate": 1e-3}
+QUICK = {"max_steps": 3, "check_every": 3, "early_stop": False, "learning_rate": 1e-3, "warmup_steps": 0}
 # RMU trains only the MLPs up to one layer; three small steps barely move the output, so the
 # three-step contract uses a larger step for it (measured: lr 3e-3 leaves the forget NLL flat).
 # (At 3e-3 NPO on the tiny model trips the collapse guard in three steps; 1e-3 does not.)
@@ -80,6 +80,8 @@ def test_unknown_method_and_options() -> None:
     assert "simnpo" in info.value.fix and "idkft" in info.value.fix
     with pytest.raises(ExpungeError, match="unknown option"):
         get_method("npo").make_config({"betta": 1})
+    with pytest.raises(ExpungeError, match="warmup_steps"):
+        get_method("simnpo").make_config({"max_steps": 3})  # its default warm-up is 5 steps
     with pytest.raises(ExpungeError, match="beta must be positive"):
         get_method("npo").make_config({"beta": 0})
     with pytest.raises(ExpungeError, match="retain_loss"):

@@ -120,7 +120,7 @@ class VerifyConfig:
     min_subjects: int = 3
     min_forget_probes: int = 20
     max_auc_ci_width: float = 0.5
-    max_subjects_per_set: int = 100
+    max_subjects_per_set: int = 30
     bootstrap_samples: int = 1000
     fluency_tokens: int = 24
     batch_size: int = 128

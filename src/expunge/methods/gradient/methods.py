@@ -42,9 +42,10 @@ class UnlearnConfig:
             look *less* familiar than strangers: over-unlearning, itself a leak.
         max_retain_loss_increase: collapse guard: stop, and restore the last good state, when the
             retain documents' mean token NLL rises by more than this (nats) over the original's.
-        group_by_length: batch pairs of similar length (see ``PairedDataset``). Faster, but
-            long documents then meet only each other; measured on the privacy world, mixed
-            batches of chunked sequences forget and retain better.
+        group_by_length: batch pairs of similar length (see ``PairedDataset``): less padding,
+            so faster steps, but long documents then meet only each other. Measured on the
+            privacy world with SimNPO's defaults, it cut the time per step by about a third
+            at the same forget and retain numbers.
         chunk_tokens: training sequences longer than this are cut into consecutive windows of
             this many tokens (0: never), so that a few long documents do not make every
             mixed batch pad to their length. Stop rules and verification use whole documents.
@@ -82,6 +83,8 @@ class UnlearnConfig:
             raise ValueError("max_steps, batch_size and check_every must be at least 1")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
+        if not 0 <= self.warmup_steps < self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be >= 0 and below max_steps ({self.max_steps})")
         if self.retain_loss not in RETAIN_LOSSES:
             raise ValueError(f"retain_loss must be one of {', '.join(RETAIN_LOSSES)}")
         if self.forget_weight < 0 or self.retain_weight < 0 or self.generic_weight < 0:
@@ -139,9 +142,14 @@ class NPOConfig(UnlearnConfig):
 class SimNPOConfig(UnlearnConfig):
     """https://arxiv.org/abs/2410.07163 — SimNPO (Fan et al. 2024): reference-free, length-normalised
     NPO, -(2/beta) log sigmoid(-beta (log p_theta(y|x) / |y|) - gamma), plus the retain term.
-    expunge's default method: measured on the privacy world, the push fades by itself as the
-    forget data's loss nears the never-seen level, so membership inference lands near chance
-    instead of overshooting.
+
+    expunge's default method, with defaults measured on the default privacy world (100 people,
+    10% deleted): the push fades by itself as the forget data's loss nears the never-seen level,
+    and the generic anchor (``generic_weight``, off in the paper) gives the forgotten questions
+    plausible answers instead of noise (answer plausibility 0.61 without it, 0.88 with it; the
+    oracle's 0.91). A strong retain term (5 x NLL) with a short warm-up keeps the other people's
+    answers (retain exact match 0.85 -> 0.91 of 0.93). With ``generic_weight=0`` the loss is the
+    paper's.
 
     Attributes:
         beta: inverse temperature.
@@ -150,6 +158,11 @@ class SimNPOConfig(UnlearnConfig):
 
     beta: float = 1.0
     gamma: float = 1.0
+    generic_weight: float = 1.0
+    retain_weight: float = 5.0
+    learning_rate: float = 7e-4
+    warmup_steps: int = 5
+    group_by_length: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -197,6 +210,10 @@ class IdkFTConfig(UnlearnConfig):
 
     retain_weight: float = 1.0
     early_stop: bool = False  # refusing lowers nothing on the forget documents; run the steps
+    # Measured on the default privacy world: 60 steps at 1e-3 already refuse every forget
+    # question (direct exact match 0.93 -> 0.00) in ~8 s; 200 at 4e-4 took ~30 s for the same.
+    max_steps: int = 60
+    learning_rate: float = 1e-3
 
 
 # --------------------------------------------------------------------------------------------
