@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(header, justify="left" if header in ("method", "forgotten?", "collateral?") else "right")
     for row in data.table:
         table.add_row(*(format_value(row[key]) for key, _ in COLUMNS))
-    Console().print(table)
+    Console(width=max(160, Console().width)).print(table)
     for name, run in runs.items():
         print(f"{name}: {run['steps']} steps, {run['stop_reason']}")
     print(f"report: {run_dir / 'report.html'}")

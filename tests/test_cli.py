@@ -158,6 +158,11 @@ def test_demo_json_schema(tmp_path: Path) -> None:
     assert all(isinstance(t["passed"], bool) for t in data["targets"].values())
     for path in data["reports"].values():
         assert Path(path).is_file()
+    # The README documents the schema: every key the demo prints, at the top and in a row.
+    readme = README.read_text()
+    schema = readme[readme.index("### `expunge demo --json` schema"):]
+    for key in [*data, *data["table"][0], *data["targets"]]:
+        assert f'"{key}"' in schema, f"demo --json key {key!r} is not in the README schema"
     again = json.loads(run(*args).stdout)
     assert again["base"]["cached"] and again["oracle"]["cached"]
     assert again["base"]["model"]["sha256"] == data["base"]["model"]["sha256"]
