@@ -31,6 +31,7 @@ from transformers import PreTrainedTokenizerBase
 from expunge.records import Document
 from expunge.worlds import World
 
+
 @dataclass
 class GenericTargets:
     """Per forget document: the stand-in text's token ids and, per token, whether it equals the
@@ -82,12 +83,10 @@ def generic_targets(
             pool = by_length.get(length(name), []) if name and name in text else []
             if pool:
                 text, replaced = text.replace(name, rng.choice(pool)), True
-        if not replaced:
-            ids.append(None), same.append(None)
-            continue
-        generic = encode([text])[0]
-        if len(generic) != len(real):  # the stand-in changed how neighbouring words split
-            ids.append(None), same.append(None)
+        generic = encode([text])[0] if replaced else None
+        if generic is None or len(generic) != len(real):  # no name, or it changed how words split
+            ids.append(None)
+            same.append(None)
             continue
         ids.append(generic)
         same.append([a == b for a, b in zip(real, generic)])
