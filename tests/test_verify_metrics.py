@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import zlib
 from types import SimpleNamespace
 
@@ -309,6 +310,13 @@ def test_mia_separates_training_documents_from_holdout(tiny_model, tiny_world) -
     assert loss["auc"] >= 0.9, report
     for entry in report.values():
         assert 0.0 <= entry["tpr_at_0_1pct"] <= entry["tpr_at_1pct"] <= 1.0
+    # Two halves of the same never-seen distribution: no attack separates them.
+    shuffled = list(nonmembers)
+    random.Random(0).shuffle(shuffled)
+    half = len(shuffled) // 2
+    same = mia_report(model, tokenizer, shuffled[:half], shuffled[half:])
+    for name, entry in same.items():
+        assert abs(entry["auc"] - 0.5) < 0.15, (name, entry["auc"])
 
 
 def test_trained_model_prefers_true_answers(tiny_model, tiny_world) -> None:
