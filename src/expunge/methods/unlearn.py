@@ -210,6 +210,9 @@ def unlearn(
     out = ensure_new_output(out)
     spec = get_method(method)
     config = spec.make_config(options)
+    if config.generic_weight and spec.forget_data != "documents":
+        raise ExpungeError(f"generic_weight needs documents as forget data; {spec.name} trains on {spec.forget_data}",
+                           "leave generic_weight at 0 for this method")
     world = load_world(world_dir)
     request = load_request(request_path, world)
     model, tokenizer, original = load_model(model_dir)
@@ -235,9 +238,6 @@ def unlearn(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     original_nll = {name: mean_token_nll(model, seqs, pad) for name, seqs in eval_sets.items()}
 
-    if config.generic_weight and spec.forget_data != "documents":
-        raise ExpungeError(f"generic_weight needs documents as forget data; {spec.name} trains on {spec.forget_data}",
-                           "leave generic_weight at 0 for this method")
     # Per-forget-sequence extras, cut into the same windows as the sequences they belong to.
     extras: dict[str, list[Any]] = {}
     if config.generic_weight:
@@ -273,8 +273,8 @@ def unlearn(
     bound = original_nll["retain"] + config.max_retain_loss_increase
 
     def loss_fn(m: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        # One forward pass over both halves (collate pads them to one width): on small models a
-        # step costs mostly per-call overhead, so one call of 2B rows beats two of B.
+        # One forward pass over both halves (collate pads them to one width): one call of 2B
+        # rows is cheaper than two of B, and every term reads the same outputs.
         ctx.model = m
         forget, retain = batch["forget"], batch.get("retain") if config.retain_weight else None
         if retain is None:
