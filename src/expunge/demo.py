@@ -130,40 +130,38 @@ def run_demo(
         raise ExpungeError(f"--method and --baseline are both {method!r}", "pick two different methods")
     ws = prepare_workspace(workspace, preset=preset, people=people, seed=seed, fraction=fraction,
                            progress=progress, log=log)
-    root, world, world_dir, request, request_path = ws.root, ws.world, ws.world_dir, ws.request, ws.request_path
-    base_dir, oracle_dir, stages = ws.base_dir, ws.oracle_dir, ws.stages
-    retraining_seconds = ws.retraining_seconds
 
     # A fresh run directory: unlearned models are new versions, never written over old ones.
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    run_dir = _fresh_dir(root / "runs" / f"{stamp}-{method}")
+    run_dir = _fresh_dir(ws.root / "runs" / f"{stamp}-{method}")
     runs: dict[str, dict[str, Any]] = {}
     for name in (method, baseline):
         log(f"unlearning with {name}")
-        report = unlearn(base_dir, world_dir, request_path, run_dir / "models" / name, method=name, progress=progress)
+        report = unlearn(ws.base_dir, ws.world_dir, ws.request_path, run_dir / "models" / name, method=name,
+                         progress=progress)
         runs[name] = report.to_dict()
     log("verifying against the original and the oracle")
     verify_started = time.perf_counter()
-    verification = verify_models({name: run_dir / "models" / name for name in runs}, base_dir, oracle_dir,
-                                 world_dir, request_path)
+    verification = verify_models({name: run_dir / "models" / name for name in runs}, ws.base_dir, ws.oracle_dir,
+                                 ws.world_dir, ws.request_path)
     verify_seconds = time.perf_counter() - verify_started
-    world_info = {"path": str(world_dir), "fingerprint": world.fingerprint, **world.manifest["counts"]}
-    request_info = {"path": str(request_path), "id": request.id, "subjects": list(request.targets),
-                    "documents": len(request.document_ids)}
+    world_info = {"path": str(ws.world_dir), "fingerprint": ws.world.fingerprint, **ws.world.manifest["counts"]}
+    request_info = {"path": str(ws.request_path), "id": ws.request.id, "subjects": list(ws.request.targets),
+                    "documents": len(ws.request.document_ids)}
     data = report_from_verification(
-        verification, title=f"expunge demo: deleting {len(request.targets)} people", world=world_info,
-        request=request_info, runs=runs, retraining_seconds=retraining_seconds,
+        verification, title=f"expunge demo: deleting {len(ws.request.targets)} people", world=world_info,
+        request=request_info, runs=runs, retraining_seconds=ws.retraining_seconds,
         notes=[f"{baseline} is the baseline that hides rather than removes: it should NOT pass as forgotten"],
     )
     reports = {fmt: str(write_report(data, run_dir / f"report.{fmt}")) for fmt in ("html", "md", "json")}
     rows = {row["model"]: row for row in data.table}
     targets = _targets(rows, method, baseline, verification)
     return json_safe({
-        "workspace": str(root),
+        "workspace": str(ws.root),
         "world": world_info,
         "request": request_info,
-        "base": stages["base"],
-        "oracle": stages["oracle"],
+        "base": ws.stages["base"],
+        "oracle": ws.stages["oracle"],
         "method": method,
         "baseline": baseline,
         "runs": {name: {k: run[k] for k in ("model", "seconds", "steps", "stop_reason", "notes")}
