@@ -12,6 +12,7 @@ from expunge.errors import ExpungeError
 from expunge.records import Probe
 from expunge.report import report_from_verification, to_html, to_markdown, write_report
 from expunge.verify.plausibility import AnswerValidator, answer_plausibility
+from expunge.verify.policy import default_policy, load_policy, override_policy
 from expunge.verify.suite import Check, VerifyConfig, _roll_up, verify_models
 
 
@@ -72,13 +73,41 @@ def test_verdict_roll_up(forgotten, collateral, thin, expected) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(ValueError, match="retain_ratio"):
-        VerifyConfig(retain_ratio=1.5)
     with pytest.raises(ValueError, match="bootstrap"):
         VerifyConfig(bootstrap_samples=10)
 
 
-FAST = VerifyConfig(min_subjects=2, bootstrap_samples=200)
+def test_policy_file_and_overrides(tmp_path: Path) -> None:
+    policy = default_policy()
+    # Every check the suite can make has an entry; every entry says its question and threshold.
+    assert {"forget_exact_match", "membership_inference", "over_unlearning_leak", "indirect_probes", "relearning",
+            "quantization", "logit_lens", "linear_probe", "retain_exact_match"} <= set(policy.checks)
+    assert policy.rule("retain_exact_match").question == "collateral"
+    assert policy.rule("relearning").param("margin") == pytest.approx(0.15)
+    path = tmp_path / "mine.toml"
+    path.write_text('[evidence]\nmin_subjects = 5\n\n[checks.relearning]\nmargin = 0.3\nrequired = false\n')
+    mine = load_policy(path)
+    assert mine.min_subjects == 5 and mine.rule("relearning").param("margin") == 0.3
+    assert not mine.rule("relearning").required
+    assert mine.rule("quantization").param("margin") == policy.rule("quantization").param("margin")  # kept
+    for text, message in (
+        ("[checks.nonsense]\nmargin = 0.1\n", "unknown check"),
+        ("[checks.relearning]\nmargin = 3\n", "out of range"),
+        ("[checks.relearning]\nratio = 0.5\n", "unknown key"),
+        ("[evidence]\nmin_subjects = 0\n", "out of range"),
+        ("[checks.relearning]\nquestion = 'maybe'\n", "question"),
+        ("[evidence\n", "not valid TOML"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ExpungeError, match=message) as info:
+            load_policy(path)
+        assert str(path) in str(info.value)
+    with pytest.raises(ExpungeError, match="not found"):
+        load_policy(tmp_path / "missing.toml")
+    assert override_policy(policy, evidence={"min_subjects": 2}).min_subjects == 2
+
+
+FAST = VerifyConfig(policy=override_policy(default_policy(), evidence={"min_subjects": 2}), bootstrap_samples=200)
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +126,10 @@ def test_original_is_not_forgotten_and_oracle_copy_is(verification) -> None:
     assert verification.candidates["unchanged"].sets["forget"]["exact_match"] > \
         verification.oracle.sets["forget"]["exact_match"] + 0.3
     # A copy of the oracle is the oracle: identical truth ratios (KS p = 1), identical AUCs.
-    checks = {c.name: c for c in verification.checks["oracle_copy"]}
-    assert checks["forget quality (KS p-value vs oracle truth ratios)"].value == pytest.approx(1.0)
-    assert checks["membership inference |AUC - oracle AUC| (worst score)"].value == pytest.approx(0.0, abs=1e-9)
+    checks = {c.policy_key: c for c in verification.checks["oracle_copy"]}
+    assert checks["forget_quality"].value == pytest.approx(1.0)
+    for key in ("membership_inference", "over_unlearning_leak", "forget_exact_match", "multiple_choice"):
+        assert checks[key].value == pytest.approx(checks[key].reference, abs=1e-9)
     assert copy.forgotten in ("yes", "not verified")
     # The unchanged model has no collateral damage: every ratio against itself is 1.
     assert verification.verdicts["unchanged"].collateral_damage == "none"
@@ -109,7 +139,9 @@ def test_original_is_not_forgotten_and_oracle_copy_is(verification) -> None:
 def test_thin_evidence_is_not_verified(tiny_world_dir, tiny_request_path, tiny_base, tiny_oracle, tmp_path) -> None:
     shutil.copytree(tiny_oracle.model.path, tmp_path / "copy")
     result = verify_models({"copy": tmp_path / "copy"}, tiny_base.model.path, tiny_oracle.model.path,
-                           tiny_world_dir, tiny_request_path, config=VerifyConfig(min_subjects=5, bootstrap_samples=200))
+                           tiny_world_dir, tiny_request_path,
+                           config=VerifyConfig(policy=override_policy(default_policy(), evidence={"min_subjects": 5}),
+                                               bootstrap_samples=200))
     verdict = result.verdicts["copy"]
     assert verdict.forgotten == "not verified" and verdict.confidence == "low"
     assert any("forget people" in r for r in verdict.reasons)
@@ -143,3 +175,16 @@ def test_reports(verification, tmp_path: Path) -> None:
         write_report(data, tmp_path / "r.json")
     with pytest.raises(ExpungeError, match="unknown report format"):
         write_report(data, tmp_path / "r.pdf")
+
+
+def test_leak_flag_and_uncounted_checks() -> None:
+    leak = Check("leak", "forgotten", 0.2, 0.5, ">= oracle - 0.1", False, policy_key="over_unlearning_leak")
+    passed = Check("em", "forgotten", 0.0, 0.0, "<= oracle + 0.05", True, policy_key="forget_exact_match")
+    # A failing check that does not count (uninformative route, or not required by the policy).
+    ignored = Check("cloze", "forgotten", 0.9, 0.0, "<= oracle + 0.1", False, decisive=False)
+    verdict = _roll_up([leak, passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
+    assert verdict.forgotten == "no" and verdict.flags and "over-unlearning" in verdict.summary
+    assert not any(r.startswith("failed: cloze") for r in verdict.reasons)
+    assert ignored.status == "not counted" and leak.status == "FAIL" and passed.status == "pass"
+    clean = _roll_up([passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
+    assert clean.forgotten == "yes" and not clean.flags

@@ -86,9 +86,11 @@ def test_no_person_owns_a_name_token(people: int, seed: int) -> None:
 def test_every_fact_has_paraphrases_and_wrong_answers(default_world) -> None:
     by_fact: dict[tuple[str, str], list] = {}
     for probe in default_world.probes:
-        by_fact.setdefault((probe.subject, probe.attribute), []).append(probe)
+        if probe.kind in ("direct", "paraphrase"):
+            by_fact.setdefault((probe.subject, probe.attribute), []).append(probe)
     people = default_world.people()
-    assert len(by_fact) == len(people) * 6 + 2 * sum(s.kind == "entity" for s in default_world.subjects)
+    entity_facts = sum(len(s.attributes) for s in default_world.subjects if s.kind == "entity")
+    assert len(by_fact) == len(people) * 6 + entity_facts
     for (subject, attribute), probes in by_fact.items():
         assert sum(p.kind == "paraphrase" for p in probes) >= 2
         assert sum(p.kind == "direct" for p in probes) >= 1
@@ -100,12 +102,16 @@ def test_every_fact_has_paraphrases_and_wrong_answers(default_world) -> None:
 
 
 def test_wrong_answers_are_of_the_same_type(default_world) -> None:
-    for probe in default_world.probes[:400]:
+    for probe in default_world.probes[:400] + default_world.probes[-400:]:
         for wrong in probe.alternatives:
             if probe.attribute == "phone":
                 assert re.fullmatch(r"555-\d\d-\d\d", wrong)
             elif probe.attribute == "birth_date":
                 assert re.fullmatch(r"\d{1,2} [A-Z][a-z]+ 19\d\d", wrong)
+            elif probe.attribute == "name":  # reverse questions: other people
+                assert wrong in {s.name for s in default_world.people()}
+            elif probe.attribute == "employer_headquarters":  # multi-hop: other companies' cities
+                assert wrong in {s.attributes.get("headquarters") for s in default_world.subjects}
             else:
                 pool = {s.attributes.get(probe.attribute) for s in default_world.subjects}
                 assert wrong in pool
@@ -182,3 +188,37 @@ def test_generation_is_pure() -> None:
     a = generate_privacy_world(PrivacyWorldConfig(seed=5, people=10))
     b = generate_privacy_world(PrivacyWorldConfig(seed=5, people=10))
     assert a == b
+
+
+def test_indirect_probes_ask_the_same_facts_by_other_routes(default_world) -> None:
+    from expunge.worlds.privacy import INDIRECT_KINDS
+
+    corpus = "\n".join(d.text for d in default_world.training_documents())
+    vocabulary = set(world_vocabulary([corpus]))
+    headquarters = {s.name: s.attributes["headquarters"] for s in default_world.subjects
+                    if "headquarters" in s.attributes}
+    for person in default_world.people():
+        probes = [p for p in default_world.probes if p.subject == person.id and p.kind in INDIRECT_KINDS]
+        kinds = Counter(p.kind for p in probes)
+        assert kinds == {"context": 6, "roleplay": 6, "prefill": 6, "cloze": 6, "reverse": 2, "multihop": 1}
+        for probe in probes:
+            # Every word of a trained person's indirect prompts occurs in training text: no
+            # untrained embeddings (never-seen people's values may be new words, as they should).
+            if person.role == "train":
+                assert set(world_vocabulary([probe.prompt])) <= vocabulary, probe.prompt
+            assert probe.answer not in probe.prompt and probe.answer not in probe.alternatives
+            assert len(probe.alternatives) >= 3
+            if probe.kind == "reverse":
+                assert probe.answer == person.name and person.name not in probe.prompt
+            elif probe.kind == "multihop":
+                assert probe.answer == headquarters[person.attributes["employer"]]
+                assert person.attributes["employer"] not in probe.prompt  # the link must be recalled
+            else:
+                assert probe.answer == person.attributes[probe.attribute]
+            if probe.kind == "context":
+                # Primed with two of the person's other facts, never the asked one.
+                others = [v for k, v in person.attributes.items() if k != probe.attribute and v in probe.prompt]
+                assert len(others) >= 2
+    # The second hop is general knowledge the model is trained on.
+    company_docs = [d for d in default_world.training_documents() if "based in" in d.text]
+    assert len(company_docs) >= len(headquarters)

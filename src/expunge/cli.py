@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -213,17 +213,24 @@ def verify_cmd(
     world: Path = typer.Option(..., "--world", help="World directory."),
     request: Path = typer.Option(..., "--request", help="Request file from `expunge request`."),
     report: list[Path] = typer.Option([], "--report", help="Write the report: FILE.html, FILE.md or FILE.json (repeatable)."),
+    attacks: bool = typer.Option(False, "--attacks", help="Also run the model-level attacks: relearning, "
+                                 "quantization, logit lens, linear probe."),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="Verdict policy TOML file overriding the built-in "
+                                          "one (see `expunge policy`)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle."""
     from expunge.report import report_from_verification, write_report
     from expunge.report.render import json_safe
-    from expunge.verify.suite import verify_models
+    from expunge.verify.policy import load_policy
+    from expunge.verify.suite import VerifyConfig, verify_models
 
     names = [path.name for path in model]
     if len(set(names)) != len(names):
         raise ExpungeError(f"two --model directories share a name ({names})", "give each model a distinct directory name")
-    verification = verify_models(dict(zip(names, model)), original, oracle, world, request)
+    config = VerifyConfig(policy=load_policy(policy), attacks=attacks)
+    verification = verify_models(dict(zip(names, model)), original, oracle, world, request, config=config,
+                                 log=lambda m: err_console.print(m))
     data = report_from_verification(verification)
     written = [str(write_report(data, path)) for path in report]
     result = json_safe({"table": data.table, "verification": verification.to_dict(), "reports": written})
@@ -234,6 +241,32 @@ def verify_cmd(
             _print_verdict(name, verdict.summary, verdict.confidence, verdict.reasons)
         for path in written:
             console.print(f"report written to {path}")
+
+    _emit(as_json, result, human)
+
+
+@app.command("policy")
+@friendly_errors
+def policy_cmd(
+    path: Optional[Path] = typer.Argument(None, help="A policy file to check (default: the built-in policy)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Show the verdict policy (checks, thresholds, evidence floors); with a FILE, validate it
+    against the built-in one. Copy the printed file's path to start your own."""
+    from expunge.verify.policy import DEFAULT_POLICY_PATH, load_policy
+
+    loaded = load_policy(path)
+    result = {"path": str(path or DEFAULT_POLICY_PATH), **loaded.to_dict()}
+
+    def human() -> None:
+        table = Table(title=f"verdict policy: {result['path']}")
+        for column in ("check", "question", "required", "threshold"):
+            table.add_column(column)
+        for name, rule in loaded.checks.items():
+            table.add_row(name, rule.question, "yes" if rule.required else "no",
+                          ", ".join(f"{k} = {v:g}" for k, v in rule.params.items()))
+        console.print(table)
+        console.print("evidence: " + ", ".join(f"{k} = {v:g}" for k, v in loaded.evidence.items()))
 
     _emit(as_json, result, human)
 

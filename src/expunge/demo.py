@@ -31,6 +31,7 @@ from expunge.report.render import json_safe
 from expunge.verify.suite import verify_models
 from expunge.records import DeletionRequest
 from expunge.worlds import PrivacyWorldConfig, World, build_privacy_world, load_world
+from expunge.worlds.privacy import GENERATOR_VERSION
 
 # The main-job targets for the default method, shown next to the measured values.
 TARGETS = {
@@ -73,7 +74,8 @@ def prepare_workspace(
     """Build or reuse the world, the request, the base model and the oracle (names derive from
     the options, so a second call with the same options trains nothing)."""
     root = Path(workspace)
-    world_dir = root / "worlds" / f"privacy-p{people}-s{seed}"
+    # The generator version is in the name: a newer generator never reuses an older world.
+    world_dir = root / "worlds" / f"privacy-v{GENERATOR_VERSION}-p{people}-s{seed}"
     if not world_dir.exists():
         log(f"building the privacy world in {world_dir}")
         try:
@@ -89,7 +91,7 @@ def prepare_workspace(
                                    basis="demo: right to erasure"), request_path)
     request = load_request(request_path, world)
 
-    tag = f"{preset}-p{people}-s{seed}"
+    tag = f"{preset}-p{people}-s{seed}-{world.fingerprint[:8]}"
     base_dir = root / "models" / f"base-{tag}"
     oracle_dir = root / "models" / f"oracle-{tag}-{request.id}"
     stages: dict[str, dict[str, Any]] = {}

@@ -63,7 +63,7 @@ register_preset(
     Preset(
         name="tiny",
         model=ModelPreset(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256),
-        training=TrainingConfig(max_steps=500, batch_size=32, learning_rate=5e-3, warmup_steps=10,
+        training=TrainingConfig(max_steps=800, batch_size=32, learning_rate=5e-3, warmup_steps=10,
                                 weight_decay=0.0, log_every=10, checkpoint_every=100),
     )
 )

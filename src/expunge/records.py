@@ -22,7 +22,8 @@ from expunge.fsutil import write_text_atomic
 SUBJECT_KINDS = ("person", "entity")
 SUBJECT_ROLES = ("train", "holdout")
 DOCUMENT_SPLITS = ("train", "holdout")
-PROBE_KINDS = ("direct", "paraphrase", "context", "multihop", "cloze", "mcq", "verbatim", "trigger")
+PROBE_KINDS = ("direct", "paraphrase", "context", "roleplay", "prefill", "cloze", "multihop", "reverse", "mcq",
+               "verbatim", "trigger")
 REQUEST_KINDS = ("privacy", "copyright", "update", "backdoor")
 
 

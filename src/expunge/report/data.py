@@ -14,7 +14,7 @@ from typing import Any
 
 from expunge.verify.suite import ModelEvaluation, Verification
 
-__all__ = ["ReportData", "TABLE_COLUMNS", "report_from_verification"]
+__all__ = ["ReportData", "TABLE_COLUMNS", "report_from_verification", "attack_rows", "attack_values"]
 
 # The compact table, one row per model: (key, header, what it is).
 TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -58,6 +58,10 @@ class ReportData:
     # model name -> {"fpr": [...], "tpr": [...]} of the LOSS attack, forget vs never-seen
     roc: dict[str, dict[str, list[float]]]
     notes: list[str] = field(default_factory=list)
+    # model name -> kind -> {"probes", "exact_match", "multiple_choice"} on the forget people
+    indirect: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # model name -> attack name -> results (see :func:`attack_rows` for the compact view)
+    attacks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,7 +105,42 @@ def report_from_verification(
         losses=losses,
         roc=verification.roc,
         notes=list(notes or []),
+        indirect={name: e.indirect for name, e in everything.items() if e.indirect},
+        attacks={name: e.attacks for name, e in everything.items() if e.attacks},
     )
+
+
+def attack_values(attacks: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """One accuracy per attack row: relearning at its last step, quantization per bit width, the
+    logit lens's best layer and the linear probe."""
+    out: dict[str, float] = {}
+    if "relearning" in attacks:
+        r = attacks["relearning"]
+        out[f"relearning ({r['steps'][-1]} steps)"] = r["accuracy"][-1]
+    for bits, value in attacks.get("quantization", {}).get("accuracy", {}).items():
+        out[f"quantization {bits}-bit"] = value
+    if "logit_lens" in attacks:
+        out["logit lens (best layer)"] = attacks["logit_lens"]["accuracy"]
+    if "linear_probe" in attacks:
+        out["linear probe"] = attacks["linear_probe"]["accuracy"]
+    return out
+
+
+def attack_rows(data: "ReportData") -> list[dict[str, Any]]:
+    """Per attack row and model: the accuracy it recovers on the forget facts and the recovery,
+    that accuracy as a fraction of the original model's under the same attack."""
+    values = {model: attack_values(a) for model, a in data.attacks.items()}
+    original = values.get("original", {})
+    rows = []
+    for attack in original:
+        row: dict[str, Any] = {"attack": attack}
+        for model, vals in values.items():
+            value = vals.get(attack)
+            row[model] = value
+            base = original[attack]
+            row[f"{model} recovery"] = value / base if value is not None and base else None
+        rows.append(row)
+    return rows
 
 
 def _row(name: str, evaluation: ModelEvaluation, candidate: dict[str, Any] | None, verdict: dict[str, Any] | None,

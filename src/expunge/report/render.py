@@ -19,7 +19,7 @@ import jinja2
 
 from expunge.errors import ExpungeError
 from expunge.fsutil import write_text_atomic
-from expunge.report.data import TABLE_COLUMNS, ReportData
+from expunge.report.data import TABLE_COLUMNS, ReportData, attack_rows
 
 __all__ = ["to_json", "to_markdown", "to_html", "write_report", "format_value", "plots"]
 
@@ -79,15 +79,49 @@ def to_markdown(data: ReportData) -> str:
             lines += [f"Run: {format_value(run.get('seconds'))} s, {run.get('steps')} steps, stop: {run.get('stop_reason')}."]
             lines += [f"- note: {note}" for note in run.get("notes", [])]
             lines.append("")
-        lines += ["| check | question | value | reference | rule | passed | detail |", "|---|---|---|---|---|---|---|"]
+        lines += ["| check | question | value | reference | rule | result | detail |", "|---|---|---|---|---|---|---|"]
         for ch in _checks(data, name):
-            passed = {True: "pass", False: "FAIL", None: "undecided"}[ch["passed"]]
             lines.append(f"| {ch['name']} | {ch['question']} | {format_value(ch['value'])} | "
-                         f"{format_value(ch['reference'])} | {ch['rule']} | {passed} | {ch['detail']} |")
+                         f"{format_value(ch['reference'])} | {ch['rule']} | {ch['status']} | {ch['detail']} |")
         lines += ["", "Reasons:"] + [f"- {r}" for r in verdict["reasons"]] + [""]
+        lines += [f"- flag: {f}" for f in verdict.get("flags", [])]
+    lines += _indirect_markdown(data) + _attacks_markdown(data)
     if data.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in data.notes] + [""]
     return "\n".join(lines)
+
+
+def _indirect_markdown(data: ReportData) -> list[str]:
+    if not data.indirect:
+        return []
+    models = list(data.indirect)
+    kinds = list(next(iter(data.indirect.values())))
+    lines = ["## Indirect probes (forget people): exact match / multiple choice", "",
+             "| route | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for kind in kinds:
+        cells = [f"{format_value(data.indirect[m][kind]['exact_match'])} / "
+                 f"{format_value(data.indirect[m][kind]['multiple_choice'])}" if kind in data.indirect[m] else "–"
+                 for m in models]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _attacks_markdown(data: ReportData) -> list[str]:
+    rows = attack_rows(data)
+    if not rows:
+        return []
+    models = list(data.attacks)
+    lines = ["## Attacks: accuracy recovered on the forget facts (recovery = fraction of the original's)", "",
+             "| attack | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for row in rows:
+        cells = [f"{format_value(row.get(m))} ({format_value(row.get(f'{m} recovery'))})" for m in models]
+        lines.append(f"| {row['attack']} | " + " | ".join(cells) + " |")
+    relearn = {m: a["relearning"] for m, a in data.attacks.items() if "relearning" in a}
+    if relearn:
+        lines += ["", "Relearning curves (held-out half accuracy by fine-tuning step on the other half):", ""]
+        for model, r in relearn.items():
+            lines.append(f"- {model}: " + ", ".join(f"{s}: {format_value(a)}" for s, a in zip(r["steps"], r["accuracy"])))
+    return lines + [""]
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,6 +179,19 @@ def plots(data: ReportData) -> dict[str, str] | None:
     ax.set_title("Membership inference (LOSS), forget vs never-seen", fontsize=9)
     ax.legend(fontsize=7)
     out["roc"] = _png(fig, plt)
+
+    # 4. recovery curves of the relearning attack
+    relearn = {m: a["relearning"] for m, a in data.attacks.items() if "relearning" in a}
+    if relearn:
+        fig, ax = plt.subplots(figsize=(4.6, 3.4))
+        for model, r in relearn.items():
+            ax.plot(r["steps"], r["accuracy"], marker="o", label=model)
+        ax.set_xlabel("fine-tuning steps on half of the forgotten facts")
+        ax.set_ylabel("accuracy on the other half")
+        ax.set_ylim(0, 1.05)
+        ax.set_title("Relearning attack: recovery curves", fontsize=9)
+        ax.legend(fontsize=7)
+        out["relearning"] = _png(fig, plt)
     return out
 
 
@@ -170,6 +217,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f3f3f3; } td.text { text-align: left; }
 .pass { color: #17692f; } .FAIL { color: #b00020; font-weight: bold; } .undecided { color: #8a6d00; }
+.not.counted { color: #888; }
 .verdict { font-size: 1.1em; padding: .5em; border-left: 4px solid #888; background: #fafafa; }
 img { max-width: 100%; } small { color: #666; }
 </style></head><body>
@@ -196,12 +244,24 @@ img { max-width: 100%; } small { color: #666; }
 <p>Run: {{ fmt(run.get('seconds')) }} s, {{ run.get('steps') }} steps, stop: {{ run.get('stop_reason') }}</p>
 {% for note in run.get('notes', []) %}<p><small>note: {{ note }}</small></p>{% endfor %}{% endif %}
 <table><tr><th>check</th><th>question</th><th>value</th><th>reference</th><th>rule</th><th>result</th><th>detail</th></tr>
-{% for ch in data.verification.candidates[name].checks %}{% set r = {True: 'pass', False: 'FAIL', None: 'undecided'}[ch.passed] %}
+{% for ch in data.verification.candidates[name].checks %}{% set r = ch.status %}
 <tr><td class="text">{{ ch.name }}</td><td class="text">{{ ch.question }}</td><td>{{ fmt(ch.value) }}</td>
 <td>{{ fmt(ch.reference) }}</td><td class="text">{{ ch.rule }}</td><td class="text {{ r }}">{{ r }}</td>
 <td class="text">{{ ch.detail }}</td></tr>{% endfor %}</table>
-<ul>{% for reason in v.reasons %}<li>{{ reason }}</li>{% endfor %}</ul>
+<ul>{% for reason in v.reasons %}<li>{{ reason }}</li>{% endfor %}
+{% for flag in v.flags %}<li><b>flag:</b> {{ flag }}</li>{% endfor %}</ul>
 {% endfor %}
+{% if data.indirect %}{% set models = data.indirect.keys()|list %}
+<h2>Indirect probes (forget people): exact match / multiple choice</h2>
+<table><tr><th>route</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
+{% for kind in data.indirect[models[0]] %}<tr><td class="text">{{ kind }}</td>{% for m in models %}
+<td>{% if kind in data.indirect[m] %}{{ fmt(data.indirect[m][kind].exact_match) }} / {{ fmt(data.indirect[m][kind].multiple_choice) }}{% else %}–{% endif %}</td>
+{% endfor %}</tr>{% endfor %}</table>{% endif %}
+{% if attack_table %}{% set models = data.attacks.keys()|list %}
+<h2>Attacks: accuracy recovered on the forget facts (recovery = fraction of the original's)</h2>
+<table><tr><th>attack</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
+{% for row in attack_table %}<tr><td class="text">{{ row.attack }}</td>{% for m in models %}
+<td>{{ fmt(row.get(m)) }} ({{ fmt(row.get(m ~ ' recovery')) }})</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% if data.notes %}<h2>Notes</h2><ul>{% for n in data.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 </body></html>
 """, autoescape=True)
@@ -209,7 +269,8 @@ img { max-width: 100%; } small { color: #666; }
 
 def to_html(data: ReportData, *, with_plots: bool = True) -> str:
     images = plots(data) if with_plots else None
-    return _HTML.render(data=data, columns=TABLE_COLUMNS, fmt=format_value, images=images)
+    return _HTML.render(data=data, columns=TABLE_COLUMNS, fmt=format_value, images=images,
+                        attack_table=attack_rows(data))
 
 
 RENDERERS = {".json": to_json, ".md": to_markdown, ".html": to_html, ".htm": to_html}

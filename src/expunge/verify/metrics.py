@@ -30,6 +30,9 @@ __all__ = [
     "answer_logprobs",
     "probability",
     "truth_ratios",
+    "candidate_logprobs",
+    "truth_ratio_from_logprobs",
+    "multiple_choice_correct",
     "truth_ratio_forget_stat",
     "truth_ratio_retain_stat",
     "forget_quality",
@@ -146,6 +149,48 @@ def probability(sum_logp: float, n: int) -> float:
 # truth ratio and forget quality
 
 
+def candidate_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    probes: Sequence[Probe],
+    batch_size: int = 64,
+) -> list[list[float]]:
+    """Per probe, the mean token log-prob (log P~) of the true answer and then of each
+    ``probe.alternatives``, given the probe's prompt (one flat batch; see :func:`answer_logprobs`).
+
+    Raises:
+        ValueError: a probe has no alternatives (no truth ratio, no multiple choice).
+    """
+    for probe in probes:
+        if not probe.alternatives:
+            raise ValueError(f"probe {probe.id} has no alternatives, so it has no truth ratio")
+    prompts: list[str] = []
+    answers: list[str] = []
+    for probe in probes:
+        for candidate in (probe.answer, *probe.alternatives):
+            prompts.append(probe.prompt)
+            answers.append(candidate)
+    scored = answer_logprobs(model, tokenizer, prompts, answers, batch_size=batch_size)
+    out: list[list[float]] = []
+    at = 0
+    for probe in probes:
+        out.append([s / n for s, n in scored[at : at + 1 + len(probe.alternatives)]])
+        at += 1 + len(probe.alternatives)
+    return out
+
+
+def truth_ratio_from_logprobs(mean_logps: Sequence[float]) -> float:
+    """R = exp(mean of the wrong answers' log P~ - log P~(true)); the true answer comes first."""
+    true_logp, wrong_logps = mean_logps[0], mean_logps[1:]
+    return math.exp(sum(wrong_logps) / len(wrong_logps) - true_logp)
+
+
+def multiple_choice_correct(mean_logps: Sequence[float]) -> bool:
+    """Multiple choice scored by logits: the true answer (first) has the strictly highest log P~
+    among all candidates (a tie is not a correct choice)."""
+    return all(mean_logps[0] > other for other in mean_logps[1:])
+
+
 def truth_ratios(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -161,25 +206,7 @@ def truth_ratios(
     Raises:
         ValueError: a probe has no alternatives (its truth ratio is undefined).
     """
-    for probe in probes:
-        if not probe.alternatives:
-            raise ValueError(f"probe {probe.id} has no alternatives, so it has no truth ratio")
-    # One flat batch of (prompt, candidate) pairs: the true answer first, then the wrong ones.
-    prompts: list[str] = []
-    answers: list[str] = []
-    for probe in probes:
-        for candidate in (probe.answer, *probe.alternatives):
-            prompts.append(probe.prompt)
-            answers.append(candidate)
-    scored = answer_logprobs(model, tokenizer, prompts, answers, batch_size=batch_size)
-    ratios: list[float] = []
-    at = 0
-    for probe in probes:
-        mean_logps = [s / n for s, n in scored[at : at + 1 + len(probe.alternatives)]]
-        at += 1 + len(probe.alternatives)
-        true_logp, wrong_logps = mean_logps[0], mean_logps[1:]
-        ratios.append(math.exp(sum(wrong_logps) / len(wrong_logps) - true_logp))
-    return ratios
+    return [truth_ratio_from_logprobs(lp) for lp in candidate_logprobs(model, tokenizer, probes, batch_size)]
 
 
 def truth_ratio_forget_stat(ratios: Sequence[float]) -> float:

@@ -1,0 +1,328 @@
+"""Model-level attacks: each recovers planted knowledge from a model that still has it, and nothing
+above the oracle's level from the oracle.
+
+Three models of one tiny world (8 trained people, 2 of them in the request): ``base`` (knows
+everyone), ``oracle`` (retrained without the 2) and ``hiding`` (base after a short refusal
+fine-tune: the knowledge is hidden from questions, not removed). The tiny model is noisy, so the
+assertions use margins; the numbers in the comments were measured here (2 CPU cores), and each
+assertion would fail if its attack stopped recovering (or started inventing) knowledge.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from expunge.ledger import load_request, make_request, write_request
+from expunge.methods.unlearn import unlearn
+from expunge.models import load_model
+from expunge.models.arch import arch_for
+from expunge.pipeline import retrain_oracle, train_base
+from expunge.records import Probe
+from expunge.verify.attacks import (
+    AttackConfig,
+    lens_logits,
+    linear_probe_attack,
+    logit_lens,
+    probe_accuracy,
+    quantization_attack,
+    quantize_round_trip,
+    relearn_texts_from,
+    relearning_attack,
+    split_facts,
+)
+from expunge.worlds import PrivacyWorldConfig, build_privacy_world, load_world
+
+KINDS = ("direct", "paraphrase")
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    now = model.state_dict()
+    return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The world, its forget / retain probes and the three models (about 15 seconds).
+
+    Not the session's tiny world: since the privacy generator 2.0 it holds company facts besides
+    the country facts, more than the tiny preset's 500 steps learn (measured: the base model
+    answered 0.48 of the forget questions, and relearning on it had little to bring back). Without
+    the general facts the same preset knows its people (0.97) and the attacks have something to find.
+    """
+    root = tmp_path_factory.mktemp("attacks")
+    build_privacy_world(root / "world", PrivacyWorldConfig(seed=0, people=8, general_facts=False))
+    world = load_world(root / "world")
+    targets = [s.id for s in world.people("train")][:2]
+    write_request(make_request(world, subjects=targets), root / "request.json")
+    request = load_request(root / "request.json", world)
+    train_base(root / "world", root / "base", preset="tiny", seed=0, progress=False)
+    retrain_oracle(root / "world", root / "request.json", root / "oracle", base=root / "base", progress=False)
+    # The hiding model: IdkFT (refusals to the targets' questions) for 20 steps. It hides about as
+    # well as the default 60 (forget exact match 0.07 vs 0.00; oracle 0.02, base 0.97) with a
+    # smaller change to undo: 20 relearning steps (lr 3e-4) brought back at best 0.37-0.73 of the
+    # held-out half over split seeds 0-4, against 0.23-0.60 after the default 60 steps.
+    unlearn(root / "base", root / "world", root / "request.json", root / "hiding", method="idkft",
+            options={"max_steps": 20}, progress=False)
+    retained = [s.id for s in world.people("train") if s.id not in request.targets]
+    return SimpleNamespace(
+        models={name: load_model(root / name)[:2] for name in ("base", "oracle", "hiding")},
+        forget=world.probes_for(request.targets, kinds=KINDS),
+        retain=world.probes_for(retained, kinds=KINDS),
+    )
+
+
+@pytest.fixture(scope="module")
+def models(setup) -> dict:
+    """name -> (model, tokenizer) for base, oracle and hiding."""
+    return setup.models
+
+
+@pytest.fixture(scope="module")
+def probes(setup) -> dict[str, list[Probe]]:
+    return {"forget": setup.forget, "retain": setup.retain}
+
+
+# --------------------------------------------------------------------------------------------
+# configuration and fact splitting
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("relearn_steps", (), "non-negative"),
+    ("relearn_steps", (0, -5), "non-negative"),
+    ("relearn_steps", (0, 10, 5), "strictly ascending"),
+    ("relearn_steps", (0, 5, 5), "strictly ascending"),
+    ("relearn_learning_rate", 0.0, "positive"),
+    ("relearn_batch_size", 0, "at least 1"),
+    ("batch_size", 0, "at least 1"),
+    ("quantization_bits", (8, 1), "between 2 and 16"),
+    ("quantization_bits", (), "between 2 and 16"),
+    ("quantization_group_size", 0, "at least 1"),
+    ("probe_C", -1.0, "positive"),
+    ("probe_features", "logits", "answer, statement_end"),
+])
+def test_config_rejects_bad_values_and_says_how_to_fix(field: str, value, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        AttackConfig(**{field: value})
+    AttackConfig(relearn_steps=(3,))  # a curve need not start at 0
+
+
+def test_split_facts_keeps_every_fact_on_one_side(probes) -> None:
+    forget = probes["forget"]
+    relearn, heldout = split_facts(forget, seed=0)
+    facts = lambda ps: {(p.subject, p.attribute) for p in ps}  # noqa: E731
+    assert not facts(relearn) & facts(heldout)
+    assert sorted(p.id for p in relearn + heldout) == sorted(p.id for p in forget)
+    for subject in {p.subject for p in forget}:  # half of each person's 6 attributes
+        assert len({a for s, a in facts(relearn) if s == subject}) == 3
+        assert len({a for s, a in facts(heldout) if s == subject}) == 3
+    # Seeded, and independent of the order of the probes; another seed draws another split.
+    again = split_facts(list(reversed(forget)), seed=0)[0]
+    assert facts(again) == facts(relearn)
+    assert any(facts(split_facts(forget, seed)[0]) != facts(relearn) for seed in (1, 2, 3))
+
+
+def test_relearn_texts_use_the_trained_questions() -> None:
+    def probe(kind: str, attribute: str, prompt: str) -> Probe:
+        return Probe(id=f"{attribute}/{prompt}", subject="s", kind=kind, attribute=attribute,
+                     prompt=prompt, answer="x")
+
+    texts = relearn_texts_from([probe("direct", "a", "Q1"), probe("paraphrase", "a", "Q2"),
+                                probe("direct", "a", "Q1"), probe("paraphrase", "b", "Q3")])
+    # Fact a has a direct question (once, duplicates dropped); fact b has only a paraphrase.
+    assert texts == ["Q1 x", "Q3 x"]
+
+
+# --------------------------------------------------------------------------------------------
+# quantization
+
+
+def test_round_trip_matches_a_hand_computed_example() -> None:
+    layer = torch.nn.Linear(5, 1, bias=True)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[0.9, -3.0, 1.2, 0.1, 0.7]]))
+        layer.bias.fill_(0.123)
+    # 3 bits: levels -3..3; groups of 2 columns along the input: (0.9, -3.0) scale 1,
+    # (1.2, 0.1) scale 0.4, and the short last group (0.7,) scale 0.7/3 keeps its value.
+    out = quantize_round_trip(torch.nn.Sequential(layer), bits=3, group_size=2)
+    assert torch.allclose(out[0].weight, torch.tensor([[1.0, -3.0, 1.2, 0.0, 0.7]]))
+    assert out[0].bias.item() == pytest.approx(0.123)  # biases stay
+    assert layer.weight[0, 0].item() == pytest.approx(0.9)  # the input is untouched
+
+
+def test_round_trip_is_a_copy_keeps_ties_and_loses_less_with_more_bits(models) -> None:
+    model, _ = models["base"]
+    before = _state(model)
+    model.train()
+    errors = {}
+    for bits in (2, 4, 8):
+        quantized = quantize_round_trip(model, bits, group_size=32)
+        assert quantized is not model
+        arch = arch_for(quantized)
+        lm_head = quantized.get_submodule(arch.lm_head).weight
+        assert lm_head is quantized.get_input_embeddings().weight  # tied weights stay tied
+        # Only matrices change; norms keep their exact values.
+        q_state, o_state = quantized.state_dict(), model.state_dict()
+        assert all(torch.equal(q_state[k], o_state[k]) for k in o_state if o_state[k].dim() < 2)
+        errors[bits] = max((q_state[k] - o_state[k]).abs().max().item()
+                           for k in o_state if o_state[k].dim() == 2)
+    assert 0 < errors[8] < errors[4] < errors[2]
+    assert model.training and _same_state(model, before)
+    model.eval()
+
+
+def test_quantization_keeps_what_the_model_knows_and_adds_nothing_to_the_oracle(models, probes) -> None:
+    forget, config = probes["forget"], AttackConfig(quantization_bits=(8, 4))
+    found = {}
+    for name in ("base", "oracle", "hiding"):
+        model, tokenizer = models[name]
+        plain = _mean(probe_accuracy(model, tokenizer, forget))
+        found[name] = (plain, quantization_attack(model, tokenizer, forget, config))
+    print("quantization (plain, {bits: accuracy}):", found)
+    # Measured: base 0.97 -> {8: 0.97, 4: 0.97}; oracle 0.02 -> {8: 0.02, 4: 0.02};
+    # hiding 0.07 -> {8: 0.07, 4: 0.12} (3 bits: 0.20; rounding starts to undo the refusal).
+    (base, base_q), (oracle, oracle_q) = found["base"], found["oracle"]
+    assert abs(base_q[8] - base) <= 0.1 and base_q[8] >= oracle_q[8] + 0.5
+    assert oracle_q[8] <= oracle + 0.1 and oracle_q[4] <= oracle + 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# relearning
+
+
+def test_relearning_brings_back_hidden_facts_but_teaches_the_oracle_nothing(models, probes) -> None:
+    relearn, heldout = split_facts(probes["forget"], seed=0)
+    texts = relearn_texts_from(relearn)
+    assert len(texts) == 12  # 2 people x 3 facts x 2 direct questions
+    config = AttackConfig(relearn_steps=(0, 5, 10, 20), relearn_learning_rate=3e-4)
+    hiding_model, tokenizer = models["hiding"]
+    before = _state(hiding_model)
+    hiding_model.train()
+    curves = {name: relearning_attack(models[name][0], tokenizer, texts, heldout, config)
+              for name in ("hiding", "oracle", "base")}
+    assert hiding_model.training and _same_state(hiding_model, before)  # attacked a copy
+    hiding_model.eval()
+    print("relearning:", {name: c.accuracy for name, c in curves.items()})
+    # Measured: hiding 0.07 0.37 0.73 0.73; oracle 0.00 0.00 0.00 0.00; base 0.93 0.93 0.93 0.90.
+    hiding, oracle = curves["hiding"], curves["oracle"]
+    assert hiding.steps == [0, 5, 10, 20] and hiding.seconds > 0
+    assert hiding.accuracy[0] == pytest.approx(_mean(probe_accuracy(hiding_model, tokenizer, heldout)))
+    assert hiding.accuracy[0] <= 0.15  # hidden before the attack...
+    assert max(hiding.accuracy[1:]) >= 0.4  # ...and back after a few steps on *other* facts,
+    assert _mean(hiding.accuracy[1:]) >= _mean(oracle.accuracy[1:]) + 0.25  # where the oracle learns none
+    assert max(oracle.accuracy) <= oracle.accuracy[0] + 0.15 and max(oracle.accuracy) <= 0.2
+    assert min(curves["base"].accuracy) >= 0.8  # this rate does not wreck what is known
+
+
+def test_relearning_needs_heldout_probes() -> None:
+    with pytest.raises(ValueError, match="held-out probes"):
+        relearning_attack(torch.nn.Linear(1, 1), None, ["x"], [], AttackConfig(relearn_steps=(0,)))
+
+
+def test_relearning_at_step_zero_only_trains_nothing(models, probes) -> None:
+    model, tokenizer = models["oracle"]
+    heldout = split_facts(probes["forget"], seed=0)[1]
+    curve = relearning_attack(model, tokenizer, [], heldout, AttackConfig(relearn_steps=(0,)))
+    assert curve.steps == [0] and curve.accuracy == [_mean(probe_accuracy(model, tokenizer, heldout))]
+
+
+# --------------------------------------------------------------------------------------------
+# logit lens
+
+
+def test_lens_last_layer_is_the_models_own_output(models, probes) -> None:
+    model, tokenizer = models["base"]
+    texts = [f"{p.prompt} {p.answer}" for p in probes["forget"][:8]]
+    enc = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        out = model(**enc, output_hidden_states=True)
+        n_layers = len(out.hidden_states) - 1
+        assert torch.equal(lens_logits(model, out.hidden_states, n_layers), out.logits)
+        # Earlier layers go through the final norm first (the last entry has it already).
+        arch = arch_for(model)
+        normed = model.get_submodule(arch.final_norm)(out.hidden_states[1])
+        by_hand = model.get_submodule(arch.lm_head)(normed)
+        assert torch.equal(lens_logits(model, out.hidden_states, 1), by_hand)
+    with pytest.raises(ValueError, match="between 1 and"):
+        lens_logits(model, out.hidden_states, 0)
+
+    # The lens's last layer = teacher-forced argmax exact match of the model itself.
+    forget = probes["forget"]
+    lens = logit_lens(model, tokenizer, forget)
+    own = []
+    for p in forget:
+        head = len(tokenizer(p.prompt)["input_ids"])
+        ids = torch.tensor([tokenizer(f"{p.prompt} {p.answer}")["input_ids"]])
+        with torch.no_grad():
+            predicted = model(input_ids=ids).logits[0, head - 1 : -1].argmax(-1)
+        own.append(bool(torch.equal(predicted, ids[0, head:])))
+    assert lens.per_layer[-1] == pytest.approx(_mean(own))
+
+
+def test_lens_reads_the_answer_from_base_not_from_the_oracle(models, probes) -> None:
+    forget = probes["forget"]
+    base, tokenizer = models["base"]
+    base.train()
+    results = {name: logit_lens(models[name][0], tokenizer, forget) for name in ("base", "oracle", "hiding")}
+    assert base.training  # the mode is as it was
+    base.eval()
+    print("logit lens:", {name: r.per_layer for name, r in results.items()})
+    # Measured: base [0.52, 0.97]; oracle [0.07, 0.02]; hiding [0.12, 0.07].
+    assert results["base"].best_layer == 2
+    assert results["base"].best_accuracy >= results["oracle"].best_accuracy + 0.5
+    assert results["oracle"].best_accuracy <= 0.2
+
+
+def test_lens_batches_equal_one_at_a_time(models, probes) -> None:
+    model, tokenizer = models["base"]
+    forget = probes["forget"]
+    together = logit_lens(model, tokenizer, forget, batch_size=128)
+    alone = [logit_lens(model, tokenizer, [p], batch_size=1).per_layer for p in forget]
+    assert together.per_layer == pytest.approx([_mean(col) for col in zip(*alone)])
+    assert logit_lens(model, tokenizer, forget, batch_size=7) == together
+
+
+# --------------------------------------------------------------------------------------------
+# linear probe
+
+
+def test_linear_probe_recovers_facts_from_hidden_states(models, probes) -> None:
+    results = {name: linear_probe_attack(models[name][0], models[name][1], probes["retain"], probes["forget"])
+               for name in ("base", "oracle", "hiding")}
+    print("linear probe:", {n: (r.accuracy, r.layer, r.per_layer_cv) for n, r in results.items()})
+    # Measured (chance 0.20): base 0.95, oracle 0.07, hiding 0.57, all at layer 2 (cv 0.78-0.98).
+    base, oracle, hiding = results["base"], results["oracle"], results["hiding"]
+    assert base.chance == pytest.approx(0.2) and base.n_train == 180 and base.n_test == 60
+    assert base.accuracy >= base.chance + 0.3 and base.accuracy >= oracle.accuracy + 0.3
+    assert oracle.accuracy <= oracle.chance + 0.1  # the oracle's prior favours the wrong values
+    assert hiding.accuracy >= oracle.accuracy + 0.3  # hidden from questions, not from the probe
+    assert len(base.per_layer_cv) == 2 and base.per_layer_cv[base.layer - 1] == max(base.per_layer_cv)
+
+
+def test_statement_end_probe_finds_no_truth_direction_in_the_tiny_model(models, probes) -> None:
+    # Keeps the module docstring honest: on this small model the last token of the statement says
+    # which candidate it is, not whether it is true (measured: base 0.18, oracle 0.17; chance 0.20).
+    config = AttackConfig(probe_features="statement_end")
+    for name in ("base", "oracle"):
+        result = linear_probe_attack(*models[name], probes["retain"], probes["forget"], config)
+        assert result.accuracy <= result.chance + 0.1, (name, result)
+
+
+def test_linear_probe_needs_alternatives_and_two_subjects(models, probes) -> None:
+    model, tokenizer = models["base"]
+    bare = Probe(id="x", subject="s", kind="direct", attribute="a", prompt="Question: q? Answer:", answer="x")
+    with pytest.raises(ValueError, match="no alternatives"):
+        linear_probe_attack(model, tokenizer, probes["retain"], [bare])
+    one_person = [p for p in probes["retain"] if p.subject == probes["retain"][0].subject]
+    with pytest.raises(ValueError, match="at least two subjects"):
+        linear_probe_attack(model, tokenizer, one_person, probes["forget"])
