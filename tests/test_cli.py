@@ -100,7 +100,7 @@ def test_train_and_retrain_json(cli_world: Path, tmp_path: Path) -> None:
     result = run("train", "--world", cli_world, "--out", tmp_path / "base", "--preset", "tiny", "--json")
     assert result.exit_code == 0, result.output
     base = json.loads(result.stdout)
-    assert base["completed"] and base["steps"] == 500 and base["model"]["sha256"]
+    assert base["completed"] and base["steps"] == 800 and base["model"]["sha256"]
     assert set(base["knowledge"]) == {"retain", "holdout", "general"}
     assert (tmp_path / "base" / "expunge_model.json").is_file()
 
