@@ -22,6 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from expunge.demo import prepare_workspace
 from expunge.records import write_json_atomic
+from expunge.report.data import attack_values
 from expunge.report.render import format_value, json_safe
 from expunge.verify.panel import PANEL, confusion_table, run_panel
 from expunge.verify.suite import VerifyConfig
@@ -50,11 +51,14 @@ def main(argv: list[str] | None = None) -> int:
                            config=config, log=log.print)
         results.append(result)
         v = result.verification
+        everything = {"original": v.original, "oracle": v.oracle, **v.candidates}
         cost = {name: e.seconds for name, e in {"original": v.original, "oracle": v.oracle, **v.candidates}.items()}
         run = {"seed": seed, "score": result.score, "rows": result.rows(), "retraining_seconds": ws.retraining_seconds,
                "evaluation_seconds": cost, "verify_seconds": result.seconds["verify"],
-               "attacks": {name: {k: a.get("seconds") for k, a in e.attacks.items()}
-                           for name, e in {"original": v.original, **v.candidates}.items()}}
+               "attack_seconds": {name: {k: a.get("seconds") for k, a in e.attacks.items()}
+                                  for name, e in {"original": v.original, **v.candidates}.items()},
+               "attack_accuracy": {name: attack_values(e.attacks) for name, e in everything.items()},
+               "indirect": {name: e.indirect for name, e in everything.items()}}
         runs.append(run)
         table = Table(title=f"seed {seed}: {result.score} right verdicts")
         for column in ("model", "expected", "forgotten", "collateral_damage", "flags", "failed checks", "right?"):
@@ -63,6 +67,16 @@ def main(argv: list[str] | None = None) -> int:
             table.add_row(row["model"], row["expected"], row["forgotten"], row["collateral_damage"], str(row["flags"]),
                           ", ".join(row["failed_checks"]) or "–", "yes" if row["correct"] else "NO")
         console.print(table)
+        if config.attacks:
+            values = run["attack_accuracy"]
+            table = Table(title=f"seed {seed}: accuracy recovered on the forget facts (recovery = / original's)")
+            table.add_column("attack")
+            for name in values:
+                table.add_column(name)
+            for attack, base in values["original"].items():
+                table.add_row(attack, *(f"{values[m][attack]:.2f} ({values[m][attack] / base:.2f})" if base else
+                                        f"{values[m][attack]:.2f}" for m in values))
+            console.print(table)
         one = max(cost[name] for name in v.candidates)
         console.print(f"battery cost: one model {one:.1f} s (slowest candidate) = {one / ws.retraining_seconds:.0%} of "
                       f"retraining ({ws.retraining_seconds:.1f} s); original + oracle + candidate "

@@ -141,6 +141,36 @@ def test_forget_and_verify(tiny_world_dir, tiny_request_path, tiny_base, tiny_or
     wrong = run("verify", "--model", tmp_path / "simnpo", "--original", tiny_base.model.path, "--oracle",
                 tiny_base.model.path, "--world", tiny_world_dir, "--request", tiny_request_path)
     assert wrong.exit_code == 2 and "not a retrained oracle" in _error_line(wrong)
+    # The whole battery, under a user's policy that lowers the evidence floor to two people.
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[evidence]\nmin_subjects = 2\n")
+    result = run("verify", "--model", tmp_path / "simnpo", "--original", tiny_base.model.path, "--oracle",
+                 tiny_oracle.model.path, "--world", tiny_world_dir, "--request", tiny_request_path, "--attacks",
+                 "--policy", policy, "--report", tmp_path / "a.md", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    candidate = data["verification"]["candidates"]["simnpo"]
+    assert set(candidate["attacks"]) == {"relearning", "quantization", "logit_lens", "linear_probe"}
+    assert data["verification"]["config"]["policy"]["evidence"]["min_subjects"] == 2
+    keys = {c["policy_key"] for c in candidate["checks"]}
+    assert {"relearning", "quantization", "logit_lens", "linear_probe", "indirect_probes"} <= keys
+    assert all(c["status"] in ("pass", "FAIL", "undecided", "not counted") for c in candidate["checks"])
+    assert "## Attacks" in (tmp_path / "a.md").read_text()
+    bad = run("verify", "--model", tmp_path / "simnpo", "--original", tiny_base.model.path, "--oracle",
+              tiny_oracle.model.path, "--world", tiny_world_dir, "--request", tiny_request_path,
+              "--policy", tmp_path / "missing.toml")
+    assert bad.exit_code == 2 and "policy file" in _error_line(bad)
+
+
+def test_policy_command(tmp_path: Path) -> None:
+    result = run("policy", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["path"].endswith("policy.toml") and data["checks"]["relearning"]["question"] == "forgotten"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[checks.relearning]\nmargin = 2\n")
+    result = run("policy", str(bad))
+    assert result.exit_code == 2 and "checks.relearning.margin" in _error_line(result)
 
 
 def test_demo_json_schema(tmp_path: Path) -> None:

@@ -547,22 +547,23 @@ def _attack_checks(candidate: ModelEvaluation, original: ModelEvaluation, oracle
         curve = ", ".join(f"{s}: {x:.2f}/{y:.2f}" for s, x, y in zip(steps, cand, ref))
         check("relearning", f"relearning (held-out half after {steps[worst]} steps)", cand[worst], ref[worst],
               base[worst], f"step: candidate/oracle {curve}; {a['relearning']['relearned_facts']} facts relearned",
-              gated=True, original_gap=max(b - r for b, r in zip(base, ref)))
+              gated=True, original_gap=max(b - r for b, r in zip(base, ref)),
+              probes=a["relearning"]["heldout_probes"])
     if "quantization" in a:
         for bits, value in a["quantization"]["accuracy"].items():
             check("quantization", f"quantization {bits}-bit round trip", value,
                   ora["quantization"]["accuracy"][bits], orig["quantization"]["accuracy"][bits],
-                  f"{a['quantization']['probes']} forget probes", gated=True)
+                  f"{a['quantization']['probes']} forget probes", gated=True, probes=a["quantization"]["probes"])
     if "logit_lens" in a:
         check("logit_lens", f"logit lens (best layer {a['logit_lens']['best_layer']})", a["logit_lens"]["accuracy"],
               ora["logit_lens"]["accuracy"], orig["logit_lens"]["accuracy"],
-              "teacher-forced answer tokens all top-1", gated=True)
+              "teacher-forced answer tokens all top-1", gated=True, probes=a["logit_lens"]["probes"])
     if "linear_probe" in a and "linear_probe" in ora and "linear_probe" in orig:
         lp = a["linear_probe"]
         check("linear_probe", f"linear probe on hidden states (layer {lp['layer']})", lp["accuracy"],
               ora["linear_probe"]["accuracy"], orig["linear_probe"]["accuracy"],
               f"chance {lp['chance']:.3f}; trained on {lp['n_train']} retained facts, tested on {lp['n_test']}",
-              gated=True)
+              gated=True, probes=lp["n_test"])
 
 
 def _routes_tried(candidate: ModelEvaluation) -> list[str]:
