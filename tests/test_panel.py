@@ -46,3 +46,22 @@ def test_attacks_ran_and_are_reported(panel) -> None:
     assert any(r.startswith("attack: relearning") for r in verdict.attacks_tried)
     rows = confusion_table([panel])
     assert [r["model"] for r in rows] == list(PANEL) and all(r["runs"] == 1 for r in rows)
+
+
+def test_report_has_the_attacks_section_and_recovery_curves(panel) -> None:
+    from expunge.report import report_from_verification, to_html, to_markdown
+    from expunge.report.data import attack_rows
+
+    data = report_from_verification(panel.verification)
+    rows = attack_rows(data)
+    assert {r["attack"] for r in rows} >= {"relearning (40 steps)", "quantization 8-bit", "quantization 4-bit",
+                                           "logit lens (best layer)", "linear probe"}
+    for row in rows:
+        # Recovery is a fraction of the original's accuracy under the same attack: 1 for itself.
+        assert row["original recovery"] == pytest.approx(1.0)
+        assert row["unchanged recovery"] == pytest.approx(1.0)
+    html = to_html(data)
+    assert html.count("data:image/png;base64,") == 4  # the relearning curves join the three plots
+    assert "Attacks: accuracy recovered" in html and "Indirect probes" in html
+    markdown = to_markdown(data)
+    assert "Relearning curves" in markdown and "| cloze |" in markdown
