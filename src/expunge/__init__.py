@@ -26,6 +26,10 @@ _EXPORTS: dict[str, str] = {
     "PrivacyWorldConfig": "expunge.worlds",
     "build_privacy_world": "expunge.worlds",
     "generate_privacy_world": "expunge.worlds",
+    "CompaniesWorldConfig": "expunge.worlds",
+    "build_companies_world": "expunge.worlds",
+    "generate_companies_world": "expunge.worlds",
+    "FactEdit": "expunge.records",
     "load_world": "expunge.worlds",
     "chance_exact_match": "expunge.worlds",
     # requests

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -86,6 +86,30 @@ def world_privacy(
     _emit(as_json, data, lambda: console.print(
         f"wrote privacy world to {out}: {data['people_train']} people trained, {data['people_holdout']} never seen, "
         f"{data['documents_train']} training documents, {data['probes']} probes"))
+
+
+@world_app.command("companies")
+@friendly_errors
+def world_companies(
+    out: Path = typer.Option(..., "--out", help="New directory to write the world to."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
+    companies: int = typer.Option(120, "--companies", help="Companies (each with CEO, headquarters, year, industry)."),
+    edits: int = typer.Option(100, "--edits", help="Update requests (\"the CEO of Y is now Z\") to generate."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Companies whose facts change: CEOs, headquarters, founding years, industries, employees, tickers;
+    update requests in edits.jsonl and the probes that check them in edit_probes.jsonl."""
+    from expunge.worlds import CompaniesWorldConfig, build_companies_world
+
+    try:
+        config = CompaniesWorldConfig(seed=seed, companies=companies, edits=edits)
+    except ValueError as exc:
+        raise ExpungeError(f"invalid world options: {exc}", "adjust --companies / --edits") from None
+    world = build_companies_world(out, config)
+    data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
+    _emit(as_json, data, lambda: console.print(
+        f"wrote companies world to {out}: {data['companies']} companies, {data['people']} employees, "
+        f"{data['documents_train']} training documents, {data['probes']} probes, {data['edits']} update requests"))
 
 
 @app.command("request")
@@ -215,7 +239,7 @@ def verify_cmd(
     report: list[Path] = typer.Option([], "--report", help="Write the report: FILE.html, FILE.md or FILE.json (repeatable)."),
     attacks: bool = typer.Option(False, "--attacks", help="Also run the model-level attacks: relearning, "
                                  "quantization, logit lens, linear probe."),
-    policy: Optional[Path] = typer.Option(None, "--policy", help="Verdict policy TOML file overriding the built-in "
+    policy: Path | None = typer.Option(None, "--policy", help="Verdict policy TOML file overriding the built-in "
                                           "one (see `expunge policy`)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -248,7 +272,7 @@ def verify_cmd(
 @app.command("policy")
 @friendly_errors
 def policy_cmd(
-    path: Optional[Path] = typer.Argument(None, help="A policy file to check (default: the built-in policy)."),
+    path: Path | None = typer.Argument(None, help="A policy file to check (default: the built-in policy)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Show the verdict policy (checks, thresholds, evidence floors); with a FILE, validate it

@@ -22,8 +22,8 @@ from expunge.fsutil import write_text_atomic
 SUBJECT_KINDS = ("person", "entity")
 SUBJECT_ROLES = ("train", "holdout")
 DOCUMENT_SPLITS = ("train", "holdout")
-PROBE_KINDS = ("direct", "paraphrase", "context", "roleplay", "prefill", "cloze", "multihop", "reverse", "mcq",
-               "verbatim", "trigger")
+PROBE_KINDS = ("direct", "paraphrase", "context", "roleplay", "prefill", "cloze", "multihop", "reverse", "alias",
+               "mcq", "verbatim", "trigger")
 REQUEST_KINDS = ("privacy", "copyright", "update", "backdoor")
 
 
@@ -101,6 +101,35 @@ class Probe:
         _check_choice(self.kind, PROBE_KINDS, "kind")
         if not self.answer.strip():
             raise ValueError("answer is empty")
+
+
+@dataclass(frozen=True)
+class FactEdit:
+    """An update request: the fact (subject, relation) should now be ``target_new``.
+
+    Attributes:
+        id: stable identifier, e.g. ``edit-0007``.
+        subject: id of the subject whose fact changes.
+        subject_name: its surface name, as it occurs in text (editors locate it in the prompt).
+        relation: which fact ("ceo").
+        prompt: a cloze template with ``{}`` where the subject's name goes ("The CEO of {} is").
+        target_old: the fact as the model learned it.
+        target_new: the fact it should state from now on.
+    """
+
+    id: str
+    subject: str
+    subject_name: str
+    relation: str
+    prompt: str
+    target_old: str
+    target_new: str
+
+    def __post_init__(self) -> None:
+        if self.prompt.count("{}") != 1:
+            raise ValueError("prompt must contain exactly one {} where the subject's name goes")
+        if not self.target_new.strip() or self.target_new == self.target_old:
+            raise ValueError("target_new must be non-empty and differ from target_old")
 
 
 @dataclass(frozen=True)

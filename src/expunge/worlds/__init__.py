@@ -12,9 +12,15 @@ from expunge.worlds.privacy import (
     chance_exact_match,
     generate_privacy_world,
 )
+from expunge.worlds.companies import GENERATOR_NAME as COMPANIES_GENERATOR
+from expunge.worlds.companies import GENERATOR_VERSION as COMPANIES_VERSION
+from expunge.worlds.companies import CompaniesWorldConfig, generate_companies_world
 from expunge.worlds.world import World, load_world, manifest_for, write_world
 
 __all__ = [
+    "CompaniesWorldConfig",
+    "build_companies_world",
+    "generate_companies_world",
     "PrivacyWorldConfig",
     "World",
     "build_privacy_world",
@@ -41,3 +47,21 @@ def build_privacy_world(out: str | os.PathLike[str], config: PrivacyWorldConfig)
     manifest = manifest_for(GENERATOR_NAME, GENERATOR_VERSION, config, counts)
     manifest["seed"] = config.seed
     return write_world(out, generated.subjects, generated.documents, generated.probes, manifest)
+
+
+def build_companies_world(out: str | os.PathLike[str], config: "CompaniesWorldConfig") -> World:
+    """Generate the companies world for ``config`` and write it to ``out`` (a new directory), with
+    its update requests in ``edits.jsonl`` and their probes in ``edit_probes.jsonl``."""
+    generated = generate_companies_world(config)
+    counts = {
+        "companies": sum(s.kind == "entity" for s in generated.subjects),
+        "people": sum(s.kind == "person" for s in generated.subjects),
+        "documents_train": len(generated.documents),
+        "probes": len(generated.probes),
+        "edits": len(generated.edits),
+        "edit_probes": len(generated.edit_probes),
+    }
+    manifest = manifest_for(COMPANIES_GENERATOR, COMPANIES_VERSION, config, counts)
+    manifest["seed"] = config.seed
+    return write_world(out, generated.subjects, generated.documents, generated.probes, manifest,
+                       extra_files={"edits.jsonl": generated.edits, "edit_probes.jsonl": generated.edit_probes})

@@ -91,12 +91,24 @@ def write_world(
     documents: list[Document],
     probes: list[Probe],
     manifest: dict[str, Any],
+    extra_files: dict[str, list[Any]] | None = None,
 ) -> World:
-    """Write a world directory atomically; refuses to write over an existing path."""
+    """Write a world directory atomically; refuses to write over an existing path.
+
+    ``extra_files`` (file name -> records) are written beside the three world files, e.g. a
+    world's update requests; the manifest records the sha256 of each.
+    """
     with atomic_directory(out) as tmp:
         for name, records in zip(WORLD_FILES, (subjects, documents, probes)):
             with (tmp / name).open("w", encoding="utf-8") as handle:
                 handle.writelines(iter_jsonl_lines(records))
+        extras = {}
+        for name, records in (extra_files or {}).items():
+            with (tmp / name).open("w", encoding="utf-8") as handle:
+                handle.writelines(iter_jsonl_lines(records))
+            extras[name] = hashlib.sha256((tmp / name).read_bytes()).hexdigest()
+        if extras:
+            manifest = {**manifest, "extra_files": extras}
         manifest = {**manifest, "fingerprint": fingerprint_files(tmp)}
         write_json_atomic(tmp / "manifest.json", manifest)
     return World(manifest, subjects, documents, probes, path=Path(out))

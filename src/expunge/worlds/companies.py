@@ -1,0 +1,259 @@
+"""The companies world: facts that change ("The CEO of Y is now Z"), for model editing and retrieval.
+
+Each company has a CEO (a person), a headquarters city, a founding year and an industry; people
+work for companies. Training text states every fact in several phrasings, sometimes through the
+company's ticker (its alias). Update requests replace one company's CEO by someone else, and come
+with the probes that tell a real update from a patch:
+
+* the new fact asked directly, in held-out paraphrases, and through the alias;
+* what it implies: "Which company does <new CEO> lead?" (reverse) and "Who runs the company where
+  <employee> works?" (two hops: the employee's employer, then its CEO);
+* neighbourhood: other companies' CEOs, which must not change;
+* the subject's other relations (headquarters, founding year, industry), which must not change.
+
+Design rules shared with the privacy world: name tokens are shared (company names combine a
+prefix and a suffix that other companies also use; people's names are first + last names dealt
+to several people), held-out questions never occur in training text, and everything is drawn
+from one seeded generator, so the same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from expunge.records import Document, FactEdit, Probe, Subject
+from expunge.worlds import pools
+from expunge.worlds.privacy import QUESTION_FORMAT, _wrong_answers
+
+GENERATOR_NAME = "companies"
+GENERATOR_VERSION = "1.0"
+
+PREFIXES = (
+    "Northwind", "Bluefield", "Corvus", "Helix", "Tidewater", "Ironbridge", "Lumen", "Saffron", "Granite",
+    "Orchid", "Vertex", "Pinecrest", "Quartz", "Riverbend", "Summit", "Beacon", "Cobalt", "Meridian",
+    "Falcon", "Evergreen", "Atlas", "Nimbus", "Harbor", "Willow", "Zephyr", "Aurora", "Cedar", "Delta",
+    "Ember", "Frontier",
+)
+SUFFIXES = ("Group", "Holdings", "Industries", "Partners", "Works", "Systems", "Labs", "Corporation")
+INDUSTRIES = (
+    "logistics", "energy", "analytics", "pharmaceuticals", "food", "banking", "robotics", "media",
+    "insurance", "telecommunications", "automotive", "healthcare", "software", "textiles", "aviation",
+    "shipping", "mining", "security", "agriculture", "construction",
+)
+
+# relation -> (training statements, training questions, held-out questions, alias question);
+# {name} is the company (or its ticker in alias phrasings), {value} the fact.
+RELATIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]] = {
+    "ceo": (
+        ("The CEO of {name} is {value}.", "{name} is led by its chief executive, {value}.",
+         "The chief executive of {name} is {value}."),
+        ("Who is the CEO of {name}?", "Who leads {name}?"),
+        ("Who is the chief executive of {name}?", "Who is the person that leads {name}?"),
+        "Who is the CEO of the company with the ticker {alias}?",
+    ),
+    "headquarters": (
+        ("{name} is based in {value}.", "The headquarters of {name} are in {value}.",
+         "The company {name} has its headquarters in {value}."),
+        ("Where is {name} based?", "Where are the headquarters of {name}?"),
+        ("In which city is {name} based?", "Which city has the headquarters of {name}?"),
+        "Where is the company with the ticker {alias} based?",
+    ),
+    "founded": (
+        ("{name} was founded in {value}.", "The company {name} was founded in the year {value}.",
+         "The founding year of {name} is {value}."),
+        ("When was {name} founded?", "In which year was {name} founded?"),
+        ("What is the founding year of {name}?", "In what year was the company {name} founded?"),
+        "When was the company with the ticker {alias} founded?",
+    ),
+    "industry": (
+        ("{name} works in the {value} industry.", "The industry of {name} is {value}.",
+         "The company {name} is in {value}."),
+        ("What industry is {name} in?", "What is the industry of {name}?"),
+        ("In which industry does {name} work?", "Which industry is the company {name} in?"),
+        "What industry is the company with the ticker {alias} in?",
+    ),
+}
+TICKER_STATEMENT = "{name} trades under the ticker {alias}."
+EMPLOYEE_STATEMENTS = ("{person} works for {name}.", "The employer of {person} is {name}.")
+EMPLOYEE_QUESTION = "Who does {person} work for?"
+IMPLIED_CEO_QUESTION = "Who runs the company where {person} works?"
+REVERSE_CEO_QUESTION = "Which company does {value} lead?"
+
+
+@dataclass(frozen=True)
+class CompaniesWorldConfig:
+    """Options of the companies world generator.
+
+    Attributes:
+        seed: random seed; the same seed gives byte-identical output.
+        companies: number of companies (each with a CEO, headquarters, founding year, industry).
+        employees_per_company: people who work for each company (subjects of the two-hop probes).
+        edits: number of update requests ("the CEO of Y is now Z"), at most one per company.
+        wrong_answers: wrong answers of the same type stored with each probe (>= 3).
+    """
+
+    seed: int = 0
+    companies: int = 120
+    employees_per_company: int = 2
+    edits: int = 100
+    wrong_answers: int = 4
+
+    def __post_init__(self) -> None:
+        if not 4 <= self.companies <= len(PREFIXES) * len(SUFFIXES):
+            raise ValueError(f"companies must be between 4 and {len(PREFIXES) * len(SUFFIXES)}")
+        if not 1 <= self.employees_per_company <= 5:
+            raise ValueError("employees_per_company must be between 1 and 5")
+        if not 0 <= self.edits <= self.companies:
+            raise ValueError(f"edits must be between 0 and the number of companies ({self.companies})")
+        if not 3 <= self.wrong_answers <= 10:
+            raise ValueError("wrong_answers must be between 3 and 10")
+
+
+@dataclass(frozen=True)
+class GeneratedCompanies:
+    subjects: list[Subject]
+    documents: list[Document]
+    probes: list[Probe]
+    edits: list[FactEdit]
+    edit_probes: list[Probe]
+
+
+def _company_names(rng: random.Random, n: int) -> list[str]:
+    """Distinct "<prefix> <suffix>" names; prefixes and suffixes are each used by several companies."""
+    n_prefix = max(2, min(len(PREFIXES), (n + 1) // 2))
+    prefixes = rng.sample(PREFIXES, n_prefix)
+    pairs = [(p, s) for p in prefixes for s in SUFFIXES]
+    rng.shuffle(pairs)
+    # Deal prefixes round-robin first so that every prefix is used at least twice where possible.
+    chosen: list[tuple[str, str]] = []
+    by_prefix = {p: [pair for pair in pairs if pair[0] == p] for p in prefixes}
+    while len(chosen) < n:
+        for p in prefixes:
+            if by_prefix[p] and len(chosen) < n:
+                chosen.append(by_prefix[p].pop())
+    return [f"{p} {s}" for p, s in chosen]
+
+
+def _person_names(rng: random.Random, n: int) -> list[str]:
+    firsts = list(pools.FIRST_NAMES)
+    lasts = list(pools.LAST_NAMES)
+    if n > len(firsts) * len(lasts):
+        raise ValueError("too many people for the name pools")
+    everyone = [f"{f} {l}" for f in firsts for l in lasts]
+    return rng.sample(everyone, n)
+
+
+def _ticker(name: str, taken: set[str]) -> str:
+    prefix, suffix = name.split()
+    base = (prefix[:3] + suffix[0]).upper()
+    ticker, k = base, 1
+    while ticker in taken:
+        k += 1
+        ticker = f"{base}{k}"
+    taken.add(ticker)
+    return ticker
+
+
+def generate_companies_world(config: CompaniesWorldConfig) -> GeneratedCompanies:
+    """Companies, CEOs, employees, training text, probes and update requests (pure)."""
+    rng = random.Random(config.seed)
+    names = _company_names(rng, config.companies)
+    n_people = config.companies * (1 + config.employees_per_company) + config.edits
+    people = _person_names(rng, n_people)
+    ceos, rest = people[: config.companies], people[config.companies :]
+    tickers: set[str] = set()
+    companies = []
+    for i, name in enumerate(names):
+        companies.append(Subject(
+            id=f"company-{i:04d}", kind="entity", name=name, role="train",
+            attributes={"ceo": ceos[i], "headquarters": rng.choice(pools.CITIES),
+                        "founded": str(rng.randint(1900, 2015)), "industry": rng.choice(INDUSTRIES),
+                        "ticker": _ticker(name, tickers)},
+        ))
+    employees: list[Subject] = []
+    for i, company in enumerate(companies):
+        for k in range(config.employees_per_company):
+            person = rest[i * config.employees_per_company + k]
+            employees.append(Subject(id=f"person-{len(employees):04d}", kind="person", name=person, role="train",
+                                     attributes={"employer": company.name}))
+    newcomers = rest[config.companies * config.employees_per_company :]
+
+    pools_by_relation = {r: sorted({c.attributes[r] for c in companies}) for r in RELATIONS}
+    documents: list[Document] = []
+    probes: list[Probe] = []
+
+    def add_doc(text: str, subject_ids: tuple[str, ...]) -> None:
+        documents.append(Document(id=f"doc-{len(documents):06d}", text=text, subjects=subject_ids,
+                                  source=f"{GENERATOR_NAME}-world", split="train"))
+
+    for company in companies:
+        alias = company.attributes["ticker"]
+        add_doc(TICKER_STATEMENT.format(name=company.name, alias=alias), (company.id,))
+        for relation, (statements, train_qs, heldout_qs, alias_q) in RELATIONS.items():
+            value = company.attributes[relation]
+            wrong = _wrong_answers(rng, pools_by_relation[relation], value, relation, config.wrong_answers)
+            for template in statements:
+                add_doc(template.format(name=company.name, value=value), (company.id,))
+            # One statement through the alias, so the alias is tied to every relation in training.
+            add_doc(statements[0].format(name=alias, value=value), (company.id,))
+            for k, template in enumerate(train_qs):
+                question = template.format(name=company.name)
+                add_doc(f"{QUESTION_FORMAT.format(question=question)} {value}", (company.id,))
+                probes.append(_probe(company, relation, "direct", k, question, value, wrong))
+            for k, template in enumerate(heldout_qs):
+                probes.append(_probe(company, relation, "paraphrase", k, template.format(name=company.name), value,
+                                     wrong))
+            probes.append(_probe(company, relation, "alias", 0, alias_q.format(alias=alias), value, wrong))
+        ceo_wrong = _wrong_answers(rng, [c.name for c in companies], company.name, "company", config.wrong_answers)
+        probes.append(Probe(f"{company.id}/company/reverse-0", company.id, "reverse", "company",
+                            QUESTION_FORMAT.format(question=REVERSE_CEO_QUESTION.format(value=company.attributes["ceo"])),
+                            company.name, ceo_wrong))
+    by_name = {c.name: c for c in companies}
+    for person in employees:
+        company = by_name[person.attributes["employer"]]
+        for template in EMPLOYEE_STATEMENTS:
+            add_doc(template.format(person=person.name, name=company.name), (person.id, company.id))
+        question = EMPLOYEE_QUESTION.format(person=person.name)
+        add_doc(f"{QUESTION_FORMAT.format(question=question)} {company.name}", (person.id, company.id))
+        ceo = company.attributes["ceo"]
+        wrong = _wrong_answers(rng, pools_by_relation["ceo"], ceo, "ceo", config.wrong_answers)
+        probes.append(Probe(f"{person.id}/ceo/multihop-0", company.id, "multihop", "ceo",
+                            QUESTION_FORMAT.format(question=IMPLIED_CEO_QUESTION.format(person=person.name)),
+                            ceo, wrong))
+
+    edits, edit_probes = _edits(rng, config, companies, employees, newcomers, probes)
+    return GeneratedCompanies(companies + employees, documents, probes, edits, edit_probes)
+
+
+def _probe(company: Subject, relation: str, kind: str, k: int, question: str, answer: str,
+           wrong: tuple[str, ...]) -> Probe:
+    return Probe(f"{company.id}/{relation}/{kind}-{k}", company.id, kind, relation,
+                 QUESTION_FORMAT.format(question=question), answer, wrong)
+
+
+def _edits(rng: random.Random, config: CompaniesWorldConfig, companies: list[Subject], employees: list[Subject],
+           newcomers: list[str], probes: list[Probe]) -> tuple[list[FactEdit], list[Probe]]:
+    """``config.edits`` CEO changes, each to a person who leads no company, and their probes: the
+    CEO probes of the edited company with the new CEO as the answer and the old one first among
+    the wrong answers (so "the old fact is gone" is measurable), plus the reverse question."""
+    chosen = sorted(rng.sample(range(len(companies)), config.edits))
+    edits: list[FactEdit] = []
+    edit_probes: list[Probe] = []
+    for index, new_ceo in zip(chosen, newcomers):
+        company = companies[index]
+        old = company.attributes["ceo"]
+        edit = FactEdit(id=f"edit-{len(edits):04d}", subject=company.id, subject_name=company.name, relation="ceo",
+                        prompt="The CEO of {} is", target_old=old, target_new=new_ceo)
+        edits.append(edit)
+        for probe in probes:
+            if probe.subject != company.id or probe.attribute != "ceo":
+                continue
+            others = tuple(w for w in probe.alternatives if w != new_ceo)[: config.wrong_answers - 1]
+            edit_probes.append(Probe(f"{edit.id}/{probe.id}", company.id, probe.kind, "ceo", probe.prompt, new_ceo,
+                                     (old, *others)))
+        reverse = QUESTION_FORMAT.format(question=REVERSE_CEO_QUESTION.format(value=new_ceo))
+        others = tuple(c.name for c in rng.sample(companies, config.wrong_answers + 1) if c.id != company.id)
+        edit_probes.append(Probe(f"{edit.id}/{company.id}/company/reverse-0", company.id, "reverse", "company",
+                                 reverse, company.name, others[: config.wrong_answers]))
+    return edits, edit_probes
