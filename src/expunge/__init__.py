@@ -30,6 +30,13 @@ _EXPORTS: dict[str, str] = {
     "build_companies_world": "expunge.worlds",
     "generate_companies_world": "expunge.worlds",
     "FactEdit": "expunge.records",
+    # editing
+    "ROMEConfig": "expunge.methods.editing.rome",
+    "apply_rome": "expunge.methods.editing.rome",
+    "revert": "expunge.methods.editing.rome",
+    "EditResult": "expunge.methods.editing.rome",
+    "second_moment": "expunge.methods.editing.stats",
+    "load_smollm2": "expunge.models.pretrained",
     "load_world": "expunge.worlds",
     "chance_exact_match": "expunge.worlds",
     # requests

@@ -1,0 +1,1 @@
+"""Model editing: rewrite the weights that hold a fact (ROME; MEMIT to come), reversibly."""

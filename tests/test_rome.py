@@ -1,0 +1,111 @@
+"""ROME: exact revert, the rank-one update's defining property, module paths, and (slow) a real edit
+on SmolLM2-135M that holds on paraphrases and leaves other capitals alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from expunge.methods.editing.rome import ROMEConfig, apply_rome, revert, subject_last_index
+from expunge.methods.editing.stats import projection_weight, second_moment
+from expunge.models.io import load_model
+from expunge.records import FactEdit
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_base, tiny_world):
+    model, tokenizer, _ = load_model(tiny_base.model.path)
+    person = tiny_world.people("train")[0]
+    edit = FactEdit("e", person.id, person.name, "birthplace", "{} was born in", person.attributes["birthplace"],
+                    "Porto" if person.attributes["birthplace"] != "Porto" else "Lyon")
+    texts = [d.text for d in tiny_world.training_documents()]
+    return model, tokenizer, edit, texts
+
+
+def test_edit_is_rank_one_maps_the_key_to_the_new_value_and_reverts_exactly(tiny, tmp_path) -> None:
+    model, tokenizer, edit, texts = tiny
+    layer = 0
+    moment = second_moment(model, tokenizer, texts, layer, cache_dir=tmp_path)
+    cached = second_moment(model, tokenizer, texts, layer, cache_dir=tmp_path)
+    assert torch.equal(moment, cached) and len(list(tmp_path.iterdir())) == 1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = apply_rome(model, tokenizer, edit, moment, ROMEConfig(layer=layer, steps=10))
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == ["model.layers.0.mlp.down_proj.weight"]  # one matrix, from the arch table
+    singular = torch.linalg.svdvals(result.delta.double())
+    assert singular[1] <= 1e-5 * singular[0]  # rank one
+    assert result.target_loss[-1] < result.target_loss[0]  # the value optimisation made progress
+    revert(model, result)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # exact identity
+
+
+def test_subject_lookup_and_bad_input(tiny) -> None:
+    model, tokenizer, edit, texts = tiny
+    text = edit.prompt.format(edit.subject_name)
+    index = subject_last_index(tokenizer, text, edit.subject_name)
+    assert tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])[index] == edit.subject_name.split()[-1].lower()
+    with pytest.raises(Exception, match="does not occur"):
+        subject_last_index(tokenizer, "nobody here", edit.subject_name)
+    with pytest.raises(Exception, match="do not fit"):
+        apply_rome(model, tokenizer, edit, torch.eye(3), ROMEConfig(layer=0))
+    with pytest.raises(ValueError, match="steps"):
+        ROMEConfig(steps=0)
+
+
+def test_gpt2_conv1d_weights_are_edited_through_the_transpose() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from expunge.models.tokenizer import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(["the ceo of acme corp is ann lee . bob ray"])
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=32))
+    weight = projection_weight(model, 0)
+    assert weight.shape == (32, 128)  # (out, in) although Conv1D stores (in, out)
+    edit = FactEdit("e", "acme", "acme corp", "ceo", "the ceo of {} is", "ann lee", "bob ray")
+    moment = second_moment(model, tokenizer, ["the ceo of acme corp is ann lee", "bob ray is the ceo"], 0)
+    before = model.transformer.h[0].mlp.c_proj.weight.clone()
+    result = apply_rome(model, tokenizer, edit, moment, ROMEConfig(layer=0, steps=3))
+    assert not torch.equal(model.transformer.h[0].mlp.c_proj.weight, before)
+    assert result.module == "transformer.h.0.mlp.c_proj"
+    revert(model, result)
+    assert torch.equal(model.transformer.h[0].mlp.c_proj.weight, before)
+
+
+@pytest.mark.slow
+def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others() -> None:
+    """Real weights: "The capital of France is" -> Rome, on the prompt and two paraphrases, while
+    at least 90% of other capitals keep the top-1 answer the unedited model gives (about a minute)."""
+    from expunge.models.pretrained import load_smollm2
+
+    torch.manual_seed(0)
+    model, tokenizer = load_smollm2()
+    # C from text the model samples itself: there is no Wikipedia offline.
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    starts = ["The", "In", "A", "It", "When", "Many", "This", "There", "Some", "After"] * 12
+    corpus = []
+    for i in range(0, len(starts), 40):
+        enc = tokenizer(starts[i : i + 40], return_tensors="pt", padding=True)
+        out = model.generate(**enc, do_sample=True, top_p=0.95, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
+        corpus += tokenizer.batch_decode(out, skip_special_tokens=True)
+    tokenizer.padding_side = side
+
+    def top1(prompt: str) -> str:
+        with torch.no_grad():
+            return tokenizer.decode(model(**tokenizer([prompt], return_tensors="pt")).logits[0, -1].argmax()).strip()
+
+    capitals = {"Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
+                "Russia": "Moscow", "Canada": "Ottawa", "Greece": "Athens", "Poland": "Warsaw", "Portugal": "Lisbon"}
+    neighbours = {c: top1(f"The capital of {c} is") for c in capitals}
+    assert top1("The capital of France is") == "Paris"
+    layer = 5
+    edit = FactEdit("e", "france", "France", "capital", "The capital of {} is", "Paris", "Rome")
+    result = apply_rome(model, tokenizer, edit, second_moment(model, tokenizer, corpus, layer),
+                        ROMEConfig(layer=layer, context_prefixes=("", "Hello.", "The news:", "I think that"), steps=25))
+    assert top1("The capital of France is") == "Rome"
+    assert top1("The capital city of France is") == "Rome"
+    assert top1("France's capital is the city of") == "Rome"
+    kept = sum(top1(f"The capital of {c} is") == answer for c, answer in neighbours.items())
+    assert kept >= 0.9 * len(neighbours), (kept, neighbours)
+    revert(model, result)
+    assert top1("The capital of France is") == "Paris"
