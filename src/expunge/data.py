@@ -41,6 +41,15 @@ class SequenceDataset(Dataset):
         return [len(s) for s in self.sequences]
 
 
+def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id to pad batches with: the pad token, else EOS, else 0. Padded positions are masked
+    out of attention and labels, so any valid id will do."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
 def pad_collate(pad_id: int) -> Callable[..., dict[str, torch.Tensor]]:
     """Right-pad a batch (to its longest sequence, or to ``width`` if that is longer); padded
     positions get attention 0 and label IGNORE_INDEX."""

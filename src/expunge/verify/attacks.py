@@ -62,10 +62,11 @@ import torch
 from scipy.optimize import minimize
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import SequenceDataset, encode_documents, pad_collate
+from expunge.data import SequenceDataset, encode_documents, pad_collate, padding_id
 from expunge.models.arch import arch_for
 from expunge.records import Probe
 from expunge.training import EvalResult, TrainingConfig, train_loop
+from expunge.verify.metrics import encode_answers
 from expunge.verify.probes import answer_probes
 
 __all__ = [
@@ -157,31 +158,6 @@ def probe_accuracy(
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
-
-
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    # Padded positions are masked out of attention and labels, so any valid id will do.
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def _answer_encodings(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], answers: Sequence[str]
-) -> tuple[list[list[int]], list[int]]:
-    """``(full token ids, prompt length)`` per pair, with answer_logprobs' checks."""
-    heads = tokenizer(list(prompts))["input_ids"]
-    fulls = tokenizer([f"{p} {a}" for p, a in zip(prompts, answers)])["input_ids"]
-    for prompt, answer, head, full in zip(prompts, answers, heads, fulls):
-        if len(head) == 0:
-            raise ValueError(f"prompt {prompt!r} encodes to no tokens; its answer cannot be predicted")
-        if list(full[: len(head)]) != list(head):
-            raise ValueError(f"the tokens of prompt {prompt!r} are not a prefix of the tokens of prompt + "
-                             f"answer {answer!r}; the answer's tokens cannot be separated from the prompt's")
-        if len(full) == len(head):
-            raise ValueError(f"answer {answer!r} adds no tokens to prompt {prompt!r}")
-    return [list(f) for f in fulls], [len(h) for h in heads]
 
 
 def _forward(model: PreTrainedModel, rows: list[list[int]], pad_id: int) -> tuple[Any, torch.Tensor]:
@@ -307,7 +283,7 @@ def relearning_attack(
             min_lr_ratio=1.0, warmup_steps=0, weight_decay=0.0, seed=config.seed, group_by_length=False,
             log_every=every, eval_every=every,
         )
-        train_loop(attacked, dataset, training, pad_id=_pad_id(tokenizer), eval_hook=hook,
+        train_loop(attacked, dataset, training, pad_id=padding_id(tokenizer), eval_hook=hook,
                    progress=False, description="relearning attack")
     del attacked
     seconds = time.perf_counter() - started
@@ -436,14 +412,14 @@ def logit_lens(
         raise ValueError("the logit lens needs at least one probe")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    fulls, head_lens = _answer_encodings(tokenizer, [p.prompt for p in probes], [p.answer for p in probes])
+    fulls, head_lens = encode_answers(tokenizer, [p.prompt for p in probes], [p.answer for p in probes])
     recovered: list[torch.Tensor] = []  # per batch: (layers, batch) booleans
     was_training = model.training
     model.eval()
     try:
         for start in range(0, len(fulls), batch_size):
             rows = fulls[start : start + batch_size]
-            out, input_ids = _forward(model, rows, _pad_id(tokenizer))
+            out, input_ids = _forward(model, rows, padding_id(tokenizer))
             heads = head_lens[start : start + batch_size]
             row_idx, pos_idx, labels = _answer_positions(rows, heads, input_ids)
             n_layers = len(out.hidden_states) - 1
@@ -507,7 +483,7 @@ def _candidate_features(
             answers.append(candidate)
             labels.append(1.0 if candidate == probe.answer else 0.0)
             owners.append(index)
-    fulls, head_lens = _answer_encodings(tokenizer, prompts, answers)
+    fulls, head_lens = encode_answers(tokenizer, prompts, answers)
     unembedding = model.get_submodule(arch_for(model).lm_head).weight  # (vocab, hidden)
     chunks: list[np.ndarray] = []
     was_training = model.training
@@ -515,7 +491,7 @@ def _candidate_features(
     try:
         for start in range(0, len(fulls), batch_size):
             rows = fulls[start : start + batch_size]
-            out, input_ids = _forward(model, rows, _pad_id(tokenizer))
+            out, input_ids = _forward(model, rows, padding_id(tokenizer))
             n_layers = len(out.hidden_states) - 1
             if features == "statement_end":
                 last = torch.tensor([len(ids) - 1 for ids in rows], device=input_ids.device)

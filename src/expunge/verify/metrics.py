@@ -23,11 +23,12 @@ import torch
 from scipy import stats
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import IGNORE_INDEX, pad_collate
+from expunge.data import IGNORE_INDEX, pad_collate, padding_id
 from expunge.records import Probe
 
 __all__ = [
     "answer_logprobs",
+    "encode_answers",
     "probability",
     "truth_ratios",
     "candidate_logprobs",
@@ -68,12 +69,25 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (picked - torch.logsumexp(logits, dim=-1)) * mask
 
 
-def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    # Padded positions are masked out of attention and labels, so any valid id will do.
-    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
-        if candidate is not None:
-            return int(candidate)
-    return 0
+def encode_answers(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], answers: Sequence[str]
+) -> tuple[list[list[int]], list[int]]:
+    """``(ids of prompt + " " + answer, number of prompt ids)`` per pair, checked as
+    :func:`answer_logprobs` documents (the prompt's ids must be a non-empty prefix, and the answer
+    must add at least one token)."""
+    heads = tokenizer(list(prompts))["input_ids"]
+    fulls = tokenizer([f"{p} {a}" for p, a in zip(prompts, answers)])["input_ids"]
+    for prompt, answer, head, full in zip(prompts, answers, heads, fulls):
+        if len(head) == 0:
+            raise ValueError(f"prompt {prompt!r} encodes to no tokens; the answer cannot be scored")
+        if list(full[: len(head)]) != list(head):
+            raise ValueError(
+                f"the tokens of prompt {prompt!r} are not a prefix of the tokens of prompt + answer "
+                f"{answer!r}; the answer's tokens cannot be separated from the prompt's"
+            )
+        if len(full) == len(head):
+            raise ValueError(f"answer {answer!r} adds no tokens to prompt {prompt!r}")
+    return [list(f) for f in fulls], [len(h) for h in heads]
 
 
 @torch.no_grad()
@@ -102,31 +116,19 @@ def answer_logprobs(
         raise ValueError("batch_size must be at least 1")
     if not prompts:
         return []
-    heads = tokenizer(list(prompts))["input_ids"]
-    fulls = tokenizer([f"{p} {a}" for p, a in zip(prompts, answers)])["input_ids"]
-    for prompt, answer, head, full in zip(prompts, answers, heads, fulls):
-        if len(head) == 0:
-            raise ValueError(f"prompt {prompt!r} encodes to no tokens; the answer cannot be scored")
-        if list(full[: len(head)]) != list(head):
-            raise ValueError(
-                f"the tokens of prompt {prompt!r} are not a prefix of the tokens of prompt + answer "
-                f"{answer!r}; the answer's tokens cannot be separated from the prompt's"
-            )
-        if len(full) == len(head):
-            raise ValueError(f"answer {answer!r} adds no tokens to prompt {prompt!r}")
+    fulls, head_lens = encode_answers(tokenizer, prompts, answers)
 
     device = next(model.parameters()).device
-    collate = pad_collate(_pad_id(tokenizer))
+    collate = pad_collate(padding_id(tokenizer))
     was_training = model.training
     model.eval()
     out: list[tuple[float, int]] = []
     try:
         for start in range(0, len(fulls), batch_size):
-            batch = [list(ids) for ids in fulls[start : start + batch_size]]
-            enc = collate(batch)
+            enc = collate(fulls[start : start + batch_size])
             labels = enc["labels"]
-            for row, head in enumerate(heads[start : start + batch_size]):
-                labels[row, : len(head)] = IGNORE_INDEX  # score only the answer tokens
+            for row, head_len in enumerate(head_lens[start : start + batch_size]):
+                labels[row, :head_len] = IGNORE_INDEX  # score only the answer tokens
             logits = model(
                 input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
             ).logits

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import encode_documents, pad_collate
+from expunge.data import encode_documents, pad_collate, padding_id
 from expunge.verify.metrics import roc_auc, tpr_at_fpr
 
 __all__ = ["SCORE_NAMES", "TokenStatistics", "token_statistics", "scores_from_statistics", "mia_scores", "mia_report"]
@@ -101,8 +101,7 @@ def token_statistics(
     for text, ids in zip(texts, sequences):
         if len(ids) < 2:
             raise ValueError(f"text {text!r} encodes to fewer than two tokens; nothing to score")
-    pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-    collate = pad_collate(int(pad_id))
+    collate = pad_collate(padding_id(tokenizer))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -179,8 +179,7 @@ def override_policy(policy: VerdictPolicy, *, evidence: dict[str, float] | None 
                     checks: dict[str, dict[str, Any]] | None = None) -> VerdictPolicy:
     """A copy of ``policy`` with some entries replaced, validated like a policy file, e.g.
     ``override_policy(p, evidence={"min_subjects": 2}, checks={"forget_exact_match": {"margin": 0.1}})``."""
-    raw = {"evidence": dict(policy.evidence),
-           "checks": {n: {"question": r.question, "required": r.required, **r.params} for n, r in policy.checks.items()}}
+    raw = {k: v for k, v in policy.to_dict().items() if k != "source"}
     changes: dict[str, Any] = {}
     if evidence:
         changes["evidence"] = evidence

@@ -754,23 +754,25 @@ def verify_models(
     if not plan.subjects["forget"]:
         raise ExpungeError("the request names no subject with probes to verify",
                            "verification needs a request for people of this world (`expunge request --subjects`)")
-    loaded = {"original": load_model(original_dir), "oracle": load_model(oracle_dir)}
-    _check_oracle(loaded["oracle"][2], world, request, oracle_dir)
-    evaluations: dict[str, ModelEvaluation] = {}
-    vocab = loaded["original"][1].get_vocab()
-    for name, (model, tokenizer, ref) in loaded.items():
+    loaded_original = load_model(original_dir)
+    vocab = loaded_original[1].get_vocab()
+
+    def evaluate(name: str, loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]) -> ModelEvaluation:
+        model, tokenizer, ref = loaded
         _check_tokenizer(tokenizer, vocab, world, name, ref.path)
-        evaluations[name] = evaluate_model(model, tokenizer, plan, config, name=name, ref=ref)
-        log(f"evaluated {name} in {evaluations[name].seconds:.1f} s")
+        evaluation = evaluate_model(model, tokenizer, plan, config, name=name, ref=ref)
+        log(f"evaluated {name} in {evaluation.seconds:.1f} s")
+        return evaluation
+
+    loaded_oracle = load_model(oracle_dir)
+    _check_oracle(loaded_oracle[2], world, request, oracle_dir)
+    evaluations = {"original": evaluate("original", loaded_original), "oracle": evaluate("oracle", loaded_oracle)}
     results: dict[str, ModelEvaluation] = {}
     checks: dict[str, list[Check]] = {}
     verdicts: dict[str, Verdict] = {}
     mia: dict[str, dict[str, Any]] = {}
     for name, path in candidates.items():
-        model, tokenizer, ref = load_model(path)
-        _check_tokenizer(tokenizer, vocab, world, name, ref.path)
-        results[name] = evaluate_model(model, tokenizer, plan, config, name=name, ref=ref)
-        log(f"evaluated {name} in {results[name].seconds:.1f} s")
+        results[name] = evaluate(name, load_model(path))
         checks[name], verdicts[name], mia[name] = judge(results[name], evaluations["original"],
                                                          evaluations["oracle"], plan, config)
     roc = {name: _roc_points(e) for name, e in {**evaluations, **results}.items()}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import encode_documents, pad_collate
+from expunge.data import encode_documents, pad_collate, padding_id
 from expunge.models.arch import arch_for, layer_module
 from expunge.models.io import weights_sha256
 
@@ -61,8 +61,7 @@ def second_moment(
 
     max_len = getattr(model.config, "max_position_embeddings", 512) or 512
     sequences = encode_documents(tokenizer, list(texts), min(512, max_len))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    collate = pad_collate(int(pad))
+    collate = pad_collate(padding_id(tokenizer))
     device = next(model.parameters()).device
     handle = module.register_forward_pre_hook(grab)
     was_training = model.training
