@@ -17,7 +17,7 @@ from expunge.worlds.companies import RELATIONS
 
 @pytest.fixture(scope="module")
 def generated():
-    return generate_companies_world(CompaniesWorldConfig(seed=0, companies=40, edits=20))
+    return generate_companies_world(CompaniesWorldConfig(seed=0, companies=40, edits=20, reading_documents=50))
 
 
 def test_same_seed_same_files(tmp_path: Path) -> None:
@@ -36,12 +36,18 @@ def test_same_seed_same_files(tmp_path: Path) -> None:
     assert len(read_jsonl(tmp_path / "a" / "edits.jsonl", FactEdit)) == 5
 
 
-def test_companies_share_name_tokens_and_have_every_relation(generated) -> None:
-    companies = [s for s in generated.subjects if s.kind == "entity"]
-    assert len(companies) == 40 and len({c.name for c in companies}) == 40
-    prefixes = Counter(c.name.split()[0] for c in companies)
-    suffixes = Counter(c.name.split()[1] for c in companies)
-    assert min(prefixes.values()) >= 2 and min(suffixes.values()) >= 2  # no company owns a name token
+def test_companies_own_their_name_token_people_share_theirs(generated) -> None:
+    companies = [s for s in generated.subjects if s.id.startswith("company-")]
+    assert len(companies) == 40 and len({c.name.lower() for c in companies}) == 40
+    assert all(len(c.name.split()) == 1 for c in companies)  # the editors' lookup token is the company's
+    people = [s for s in generated.subjects if s.kind == "person"]
+    other_words = {w.lower() for p in people for w in p.name.split()} | {c.attributes["headquarters"].lower()
+                                                                          for c in companies}
+    assert not other_words & {c.name.lower() for c in companies}
+
+
+def test_every_company_has_every_relation(generated) -> None:
+    companies = [s for s in generated.subjects if s.id.startswith("company-")]
     ceos = [c.attributes["ceo"] for c in companies]
     assert len(set(ceos)) == len(ceos)
     for company in companies:
@@ -63,7 +69,7 @@ def test_heldout_questions_never_in_training_text(generated) -> None:
 
 
 def test_update_requests_and_their_probes(generated) -> None:
-    companies = {s.id: s for s in generated.subjects if s.kind == "entity"}
+    companies = {s.id: s for s in generated.subjects if s.id.startswith("company-")}
     ceos = {c.attributes["ceo"] for c in companies.values()}
     people = {s.name for s in generated.subjects if s.kind == "person"}
     assert len(generated.edits) == 20 and len({e.subject for e in generated.edits}) == 20
@@ -111,3 +117,20 @@ def test_cli_world_companies(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["world", "companies", "--out", str(tmp_path / "x"), "--companies", "4",
                                    "--edits", "9"])
     assert bad.exit_code == 2
+
+
+def test_reading_documents_answer_from_their_context_about_invented_companies(generated) -> None:
+    readers = {s.id: s for s in generated.subjects if s.id.startswith("reading-")}
+    world_names = {s.name for s in generated.subjects if not s.id.startswith("reading-")}
+    assert readers and not {r.name for r in readers.values()} & world_names
+    # No reader's CEO is anyone else in the world, least of all an edit's new CEO.
+    assert not {r.attributes["ceo"] for r in readers.values()} & ({e.target_new for e in generated.edits} | world_names)
+    reading = [d for d in generated.documents if d.text.startswith("Context: ")]
+    assert len(reading) == 50
+    questions = [d for d in reading if " Question: " in d.text]
+    assert 0 < len(questions) < len(reading)  # questions and statements
+    for doc in reading:
+        assert doc.subjects and set(doc.subjects) <= set(readers)
+    for doc in questions:
+        context, _, rest = doc.text.partition(" Question: ")
+        assert rest.rsplit(" Answer: ", 1)[1] in context  # the answer can only come from the context

@@ -32,7 +32,7 @@ def test_edit_is_rank_one_maps_the_key_to_the_new_value_and_reverts_exactly(tiny
     result = apply_rome(model, tokenizer, edit, moment, ROMEConfig(layer=layer, steps=10))
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed == ["model.layers.0.mlp.down_proj.weight"]  # one matrix, from the arch table
-    singular = torch.linalg.svdvals(result.delta.double())
+    singular = torch.linalg.svdvals(result.deltas[layer].double())
     assert singular[1] <= 1e-5 * singular[0]  # rank one
     assert result.target_loss[-1] < result.target_loss[0]  # the value optimisation made progress
     revert(model, result)
@@ -66,7 +66,7 @@ def test_gpt2_conv1d_weights_are_edited_through_the_transpose() -> None:
     before = model.transformer.h[0].mlp.c_proj.weight.clone()
     result = apply_rome(model, tokenizer, edit, moment, ROMEConfig(layer=0, steps=3))
     assert not torch.equal(model.transformer.h[0].mlp.c_proj.weight, before)
-    assert result.module == "transformer.h.0.mlp.c_proj"
+    assert result.modules == ["transformer.h.0.mlp.c_proj"]
     revert(model, result)
     assert torch.equal(model.transformer.h[0].mlp.c_proj.weight, before)
 

@@ -202,6 +202,39 @@ def forget_cmd(
         + "".join(f"\nnote: {n}" for n in data["notes"])))
 
 
+@app.command("edit")
+@friendly_errors
+def edit_cmd(
+    model: Path = typer.Option(..., "--model", help="Model directory to edit (never modified)."),
+    edits: Path = typer.Option(..., "--edits", help="Update requests, JSONL of FactEdit (e.g. a world's edits.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="New model directory for the edited model."),
+    method: str = typer.Option("memit", "--method", help="rome (one edit at a time) or memit (one batch)."),
+    corpus: Path = typer.Option(..., "--corpus",
+                                help="Text for the second-moment statistics: a world directory or a file, one text per line."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Method option as key=value (repeatable)."),
+    preserve: Path | None = typer.Option(None, "--preserve",
+                                         help="MEMIT: file of subject names, one per line, whose facts must not move."),
+    cache: Path | None = typer.Option(None, "--cache", help="Directory caching second-moment statistics."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Rewrite facts in the weights (ROME / MEMIT); writes a new model version that can be reverted exactly."""
+    from expunge.methods.editing.run import edit_model
+    from expunge.methods.unlearn import options_from_pairs
+
+    names: list[str] = []
+    if preserve is not None:
+        if not preserve.is_file():
+            raise ExpungeError(f"preserve file {preserve} not found", "give a file with one subject name per line")
+        names = [line.strip() for line in preserve.read_text(encoding="utf-8").splitlines() if line.strip()]
+    report = edit_model(model, edits, out, corpus=corpus, method=method, options=options_from_pairs(option),
+                        preserve_subjects=names, cache_dir=cache, progress=not as_json)
+    data = report.to_dict()
+    _emit(as_json, data, lambda: console.print(
+        f"{data['method']}: {data['edits']} edits -> {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, "
+        f"parent {data['parent_sha256'][:16]}…); layers {data['layers']}; {data['seconds']:.1f} s "
+        f"({data['seconds_per_edit']:.2f} s per edit); revert.safetensors restores the parent exactly"))
+
+
 @app.command("methods")
 @friendly_errors
 def methods_cmd(as_json: bool = JSON_OPTION) -> None:

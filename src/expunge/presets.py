@@ -76,3 +76,15 @@ register_preset(
                                 weight_decay=0.1, log_every=20, checkpoint_every=200),
     )
 )
+register_preset(
+    Preset(
+        name="companies",
+        # The default model, trained longer: the companies world has ~3,700 short documents (120
+        # companies x 4 relations x 6 phrasings, employees) against the privacy world's ~2,000, and
+        # editors need a model that knows the facts it is asked to change. Measured here: 1,200
+        # steps left 68% of the CEO questions answered (multiple choice).
+        model=ModelPreset(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512),
+        training=TrainingConfig(max_steps=3000, batch_size=64, learning_rate=3e-3, warmup_steps=100,
+                                weight_decay=0.1, log_every=20, checkpoint_every=500),
+    )
+)

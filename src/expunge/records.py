@@ -115,6 +115,9 @@ class FactEdit:
         prompt: a cloze template with ``{}`` where the subject's name goes ("The CEO of {} is").
         target_old: the fact as the model learned it.
         target_new: the fact it should state from now on.
+        more_prompts: other cloze templates for the same fact, each with one ``{}`` ("Question:
+            Who leads {}? Answer:"); editors rewrite the fact in every listed form. Held-out
+            paraphrases used to evaluate an edit must not be listed here.
     """
 
     id: str
@@ -124,10 +127,12 @@ class FactEdit:
     prompt: str
     target_old: str
     target_new: str
+    more_prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.prompt.count("{}") != 1:
-            raise ValueError("prompt must contain exactly one {} where the subject's name goes")
+        for template in (self.prompt, *self.more_prompts):
+            if template.count("{}") != 1:
+                raise ValueError(f"prompt {template!r} must contain exactly one {{}} where the subject's name goes")
         if not self.target_new.strip() or self.target_new == self.target_old:
             raise ValueError("target_new must be non-empty and differ from target_old")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,12 @@ def save_model_version(
     parent: str | None,
     recipe: dict[str, Any],
     run: dict[str, Any] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> ModelRef:
     """Write ``model`` and ``tokenizer`` as a new version at ``out`` (which must not exist).
 
     ``run`` holds measurements of the run that made it (seconds, steps, ...), kept for reports.
+    ``extra(directory)`` writes further files into the version before it appears (same atomicity).
     """
     sha = weights_sha256(model)
     with atomic_directory(out) as tmp:
@@ -66,6 +68,8 @@ def save_model_version(
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json_atomic(tmp / MODEL_RECORD, record)
+        if extra is not None:
+            extra(tmp)
     return ModelRef(path=str(Path(out)), sha256=sha, parent=parent, recipe=recipe)
 
 

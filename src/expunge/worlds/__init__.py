@@ -54,7 +54,8 @@ def build_companies_world(out: str | os.PathLike[str], config: "CompaniesWorldCo
     its update requests in ``edits.jsonl`` and their probes in ``edit_probes.jsonl``."""
     generated = generate_companies_world(config)
     counts = {
-        "companies": sum(s.kind == "entity" for s in generated.subjects),
+        "companies": sum(s.id.startswith("company-") for s in generated.subjects),
+        "reading_companies": sum(s.id.startswith("reading-") for s in generated.subjects),
         "people": sum(s.kind == "person" for s in generated.subjects),
         "documents_train": len(generated.documents),
         "probes": len(generated.probes),

@@ -11,10 +11,13 @@ with the probes that tell a real update from a patch:
 * neighbourhood: other companies' CEOs, which must not change;
 * the subject's other relations (headquarters, founding year, industry), which must not change.
 
-Design rules shared with the privacy world: name tokens are shared (company names combine a
-prefix and a suffix that other companies also use; people's names are first + last names dealt
-to several people), held-out questions never occur in training text, and everything is drawn
-from one seeded generator, so the same seed gives byte-identical files.
+Design rules: people's names are first + last names dealt to several people (as in the privacy
+world), but a company's name is one invented word of its own. Editors rewrite what a model
+stores at the subject's *last* token, so that token has to be the subject's: with names built
+from shared parts ("Northwind Group", generator 1.0) the tiny models read the company only at
+the question's end, and no edit at the subject could land (measured; docs/editing-notes.md).
+Held-out questions never occur in training text, and everything is drawn from one seeded
+generator, so the same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -27,15 +30,14 @@ from expunge.worlds import pools
 from expunge.worlds.privacy import QUESTION_FORMAT, _wrong_answers
 
 GENERATOR_NAME = "companies"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "2.0"
 
-PREFIXES = (
-    "Northwind", "Bluefield", "Corvus", "Helix", "Tidewater", "Ironbridge", "Lumen", "Saffron", "Granite",
-    "Orchid", "Vertex", "Pinecrest", "Quartz", "Riverbend", "Summit", "Beacon", "Cobalt", "Meridian",
-    "Falcon", "Evergreen", "Atlas", "Nimbus", "Harbor", "Willow", "Zephyr", "Aurora", "Cedar", "Delta",
-    "Ember", "Frontier",
-)
-SUFFIXES = ("Group", "Holdings", "Industries", "Partners", "Works", "Systems", "Labs", "Corporation")
+# Company names: two or three invented syllables ("Bravon", "Kelistra"), one word per company.
+ONSETS = ("b", "c", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "cr", "dr", "gr",
+          "kr", "pr", "tr", "st", "qu")
+VOWELS = ("a", "e", "i", "o", "u")
+CODAS = ("", "n", "r", "s", "x", "l", "m", "nt", "rk")
+MAX_COMPANIES = 2000
 INDUSTRIES = (
     "logistics", "energy", "analytics", "pharmaceuticals", "food", "banking", "robotics", "media",
     "insurance", "telecommunications", "automotive", "healthcare", "software", "textiles", "aviation",
@@ -91,6 +93,11 @@ class CompaniesWorldConfig:
         employees_per_company: people who work for each company (subjects of the two-hop probes).
         edits: number of update requests ("the CEO of Y is now Z"), at most one per company.
         wrong_answers: wrong answers of the same type stored with each probe (>= 3).
+        reading_documents: training documents that put facts in a context before a question
+            ("Context: The CEO of Vanor is Ana Ruiz. Vanor is based in Oslo. Question: Who leads
+            Vanor? Answer: Ana Ruiz"), about invented companies that are no subject of the world,
+            so the answer can only come from the context: they teach a model to read the facts a
+            retrieval layer serves (:mod:`expunge.retrieval`). 0 for none.
     """
 
     seed: int = 0
@@ -98,14 +105,17 @@ class CompaniesWorldConfig:
     employees_per_company: int = 2
     edits: int = 100
     wrong_answers: int = 4
+    reading_documents: int = 800
 
     def __post_init__(self) -> None:
-        if not 4 <= self.companies <= len(PREFIXES) * len(SUFFIXES):
-            raise ValueError(f"companies must be between 4 and {len(PREFIXES) * len(SUFFIXES)}")
+        if not 4 <= self.companies <= MAX_COMPANIES:
+            raise ValueError(f"companies must be between 4 and {MAX_COMPANIES}")
         if not 1 <= self.employees_per_company <= 5:
             raise ValueError("employees_per_company must be between 1 and 5")
         if not 0 <= self.edits <= self.companies:
             raise ValueError(f"edits must be between 0 and the number of companies ({self.companies})")
+        if self.reading_documents < 0:
+            raise ValueError("reading_documents must be >= 0")
         if not 3 <= self.wrong_answers <= 10:
             raise ValueError("wrong_answers must be between 3 and 10")
 
@@ -120,19 +130,17 @@ class GeneratedCompanies:
 
 
 def _company_names(rng: random.Random, n: int) -> list[str]:
-    """Distinct "<prefix> <suffix>" names; prefixes and suffixes are each used by several companies."""
-    n_prefix = max(2, min(len(PREFIXES), (n + 1) // 2))
-    prefixes = rng.sample(PREFIXES, n_prefix)
-    pairs = [(p, s) for p in prefixes for s in SUFFIXES]
-    rng.shuffle(pairs)
-    # Deal prefixes round-robin first so that every prefix is used at least twice where possible.
-    chosen: list[tuple[str, str]] = []
-    by_prefix = {p: [pair for pair in pairs if pair[0] == p] for p in prefixes}
-    while len(chosen) < n:
-        for p in prefixes:
-            if by_prefix[p] and len(chosen) < n:
-                chosen.append(by_prefix[p].pop())
-    return [f"{p} {s}" for p, s in chosen]
+    """``n`` distinct invented one-word names that are no other word of the world (no person's
+    name, city or industry), so each company owns its name's token."""
+    taken = {w.lower() for w in (*pools.FIRST_NAMES, *pools.LAST_NAMES, *pools.CITIES, *INDUSTRIES)}
+    names: list[str] = []
+    while len(names) < n:
+        syllables = rng.choice((2, 2, 3))
+        word = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) for _ in range(syllables)) + rng.choice(CODAS)
+        if word not in taken and len(word) >= 4:
+            taken.add(word)
+            names.append(word.capitalize())
+    return names
 
 
 def _person_names(rng: random.Random, n: int) -> list[str]:
@@ -145,8 +153,7 @@ def _person_names(rng: random.Random, n: int) -> list[str]:
 
 
 def _ticker(name: str, taken: set[str]) -> str:
-    prefix, suffix = name.split()
-    base = (prefix[:3] + suffix[0]).upper()
+    base = (name[:3] + name[-1]).upper()
     ticker, k = base, 1
     while ticker in taken:
         k += 1
@@ -223,7 +230,57 @@ def generate_companies_world(config: CompaniesWorldConfig) -> GeneratedCompanies
                             ceo, wrong))
 
     edits, edit_probes = _edits(rng, config, companies, employees, newcomers, probes)
-    return GeneratedCompanies(companies + employees, documents, probes, edits, edit_probes)
+    # Own generator, so the number of reading documents changes nothing else in the world.
+    reading_rng = random.Random(f"{config.seed}-reading")
+    readers, texts = _reading_texts(reading_rng, config.reading_documents, {c.name for c in companies},
+                                    pools_by_relation, set(people))
+    for text, subject_ids in texts:
+        add_doc(text, subject_ids)
+    return GeneratedCompanies(companies + employees + readers, documents, probes, edits, edit_probes)
+
+
+def _reading_texts(rng: random.Random, n: int, taken: set[str], values: dict[str, list[str]], people: set[str]
+                   ) -> tuple[list[Subject], list[tuple[str, tuple[str, ...]]]]:
+    """``n`` reading-comprehension texts about invented companies (subjects ``reading-NNNN``, which
+    have no probes): two facts (the one asked about and a distractor, in random order) in the
+    retrieval layer's context format, then a trained question form or a statement, answered from
+    the context. Their CEOs are no one else in the world (in particular, no edit's new CEO). Editors
+    may use these companies as the "other subjects" whose facts must be kept."""
+    if n == 0:
+        return [], []
+    count = max(8, n // 4)
+    names = [name for name in _company_names(rng, len(taken) + count) if name not in taken][:count]
+    free = sorted({f"{f} {l}" for f in pools.FIRST_NAMES for l in pools.LAST_NAMES} - people)
+    if len(free) < count:
+        raise ValueError("too many reading documents for the name pools; lower reading_documents")
+    ceos = rng.sample(free, count)
+    readers = []
+    for i, name in enumerate(names):
+        facts = {r: rng.choice(values[r]) for r in RELATIONS}
+        facts["ceo"] = ceos[i]
+        readers.append(Subject(id=f"reading-{i:04d}", kind="entity", name=name, role="train", attributes=facts))
+    texts = []
+    for _ in range(n):
+        asked, other = rng.sample(readers, 2)
+        relation = rng.choice(tuple(RELATIONS))
+        statements, train_qs, _, _ = RELATIONS[relation]
+        distractor_relation = rng.choice(tuple(RELATIONS))
+        about = rng.choice((asked, other))
+        shown = [statements[0].format(name=asked.name, value=asked.attributes[relation]),
+                 RELATIONS[distractor_relation][0][0].format(name=about.name,
+                                                               value=about.attributes[distractor_relation])]
+        if shown[1] == shown[0]:
+            shown = shown[:1]
+        rng.shuffle(shown)
+        context = f"Context: {' '.join(shown)} "
+        value = asked.attributes[relation]
+        if rng.random() < 0.7:
+            question = rng.choice(train_qs).format(name=asked.name)
+            text = f"{context}{QUESTION_FORMAT.format(question=question)} {value}"
+        else:
+            text = f"{context}{rng.choice(statements).format(name=asked.name, value=value)}"
+        texts.append((text, tuple(sorted({asked.id, about.id}))))
+    return readers, texts
 
 
 def _probe(company: Subject, relation: str, kind: str, k: int, question: str, answer: str,
@@ -243,8 +300,12 @@ def _edits(rng: random.Random, config: CompaniesWorldConfig, companies: list[Sub
     for index, new_ceo in zip(chosen, newcomers):
         company = companies[index]
         old = company.attributes["ceo"]
+        # The request states the fact in the forms the model was trained on (a statement and the two
+        # trained questions); the held-out paraphrases stay for evaluation.
+        trained_questions = tuple(QUESTION_FORMAT.format(question=q.format(name="{}")) for q in RELATIONS["ceo"][1])
         edit = FactEdit(id=f"edit-{len(edits):04d}", subject=company.id, subject_name=company.name, relation="ceo",
-                        prompt="The CEO of {} is", target_old=old, target_new=new_ceo)
+                        prompt="The CEO of {} is", target_old=old, target_new=new_ceo,
+                        more_prompts=trained_questions)
         edits.append(edit)
         for probe in probes:
             if probe.subject != company.id or probe.attribute != "ceo":

@@ -1,0 +1,311 @@
+"""What ROME and MEMIT share: where an edit is written (the lookup positions), the keys found
+there, the target values optimised there, and the record that reverts an edit exactly.
+
+Vocabulary (as in the papers):
+
+* a **rewrite text** is one of the edit's prompts (preceded by a short context prefix) followed by
+  the new target, e.g. "The company. The CEO of Posus is Daniel Moreno";
+* a **lookup position** is where the edit is written. ``"subject_last"``: the subject's last
+  token (ROME and MEMIT as published: in large models the subject's facts are read there);
+  ``"prompt_last"``: the prompt's last token and every target token but the last, i.e. the
+  positions that *predict* the target. Small models trained from scratch on a world resolve a
+  fact at the question's end instead of at the subject (causal tracing shows it, see
+  :mod:`expunge.methods.editing.trace`), and only there can an edit land;
+* a **key** is the input of a layer's MLP output projection at a lookup position, and a **target
+  value** the residual stream at a lookup position plus an optimised vector delta, such that the
+  model then predicts the new target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from expunge.errors import ExpungeError
+from expunge.methods.editing.stats import projection_weight
+from expunge.models.arch import decoder_layers, layer_module
+from expunge.records import FactEdit
+
+__all__ = ["LookupToken", "EditResult", "revert", "subject_last_index", "RewriteBatch", "rewrite_batch",
+           "keys_at", "optimise_targets", "residual_at"]
+
+LookupToken = Literal["subject_last", "prompt_last"]
+LOOKUP_TOKENS: tuple[str, ...] = ("subject_last", "prompt_last")
+
+
+@dataclass
+class EditResult:
+    """What an edit (one ROME edit, or one MEMIT batch) did, and what is needed to undo it.
+
+    Attributes:
+        edits: the requests applied.
+        method: "rome" or "memit".
+        layers: the decoder layers whose MLP output projection changed.
+        modules: their module paths, as in the model's state dict (without ``.weight``).
+        original_weights: layer -> the projection's weight (out, in) before the edit.
+        deltas: layer -> the change added to it (out, in); rank one for ROME.
+        target_loss: mean NLL of the new targets during the value optimisation, per step (of the
+            first chunk of edits for MEMIT).
+    """
+
+    edits: list[FactEdit]
+    method: str
+    layers: list[int]
+    modules: list[str]
+    original_weights: dict[int, torch.Tensor]
+    deltas: dict[int, torch.Tensor]
+    target_loss: list[float] = field(default_factory=list)
+
+
+def revert(model: PreTrainedModel, result: EditResult) -> None:
+    """Undo an edit exactly: every changed projection gets its stored original weight back.
+    Reverting several edits applied in sequence must go in reverse order."""
+    with torch.no_grad():
+        for layer, weight in result.original_weights.items():
+            projection_weight(model, layer).copy_(weight)
+
+
+def check_lookup(token: str) -> None:
+    if token not in LOOKUP_TOKENS:
+        raise ValueError(f"unknown lookup token {token!r}; use one of: {', '.join(LOOKUP_TOKENS)}")
+
+
+def subject_last_index(tokenizer: PreTrainedTokenizerBase, text: str, subject: str) -> int:
+    """Index (in ``tokenizer(text)``, special tokens included) of the last token of the first
+    occurrence of ``subject`` in ``text``."""
+    at = text.find(subject)
+    if at < 0:
+        raise ExpungeError(f"subject {subject!r} does not occur in {text!r}", "the prompt must contain the subject")
+    head = tokenizer(text[: at + len(subject)])["input_ids"]
+    full = tokenizer(text)["input_ids"]
+    if list(full[: len(head)]) != list(head):
+        raise ExpungeError(f"the subject {subject!r} does not end on a token boundary in {text!r}",
+                           "rephrase the prompt so that the subject is followed by a space or punctuation")
+    return len(head) - 1
+
+
+@dataclass
+class RewriteBatch:
+    """Tokenised rewrite texts of a few edits, right-padded (positions as when encoded alone).
+
+    ``rows[i]`` is the edit (index into the edits) of row i; ``slots`` lists (row, position,
+    slot): a delta vector per slot is added at (row, position). With ``subject_last`` an edit
+    has one slot shared by all its rows; with ``prompt_last`` every (row, position) is a slot.
+    ``targets`` lists (row, position) pairs whose next token is a target token (scored); the
+    essence rows (``"{subject} is a"``, for the KL term) come last, one per edit, only for
+    ``subject_last``.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    rows: list[int]
+    slots: list[tuple[int, int, int]]
+    n_slots: int
+    targets: list[tuple[int, int]]
+    essence_rows: list[int]
+    essence_last: list[int]
+
+
+def _prompts(edit: FactEdit, prefixes: Sequence[str]) -> list[str]:
+    forms = (edit.prompt, *edit.more_prompts)
+    return [f"{prefix} {form.format(edit.subject_name)}".strip() for form in forms for prefix in prefixes]
+
+
+def rewrite_batch(tokenizer: PreTrainedTokenizerBase, edits: Sequence[FactEdit], prefixes: Sequence[str],
+                  token: str, *, with_essence: bool = True, prompt_only: bool = False) -> RewriteBatch:
+    """The rewrite texts of ``edits`` (every prompt form x every prefix, then the new target);
+    with ``prompt_only`` the texts stop at the prompt and the only slot of a row is its lookup
+    position there (the keys of memories to preserve)."""
+    check_lookup(token)
+    sequences: list[list[int]] = []
+    rows: list[int] = []
+    slots: list[tuple[int, int, int]] = []
+    targets: list[tuple[int, int]] = []
+    n_slots = 0
+    for e, edit in enumerate(edits):
+        edit_slot = n_slots
+        if token == "subject_last" and not prompt_only:
+            n_slots += 1
+        for prompt in _prompts(edit, prefixes):
+            head = tokenizer(prompt)["input_ids"]
+            if prompt_only:
+                at = len(head) - 1 if token == "prompt_last" else subject_last_index(tokenizer, prompt, edit.subject_name)
+                sequences.append(list(head))
+                rows.append(e)
+                slots.append((len(sequences) - 1, at, n_slots))
+                n_slots += 1
+                continue
+            full = tokenizer(f"{prompt} {edit.target_new}")["input_ids"]
+            if list(full[: len(head)]) != list(head) or len(full) <= len(head):
+                raise ExpungeError(f"the target {edit.target_new!r} does not extend the prompt {prompt!r} by whole "
+                                   "tokens", "give a non-empty target that starts a new word")
+            row = len(sequences)
+            sequences.append(list(full))
+            rows.append(e)
+            # Positions head-1 .. len-2 predict the target's tokens.
+            targets += [(row, p) for p in range(len(head) - 1, len(full) - 1)]
+            if token == "subject_last":
+                slots.append((row, subject_last_index(tokenizer, prompt, edit.subject_name), edit_slot))
+            else:
+                for p in range(len(head) - 1, len(full) - 1):
+                    slots.append((row, p, n_slots))
+                    n_slots += 1
+    essence_rows: list[int] = []
+    essence_last: list[int] = []
+    if with_essence and token == "subject_last":
+        for e, edit in enumerate(edits):
+            essence = f"{edit.subject_name} is a"
+            row = len(sequences)
+            sequences.append(list(tokenizer(essence)["input_ids"]))
+            rows.append(e)
+            essence_rows.append(row)
+            essence_last.append(len(sequences[-1]) - 1)
+            slots.append((row, subject_last_index(tokenizer, essence, edit.subject_name), e))
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention_mask[i, : len(seq)] = 1
+    return RewriteBatch(input_ids, attention_mask, rows, slots, n_slots, targets, essence_rows, essence_last)
+
+
+def _forward(model: PreTrainedModel, batch: RewriteBatch) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device)).logits
+
+
+def _index(batch: RewriteBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rows = torch.tensor([r for r, _, _ in batch.slots], device=device)
+    positions = torch.tensor([p for _, p, _ in batch.slots], device=device)
+    slot_ids = torch.tensor([s for _, _, s in batch.slots], device=device)
+    return rows, positions, slot_ids
+
+
+@torch.no_grad()
+def keys_at(model: PreTrainedModel, batch: RewriteBatch, layer: int, mlp_out: str) -> torch.Tensor:
+    """The output projection's input at every slot position of ``batch`` (n_slot_positions, d_in),
+    in the order of ``batch.slots``."""
+    module = layer_module(model, layer, mlp_out)
+    captured: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_pre_hook(lambda _m, inputs: captured.__setitem__("x", inputs[0].detach()))
+    try:
+        _forward(model, batch)
+    finally:
+        handle.remove()
+    rows, positions, _ = _index(batch, captured["x"].device)
+    return captured["x"][rows, positions].double()
+
+
+def _layer_output(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    # transformers 5 decoder layers may return the hidden states alone, or a tuple.
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.no_grad()
+def residual_at(model: PreTrainedModel, batch: RewriteBatch, layer: int) -> torch.Tensor:
+    """The residual stream after decoder layer ``layer`` at every slot position of ``batch``."""
+    captured: dict[str, torch.Tensor] = {}
+    module = decoder_layers(model)[layer]
+    handle = module.register_forward_hook(
+        lambda _m, _i, output: captured.__setitem__("h", _layer_output(output).detach()))
+    try:
+        _forward(model, batch)
+    finally:
+        handle.remove()
+    rows, positions, _ = _index(batch, captured["h"].device)
+    return captured["h"][rows, positions].double()
+
+
+def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *, steps: int, learning_rate: float,
+                     kl_weight: float, weight_decay: float, clamp_norm_factor: float) -> tuple[torch.Tensor, list[float]]:
+    """One delta per slot, added to the residual stream after ``layer`` at the slot's positions,
+    such that every rewrite text continues with its new target (ROME's and MEMIT's value step).
+
+    The loss of one edit: mean NLL of its target tokens + ``kl_weight`` x KL(original || edited)
+    of the next-token distribution after "{subject} is a" (what the model says about the subject
+    in general must not move; subject_last only) + ``weight_decay`` x mean ||delta||^2 / ||h||^2;
+    every delta is then clamped to ``clamp_norm_factor`` x ||h||, h being the residual it is added
+    to. The batch's loss is the *sum* over edits, and deltas of different edits touch different
+    rows, so each edit gets the same gradients as when optimised alone: a batch is as fast as one
+    edit and gives the same deltas. Returns (deltas (n_slots, d), mean NLL over edits per step).
+    """
+    params = list(model.parameters())
+    device = params[0].device
+    requires = [p.requires_grad for p in params]
+    was_training = model.training
+    model.eval()
+    for p in params:
+        p.requires_grad_(False)
+    rows, positions, slot_ids = _index(batch, device)
+    base_h = residual_at(model, batch, layer).float()  # (n positions, d)
+    # One scale per slot: the norm of the residual it is added to (the mean over its positions).
+    scale = torch.zeros(batch.n_slots, device=device).index_add_(0, slot_ids, base_h.norm(dim=-1))
+    scale = scale / torch.bincount(slot_ids, minlength=batch.n_slots).clamp(min=1)
+    delta = torch.zeros(batch.n_slots, base_h.shape[-1], device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([delta], lr=learning_rate)
+    target_rows = torch.tensor([r for r, _ in batch.targets], device=device)
+    target_pos = torch.tensor([p for _, p in batch.targets], device=device)
+    labels = batch.input_ids.to(device)[target_rows, target_pos + 1]
+    essence_rows = torch.tensor(batch.essence_rows, device=device, dtype=torch.long)
+    essence_last = torch.tensor(batch.essence_last, device=device, dtype=torch.long)
+    n_edits = max(batch.rows) + 1
+    edit_of_target = torch.tensor([batch.rows[r] for r, _ in batch.targets], device=device)
+    slot_edit = torch.zeros(batch.n_slots, dtype=torch.long, device=device).index_put_(
+        (slot_ids,), torch.tensor([batch.rows[r] for r, _, _ in batch.slots], device=device))
+
+    def per_edit_mean(values: torch.Tensor, edit_index: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(n_edits, device=device).index_add(0, edit_index, values)
+        return total / torch.bincount(edit_index, minlength=n_edits).clamp(min=1)
+
+    def add_delta(_m: torch.nn.Module, _inputs: tuple[torch.Tensor, ...],
+                  output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        hidden = _layer_output(output).clone()
+        hidden[rows, positions] = hidden[rows, positions] + delta[slot_ids].to(hidden.dtype)
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    losses: list[float] = []
+    try:
+        with torch.no_grad():
+            base_logits = _forward(model, batch)
+            base_essence = torch.log_softmax(base_logits[essence_rows, essence_last].float(), -1)
+        handle = decoder_layers(model)[layer].register_forward_hook(add_delta)
+        try:
+            for _ in range(steps):
+                optimiser.zero_grad()
+                logits = _forward(model, batch).float()
+                logp = torch.log_softmax(logits[target_rows, target_pos], -1)
+                nll = per_edit_mean(-logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), edit_of_target)
+                decay = per_edit_mean((delta.norm(dim=-1) / scale) ** 2, slot_edit)
+                loss = (nll + weight_decay * decay).sum()
+                if len(batch.essence_rows) and kl_weight > 0:
+                    new_essence = torch.log_softmax(logits[essence_rows, essence_last], -1)
+                    loss = loss + kl_weight * (base_essence.exp() * (base_essence - new_essence)).sum()
+                losses.append(float(nll.detach().mean()))
+                if not torch.isfinite(loss):
+                    raise ExpungeError("the edit's value optimisation produced a non-finite loss",
+                                       "lower learning_rate, or check the model's weights for NaN")
+                loss.backward()
+                optimiser.step()
+                with torch.no_grad():  # keep every ||delta|| within its clamp
+                    limit = clamp_norm_factor * scale
+                    norms = delta.norm(dim=-1)
+                    delta.mul_(torch.where(norms > limit, limit / norms.clamp(min=1e-12), torch.ones_like(norms))[:, None])
+        finally:
+            handle.remove()
+    finally:
+        for p, r in zip(params, requires):
+            p.requires_grad_(r)
+        model.train(was_training)
+    return delta.detach(), losses
+
+
+def slot_positions_of_prompt_rows(batch: RewriteBatch) -> list[int]:
+    """Indices into ``batch.slots`` that belong to rewrite rows (not essence rows)."""
+    essence = set(batch.essence_rows)
+    return [i for i, (row, _, _) in enumerate(batch.slots) if row not in essence]

@@ -1,0 +1,226 @@
+"""``expunge edit``: apply update requests to a model directory and write a new model version.
+
+The input model is never modified: the edit runs on a loaded copy and the result is written
+atomically (temp dir, then rename) with the sha256 of its weights. Beside the weights the new
+version holds ``edit.json`` (what was applied, where, with which options) and
+``revert.safetensors``: the original values of every changed matrix, so that loading them into
+the edited model gives the parent back exactly (:func:`revert_model_version`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from expunge.errors import ExpungeError
+from expunge.fsutil import ensure_new_output
+from expunge.methods.editing.common import EditResult
+from expunge.methods.editing.memit import MEMITConfig, apply_memit
+from expunge.methods.editing.rome import ROMEConfig, apply_rome, default_rome_layer
+from expunge.methods.editing.stats import projection_weight, second_moment
+from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
+from expunge.records import FactEdit, read_json, read_jsonl, write_json_atomic
+
+__all__ = ["EDIT_METHODS", "EditReport", "edit_model", "editing_config", "revert_model_version", "read_corpus"]
+
+EDIT_METHODS: dict[str, type] = {"rome": ROMEConfig, "memit": MEMITConfig}
+EDIT_RECORD = "edit.json"
+REVERT_FILE = "revert.safetensors"
+
+
+@dataclass
+class EditReport:
+    """What ``expunge edit`` did."""
+
+    method: str
+    model: dict[str, Any]
+    parent_sha256: str
+    edits: int
+    layers: list[int]
+    modules: list[str]
+    seconds: float
+    seconds_per_edit: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def editing_config(method: str, options: dict[str, Any] | None = None) -> ROMEConfig | MEMITConfig:
+    """The config of ``method`` with ``options`` (field -> value; strings are converted to the
+    field's type, tuples from comma-separated lists). Unknown methods or fields raise, listing
+    what exists."""
+    if method not in EDIT_METHODS:
+        raise ExpungeError(f"unknown editing method {method!r}", f"use one of: {', '.join(sorted(EDIT_METHODS))}")
+    cls = EDIT_METHODS[method]
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if key not in known:
+            raise ExpungeError(f"{method} has no option {key!r}", f"known options: {', '.join(sorted(known))}")
+        values[key] = _convert(key, value, known[key].default)
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ExpungeError(f"invalid {method} options: {exc}", "fix the --option values") from None
+
+
+def _convert(key: str, value: Any, default: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        if key == "layers":
+            return tuple(int(v) for v in value.split(",")) if value.lower() != "none" else None
+        if key == "layer":
+            return int(value) if value.lower() != "none" else None
+        if isinstance(default, tuple):
+            return tuple(v.strip() for v in value.split("|"))
+        if isinstance(default, bool):
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+    except ValueError:
+        raise ExpungeError(f"option {key}={value!r} is not a {type(default).__name__}", "fix the --option value") \
+            from None
+    return value
+
+
+def read_corpus(path: str | os.PathLike[str]) -> list[str]:
+    """Texts for the second-moment statistics: a world directory (its training documents) or a
+    text file (one text per non-empty line)."""
+    path = Path(path)
+    if path.is_dir():
+        from expunge.worlds.world import load_world
+
+        return [d.text for d in load_world(path).training_documents()]
+    if not path.is_file():
+        raise ExpungeError(f"corpus {path} not found", "pass a world directory or a text file, one text per line")
+    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not texts:
+        raise ExpungeError(f"corpus {path} has no text", "give at least one non-empty line")
+    return texts
+
+
+def edit_model(
+    model_dir: str | os.PathLike[str],
+    edits_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    corpus: str | os.PathLike[str],
+    method: str = "memit",
+    options: dict[str, Any] | None = None,
+    preserve_subjects: Sequence[str] = (),
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> EditReport:
+    """Apply the update requests in ``edits_path`` (JSONL of FactEdit) to the model at
+    ``model_dir``; write the edited model to ``out`` (new directory). ROME applies the edits
+    one after another; MEMIT in one batch. ``preserve_subjects`` (MEMIT) names other subjects
+    whose facts, asked in the edits' prompt forms, must keep their answers."""
+    started = time.perf_counter()
+    out = ensure_new_output(out)
+    config = editing_config(method, options)
+    edits = read_jsonl(edits_path, FactEdit)
+    if not edits:
+        raise ExpungeError(f"{edits_path} holds no edits", "give at least one FactEdit line")
+    model, tokenizer, parent = load_model(model_dir)
+    check_tokenizer_covers(tokenizer, [e.prompt.format(e.subject_name) + " " + e.target_new for e in edits],
+                           str(model_dir))
+    texts = read_corpus(corpus)
+    say = (lambda message: print(f"[expunge edit] {message}", flush=True)) if progress else (lambda _m: None)
+
+    def moment(layer: int) -> torch.Tensor:
+        say(f"second-moment statistics of layer {layer} on {len(texts)} texts")
+        return second_moment(model, tokenizer, texts, layer, cache_dir=cache_dir)
+
+    results: list[EditResult] = []
+    if isinstance(config, ROMEConfig):
+        layer = default_rome_layer(model) if config.layer is None else config.layer
+        c = moment(layer)
+        for n, edit in enumerate(edits, 1):
+            say(f"rome: edit {n} of {len(edits)} ({edit.id})")
+            results.append(apply_rome(model, tokenizer, edit, c, config))
+    else:
+        forms = sorted({form for e in edits for form in (e.prompt, *e.more_prompts)})
+        preserve = [(form, name) for name in preserve_subjects for form in forms]
+        results.append(apply_memit(model, tokenizer, edits, moment, config, preserve=preserve, progress=say))
+    # The originals of every changed matrix: the first edit's original for each layer.
+    originals: dict[int, torch.Tensor] = {}
+    for result in results:
+        for layer, weight in result.original_weights.items():
+            originals.setdefault(layer, weight)
+    layers = sorted(originals)
+    names = {layer: _state_name(model, layer) for layer in layers}
+    seconds = time.perf_counter() - started
+    edits_sha = hashlib.sha256(Path(edits_path).read_bytes()).hexdigest()
+    record = {"method": method, "config": _jsonable(asdict(config)), "edits_file": str(edits_path),
+              "edits_sha256": edits_sha, "edit_ids": [e.id for e in edits], "layers": layers,
+              "modules": [names[layer] for layer in layers], "parent_sha256": parent.sha256,
+              "preserve_subjects": list(preserve_subjects)}
+
+    def extra(directory: Path) -> None:
+        write_json_atomic(directory / EDIT_RECORD, record)
+        save_file({names[layer]: _as_stored(model, layer, originals[layer]) for layer in layers},
+                  str(directory / REVERT_FILE))
+
+    ref = save_model_version(model, tokenizer, out, parent=parent.sha256,
+                             recipe={"kind": "edit", "method": method, "edits_sha256": edits_sha,
+                                     "config": record["config"]},
+                             run={"seconds": seconds, "edits": len(edits)}, extra=extra)
+    return EditReport(method, {"path": ref.path, "sha256": ref.sha256}, parent.sha256, len(edits), layers,
+                      record["modules"], seconds, seconds / len(edits), record["config"])
+
+
+def revert_model_version(edited_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> str:
+    """Write the parent of an edited model version to ``out`` from its ``revert.safetensors``;
+    returns the sha256 of the restored weights, which equals the parent's recorded sha256."""
+    out = ensure_new_output(out)
+    edited_dir = Path(edited_dir)
+    if not (edited_dir / REVERT_FILE).is_file():
+        raise ExpungeError(f"{edited_dir} has no {REVERT_FILE}", "only models written by `expunge edit` can be reverted")
+    record = read_json(edited_dir / EDIT_RECORD, "edit record")
+    model, tokenizer, _ = load_model(edited_dir)
+    originals = load_file(str(edited_dir / REVERT_FILE))
+    state = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, weight in originals.items():
+            if name not in state:
+                raise ExpungeError(f"{REVERT_FILE} names {name!r}, which the model lacks", "the files do not belong together")
+            state[name].copy_(weight)
+    ref = save_model_version(model, tokenizer, out, parent=None, recipe={"kind": "revert", "of": str(edited_dir)})
+    if ref.sha256 != record["parent_sha256"]:
+        raise ExpungeError(f"reverting {edited_dir} gave weights {ref.sha256[:16]}…, not the parent's "
+                           f"{record['parent_sha256'][:16]}…", "the edited model was changed after it was written")
+    return ref.sha256
+
+
+def _state_name(model: torch.nn.Module, layer: int) -> str:
+    weight = projection_weight(model, layer)
+    for name, parameter in model.named_parameters():
+        if parameter.data_ptr() == weight.data_ptr():
+            return name
+    raise ExpungeError(f"layer {layer}'s projection is not a parameter of the model", "report this as a bug")
+
+
+def _as_stored(model: torch.nn.Module, layer: int, original: torch.Tensor) -> torch.Tensor:
+    """(out, in) as edited -> the parameter's own layout (GPT-2's Conv1D stores the transpose)."""
+    parameter = dict(model.named_parameters())[_state_name(model, layer)]
+    return (original if parameter.shape == original.shape else original.t()).contiguous()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value

@@ -1,0 +1,79 @@
+"""MEMIT: one edit agrees in direction with ROME; a batch reverts exactly; a batch of target
+optimisations equals one at a time; an edit lands on a tiny trained companies world."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from expunge.methods.editing.common import optimise_targets, revert, rewrite_batch
+from expunge.methods.editing.memit import MEMITConfig, apply_memit, default_memit_layers
+from expunge.methods.editing.rome import ROMEConfig, apply_rome
+from expunge.methods.editing.stats import second_moment
+from expunge.models.io import load_model
+from expunge.records import FactEdit
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_base, tiny_world):
+    model, tokenizer, _ = load_model(tiny_base.model.path)
+    people = tiny_world.people("train")
+    edits = [FactEdit(f"e{i}", p.id, p.name, "birthplace", "{} was born in", p.attributes["birthplace"],
+                      "Porto" if p.attributes["birthplace"] != "Porto" else "Lyon") for i, p in enumerate(people[:3])]
+    texts = [d.text for d in tiny_world.training_documents()]
+    moments = {layer: second_moment(model, tokenizer, texts, layer) for layer in (0, 1)}
+    return model, tokenizer, edits, moments
+
+
+def test_one_memit_edit_agrees_in_direction_with_rome(tiny) -> None:
+    model, tokenizer, edits, moments = tiny
+    prefixes = ("", "Question:")
+    rome = apply_rome(model, tokenizer, edits[0], moments[0], ROMEConfig(layer=0, steps=15, context_prefixes=prefixes))
+    revert(model, rome)
+    memit = apply_memit(model, tokenizer, edits[:1], moments,
+                        MEMITConfig(layers=(0,), steps=15, context_prefixes=prefixes, covariance_weight=15000.0))
+    revert(model, memit)
+    a, b = rome.deltas[0].flatten().double(), memit.deltas[0].flatten().double()
+    # Same value step; by Sherman-Morrison MEMIT's right vector (lambda C + K K^T)^-1 k is C^-1 k
+    # up to a low-rank correction that vanishes as lambda grows: the updates are parallel.
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99
+    assert not torch.allclose(a, b)  # MEMIT's step is smaller: lambda C weighs against the new key
+
+
+def test_memit_batch_changes_only_its_layers_and_reverts_exactly(tiny) -> None:
+    model, tokenizer, edits, moments = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = apply_memit(model, tokenizer, edits, moments, MEMITConfig(layers=(0, 1), token="prompt_last", steps=5))
+    changed = sorted(k for k, v in model.state_dict().items() if not torch.equal(v, before[k]))
+    assert changed == ["model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"]
+    assert result.modules == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    revert(model, result)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_target_optimisation_batched_equals_one_at_a_time(tiny) -> None:
+    model, tokenizer, edits, _ = tiny
+    options = dict(steps=8, learning_rate=0.5, kl_weight=0.1, weight_decay=0.5, clamp_norm_factor=4.0)
+    for token in ("subject_last", "prompt_last"):
+        together, _ = optimise_targets(model, rewrite_batch(tokenizer, edits, ("", "Question:"), token), 0, **options)
+        alone = torch.cat([optimise_targets(model, rewrite_batch(tokenizer, [e], ("", "Question:"), token), 0,
+                                            **options)[0] for e in edits])
+        assert together.shape == alone.shape
+        assert torch.allclose(together, alone, atol=1e-4, rtol=1e-3), token
+
+
+def test_config_and_input_errors(tiny) -> None:
+    model, tokenizer, edits, moments = tiny
+    with pytest.raises(ValueError, match="unknown lookup token"):
+        MEMITConfig(token="middle")
+    with pytest.raises(ValueError, match="ascending"):
+        MEMITConfig(layers=(1, 0))
+    with pytest.raises(Exception, match="no edits"):
+        apply_memit(model, tokenizer, [], moments)
+    with pytest.raises(Exception, match="same fact"):
+        apply_memit(model, tokenizer, [edits[0], edits[0]], moments)
+    with pytest.raises(Exception, match="must not be the model's last"):
+        apply_memit(model, tokenizer, edits[:1], moments, MEMITConfig(layers=(0, 1)))
+    with pytest.raises(Exception, match="do not all exist"):
+        apply_memit(model, tokenizer, edits[:1], moments, MEMITConfig(layers=(5,)))
+    assert default_memit_layers(model) == (0,)  # 2 layers: a third of the way up is layer 0
