@@ -58,3 +58,15 @@ def tiny_oracle(tiny_world_dir: Path, tiny_request_path: Path, tiny_base, tmp_pa
 
     out = tmp_path_factory.mktemp("models") / "oracle"
     return retrain_oracle(tiny_world_dir, tiny_request_path, out, base=tiny_base.model.path, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_companies(tmp_path_factory: pytest.TempPathFactory):
+    """A small companies world (16 companies, 6 update requests) and a tiny model trained on it."""
+    from expunge.worlds import CompaniesWorldConfig, build_companies_world
+
+    root = tmp_path_factory.mktemp("companies")
+    build_companies_world(root / "world", CompaniesWorldConfig(seed=0, companies=16, employees_per_company=1,
+                                                               edits=6, reading_documents=60))
+    train_base(root / "world", root / "base", preset="tiny", seed=0, progress=False)
+    return root / "world", root / "base"

@@ -129,8 +129,16 @@ def test_reading_documents_answer_from_their_context_about_invented_companies(ge
     assert len(reading) == 50
     questions = [d for d in reading if " Question: " in d.text]
     assert 0 < len(questions) < len(reading)  # questions and statements
+    companies = {s.id: s for s in generated.subjects if s.id.startswith("company-")}
+    conflicts = 0
     for doc in reading:
-        assert doc.subjects and set(doc.subjects) <= set(readers)
+        assert doc.subjects and set(doc.subjects) <= set(readers) | set(companies)
+        for company in (companies[i] for i in doc.subjects if i in companies):
+            # A world company in a reading document: its context states another value than the
+            # world's (knowledge-conflict training), and it is answered from the context.
+            conflicts += 1
+            assert not any(value in doc.text for value in (company.attributes["ceo"],))
+    assert 0.15 * len(reading) < conflicts < 0.45 * len(reading)
     for doc in questions:
         context, _, rest = doc.text.partition(" Question: ")
         assert rest.rsplit(" Answer: ", 1)[1] in context  # the answer can only come from the context

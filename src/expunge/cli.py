@@ -215,6 +215,8 @@ def edit_cmd(
     preserve: Path | None = typer.Option(None, "--preserve",
                                          help="MEMIT: file of subject names, one per line, whose facts must not move."),
     cache: Path | None = typer.Option(None, "--cache", help="Directory caching second-moment statistics."),
+    report: Path | None = typer.Option(None, "--report",
+                                       help="Before/after table (.md/.html/.json); --corpus must be the edits' world."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Rewrite facts in the weights (ROME / MEMIT); writes a new model version that can be reverted exactly."""
@@ -227,7 +229,7 @@ def edit_cmd(
             raise ExpungeError(f"preserve file {preserve} not found", "give a file with one subject name per line")
         names = [line.strip() for line in preserve.read_text(encoding="utf-8").splitlines() if line.strip()]
     report = edit_model(model, edits, out, corpus=corpus, method=method, options=options_from_pairs(option),
-                        preserve_subjects=names, cache_dir=cache, progress=not as_json)
+                        preserve_subjects=names, cache_dir=cache, report=report, progress=not as_json)
     data = report.to_dict()
     _emit(as_json, data, lambda: console.print(
         f"{data['method']}: {data['edits']} edits -> {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, "

@@ -32,7 +32,7 @@ from expunge.models.builders import build_llama
 from expunge.models.io import load_model, save_model_version
 from expunge.models.tokenizer import build_word_tokenizer
 from expunge.presets import Preset, get_preset
-from expunge.records import ModelRef
+from expunge.records import ModelRef, Probe, read_jsonl
 from expunge.methods.refusals import REFUSALS
 from expunge.training import TrainResult, train_loop
 from expunge.verify.probes import answer_probes
@@ -72,7 +72,11 @@ def world_tokenizer(world: World) -> PreTrainedTokenizerBase:
     """The world's word-level tokenizer: every word of documents and probes (holdout included)
     and of the refusal answers the refusal baseline is fine-tuned to give."""
     texts: list[str] = [d.text for d in world.documents] + list(REFUSALS)
-    for probe in world.probes:
+    probes = list(world.probes)
+    if world.path is not None and (world.path / "edit_probes.jsonl").is_file():
+        # Update requests name people the training text never mentions (the new CEOs).
+        probes += read_jsonl(world.path / "edit_probes.jsonl", Probe)
+    for probe in probes:
         texts += [probe.prompt, probe.answer, *probe.alternatives]
     return build_word_tokenizer(texts)
 

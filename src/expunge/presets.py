@@ -88,3 +88,13 @@ register_preset(
                                 weight_decay=0.1, log_every=20, checkpoint_every=500),
     )
 )
+register_preset(
+    Preset(
+        name="companies-large",
+        # For 1,100 companies (benchmarks/editing.py --large: 1,000 edits): ~9x the facts of the
+        # default companies world, so a wider model and more steps.
+        model=ModelPreset(hidden_size=192, num_layers=4, num_heads=3, intermediate_size=768),
+        training=TrainingConfig(max_steps=12000, batch_size=64, learning_rate=2e-3, warmup_steps=200,
+                                weight_decay=0.1, log_every=50, checkpoint_every=1000),
+    )
+)

@@ -83,6 +83,13 @@ IMPLIED_CEO_QUESTION = "Who runs the company where {person} works?"
 REVERSE_CEO_QUESTION = "Which company does {value} lead?"
 
 
+# One statement per relation, for a fact store (expunge.retrieval): {name} is the subject, {value} the fact.
+FACT_TEMPLATES: dict[str, str] = {
+    **{relation: phrasings[0][0] for relation, phrasings in RELATIONS.items()},
+    "employer": EMPLOYEE_STATEMENTS[0].replace("{name}", "{value}").replace("{person}", "{name}"),
+}
+
+
 @dataclass(frozen=True)
 class CompaniesWorldConfig:
     """Options of the companies world generator.
@@ -98,6 +105,9 @@ class CompaniesWorldConfig:
             Vanor? Answer: Ana Ruiz"), about invented companies that are no subject of the world,
             so the answer can only come from the context: they teach a model to read the facts a
             retrieval layer serves (:mod:`expunge.retrieval`). 0 for none.
+        store_only: relations whose facts stay out of the training text (no statement, no trained
+            question; the probes are the same): a model trained so must get them from a fact store,
+            where updates are exact. ``("ceo",)`` makes the retrieval counterpart of the editors.
     """
 
     seed: int = 0
@@ -106,6 +116,7 @@ class CompaniesWorldConfig:
     edits: int = 100
     wrong_answers: int = 4
     reading_documents: int = 800
+    store_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 4 <= self.companies <= MAX_COMPANIES:
@@ -114,6 +125,9 @@ class CompaniesWorldConfig:
             raise ValueError("employees_per_company must be between 1 and 5")
         if not 0 <= self.edits <= self.companies:
             raise ValueError(f"edits must be between 0 and the number of companies ({self.companies})")
+        unknown = set(self.store_only) - set(RELATIONS)
+        if unknown:
+            raise ValueError(f"store_only names unknown relations {sorted(unknown)}; known: {', '.join(RELATIONS)}")
         if self.reading_documents < 0:
             raise ValueError("reading_documents must be >= 0")
         if not 3 <= self.wrong_answers <= 10:
@@ -200,13 +214,16 @@ def generate_companies_world(config: CompaniesWorldConfig) -> GeneratedCompanies
         for relation, (statements, train_qs, heldout_qs, alias_q) in RELATIONS.items():
             value = company.attributes[relation]
             wrong = _wrong_answers(rng, pools_by_relation[relation], value, relation, config.wrong_answers)
-            for template in statements:
+            in_text = relation not in config.store_only
+            for template in statements if in_text else ():
                 add_doc(template.format(name=company.name, value=value), (company.id,))
             # One statement through the alias, so the alias is tied to every relation in training.
-            add_doc(statements[0].format(name=alias, value=value), (company.id,))
+            if in_text:
+                add_doc(statements[0].format(name=alias, value=value), (company.id,))
             for k, template in enumerate(train_qs):
                 question = template.format(name=company.name)
-                add_doc(f"{QUESTION_FORMAT.format(question=question)} {value}", (company.id,))
+                if in_text:
+                    add_doc(f"{QUESTION_FORMAT.format(question=question)} {value}", (company.id,))
                 probes.append(_probe(company, relation, "direct", k, question, value, wrong))
             for k, template in enumerate(heldout_qs):
                 probes.append(_probe(company, relation, "paraphrase", k, template.format(name=company.name), value,
@@ -232,15 +249,14 @@ def generate_companies_world(config: CompaniesWorldConfig) -> GeneratedCompanies
     edits, edit_probes = _edits(rng, config, companies, employees, newcomers, probes)
     # Own generator, so the number of reading documents changes nothing else in the world.
     reading_rng = random.Random(f"{config.seed}-reading")
-    readers, texts = _reading_texts(reading_rng, config.reading_documents, {c.name for c in companies},
-                                    pools_by_relation, set(people))
+    readers, texts = _reading_texts(reading_rng, config.reading_documents, companies, pools_by_relation, set(people))
     for text, subject_ids in texts:
         add_doc(text, subject_ids)
     return GeneratedCompanies(companies + employees + readers, documents, probes, edits, edit_probes)
 
 
-def _reading_texts(rng: random.Random, n: int, taken: set[str], values: dict[str, list[str]], people: set[str]
-                   ) -> tuple[list[Subject], list[tuple[str, tuple[str, ...]]]]:
+def _reading_texts(rng: random.Random, n: int, companies: list[Subject], values: dict[str, list[str]],
+                   people: set[str]) -> tuple[list[Subject], list[tuple[str, tuple[str, ...]]]]:
     """``n`` reading-comprehension texts about invented companies (subjects ``reading-NNNN``, which
     have no probes): two facts (the one asked about and a distractor, in random order) in the
     retrieval layer's context format, then a trained question form or a statement, answered from
@@ -248,6 +264,7 @@ def _reading_texts(rng: random.Random, n: int, taken: set[str], values: dict[str
     may use these companies as the "other subjects" whose facts must be kept."""
     if n == 0:
         return [], []
+    taken = {c.name for c in companies}
     count = max(8, n // 4)
     names = [name for name in _company_names(rng, len(taken) + count) if name not in taken][:count]
     free = sorted({f"{f} {l}" for f in pools.FIRST_NAMES for l in pools.LAST_NAMES} - people)

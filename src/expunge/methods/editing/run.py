@@ -28,6 +28,7 @@ from expunge.methods.editing.rome import ROMEConfig, apply_rome, default_rome_la
 from expunge.methods.editing.stats import projection_weight, second_moment
 from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
 from expunge.records import FactEdit, read_json, read_jsonl, write_json_atomic
+from expunge.report.editing import write_updates_report
 
 __all__ = ["EDIT_METHODS", "EditReport", "edit_model", "editing_config", "revert_model_version", "read_corpus"]
 
@@ -49,6 +50,7 @@ class EditReport:
     seconds: float
     seconds_per_edit: float
     config: dict[str, Any] = field(default_factory=dict)
+    evaluation: list[dict[str, Any]] = field(default_factory=list)  # before/after rows (with --report)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,14 +123,23 @@ def edit_model(
     options: dict[str, Any] | None = None,
     preserve_subjects: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> EditReport:
     """Apply the update requests in ``edits_path`` (JSONL of FactEdit) to the model at
     ``model_dir``; write the edited model to ``out`` (new directory). ROME applies the edits
     one after another; MEMIT in one batch. ``preserve_subjects`` (MEMIT) names other subjects
-    whose facts, asked in the edits' prompt forms, must keep their answers."""
+    whose facts, asked in the edits' prompt forms, must keep their answers. With ``report``
+    (.md, .html or .json; ``corpus`` must then be a world directory with ``edit_probes.jsonl``)
+    the unedited and the edited model are scored on the world's probes and the before/after
+    table is written there."""
     started = time.perf_counter()
     out = ensure_new_output(out)
+    if report is not None:
+        ensure_new_output(report)
+        if not (Path(corpus) / "edit_probes.jsonl").is_file():
+            raise ExpungeError(f"--report needs probes: {corpus} is not a world directory with edit_probes.jsonl",
+                               "pass the world the edits come from as --corpus (e.g. `expunge world companies`)")
     config = editing_config(method, options)
     edits = read_jsonl(edits_path, FactEdit)
     if not edits:
@@ -143,6 +154,7 @@ def edit_model(
         say(f"second-moment statistics of layer {layer} on {len(texts)} texts")
         return second_moment(model, tokenizer, texts, layer, cache_dir=cache_dir)
 
+    evaluate = _evaluator(Path(corpus), edits, model, tokenizer) if report is not None else None
     results: list[EditResult] = []
     if isinstance(config, ROMEConfig):
         layer = default_rome_layer(model) if config.layer is None else config.layer
@@ -173,12 +185,37 @@ def edit_model(
         save_file({names[layer]: _as_stored(model, layer, originals[layer]) for layer in layers},
                   str(directory / REVERT_FILE))
 
+    comparison = evaluate(method) if evaluate is not None else None
     ref = save_model_version(model, tokenizer, out, parent=parent.sha256,
                              recipe={"kind": "edit", "method": method, "edits_sha256": edits_sha,
                                      "config": record["config"]},
                              run={"seconds": seconds, "edits": len(edits)}, extra=extra)
+    if comparison is not None:
+        comparison.rows[-1].update(seconds=seconds, seconds_per_edit=seconds / len(edits))
+        write_updates_report(comparison.to_dict(), report, title=f"{method}: {len(edits)} updates to {model_dir}")
     return EditReport(method, {"path": ref.path, "sha256": ref.sha256}, parent.sha256, len(edits), layers,
-                      record["modules"], seconds, seconds / len(edits), record["config"])
+                      record["modules"], seconds, seconds / len(edits), record["config"],
+                      comparison.rows if comparison is not None else [])
+
+
+def _evaluator(world_dir: Path, edits: list[FactEdit], model: Any, tokenizer: Any) -> Any:
+    """Score the unedited model now; the returned function scores the edited one and returns
+    both rows."""
+    from expunge.methods.editing.compare import UpdateComparison
+    from expunge.records import Probe
+    from expunge.verify.editing import edit_probe_sets, evaluate_edits
+    from expunge.worlds.world import load_world
+
+    sets = edit_probe_sets(edits, read_jsonl(world_dir / "edit_probes.jsonl", Probe), load_world(world_dir).probes)
+    before = evaluate_edits(model, tokenizer, sets, name="unedited")
+
+    def after(name: str) -> UpdateComparison:
+        comparison = UpdateComparison(sizes=sets.sizes())
+        comparison.add("unedited", before, 0, 0.0)
+        comparison.add(name, evaluate_edits(model, tokenizer, sets, name=name, reference=before), len(edits), 0.0)
+        return comparison
+
+    return after
 
 
 def revert_model_version(edited_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> str:

@@ -1,0 +1,142 @@
+"""Editing on a tiny trained companies world: an edit changes the target prediction and nothing
+it should not; the evaluation's scores move for the right reasons; `expunge edit` writes a new
+version with an exact revert."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from expunge.cli import app
+from expunge.methods.editing.common import revert
+from expunge.methods.editing.memit import MEMITConfig, apply_memit
+from expunge.methods.editing.run import edit_model, editing_config, revert_model_version
+from expunge.methods.editing.stats import second_moment
+from expunge.models.io import load_model, read_model_record
+from expunge.records import FactEdit, Probe, read_jsonl
+from expunge.verify.editing import edit_probe_sets, evaluate_edits
+from expunge.worlds import load_world
+
+runner = CliRunner()
+PROMPT_LAST = dict(token="prompt_last", layers=(0, 1), covariance_weight=1.0, steps=60,
+                   context_prefixes=("", "The company."))
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_companies):
+    world_dir, model_dir = tiny_companies
+    world = load_world(world_dir)
+    edits = read_jsonl(world_dir / "edits.jsonl", FactEdit)
+    sets = edit_probe_sets(edits[:1], read_jsonl(world_dir / "edit_probes.jsonl", Probe), world.probes)
+    return world_dir, model_dir, world, edits, sets
+
+
+def test_an_edit_changes_the_target_prediction_and_reverts(setup) -> None:
+    world_dir, model_dir, world, edits, sets = setup
+    model, tokenizer, _ = load_model(model_dir)
+    texts = [d.text for d in world.training_documents()]
+    base = evaluate_edits(model, tokenizer, sets, name="base")
+    assert base.metrics["efficacy"] == 0.0 and base.metrics["neighbourhood"] == 1.0  # its own reference
+    assert base.metrics["old_fact_probability"] > base.metrics["new_fact_probability"]
+    result = apply_memit(model, tokenizer, edits[:1], lambda layer: second_moment(model, tokenizer, texts, layer),
+                         MEMITConfig(**PROMPT_LAST))
+    after = evaluate_edits(model, tokenizer, sets, name="memit", reference=base)
+    assert after.metrics["efficacy"] == 1.0  # the new CEO wins on every requested form
+    assert after.metrics["old_fact_probability"] < base.metrics["old_fact_probability"] / 2
+    assert after.metrics["new_fact_probability"] > base.metrics["new_fact_probability"]
+    assert 0.0 <= after.metrics["neighbourhood"] <= 1.0 and after.sizes["neighbourhood"] > 0
+    revert(model, result)
+    again = evaluate_edits(model, tokenizer, sets, name="reverted", reference=base)
+    assert again.metrics == base.metrics  # exact identity: every score back where it was
+
+
+def test_probe_sets_group_what_an_update_must_and_must_not_change(setup) -> None:
+    _, _, world, edits, sets = setup
+    edit = edits[0]
+    assert {p.answer for p in sets.requested} == {edit.target_new}
+    assert len(sets.requested) == 1 + len(edit.more_prompts)  # the request's own forms
+    assert all(p.alternatives[0] == edit.target_old for p in sets.requested + sets.paraphrase)
+    assert {p.subject for p in sets.neighbourhood}.isdisjoint({edit.subject})
+    assert {p.attribute for p in sets.neighbourhood} == {"ceo"}
+    assert {p.subject for p in sets.other_relations} == {edit.subject}
+    assert "ceo" not in {p.attribute for p in sets.other_relations}
+    held_out = {p.prompt for p in sets.paraphrase}
+    assert not held_out & {f.format(edit.subject_name) for f in (edit.prompt, *edit.more_prompts)}
+
+
+def test_edit_model_writes_a_new_version_and_reverts_to_the_parent(setup, tmp_path: Path) -> None:
+    world_dir, model_dir, world, edits, _ = setup
+    parent_sha = read_model_record(model_dir)["sha256"]
+    readers = [s.name for s in world.subjects if s.id.startswith("reading-")][:5]
+    options = {k: (",".join(map(str, v)) if k == "layers" else "|".join(v) if isinstance(v, tuple) else v)
+               for k, v in PROMPT_LAST.items()}
+    report = edit_model(model_dir, world_dir / "edits.jsonl", tmp_path / "edited", corpus=world_dir, method="memit",
+                        options=options, preserve_subjects=readers, progress=False)
+    assert report.parent_sha256 == parent_sha and report.model["sha256"] != parent_sha
+    assert report.edits == 6 and report.layers == [0, 1]
+    record = json.loads((tmp_path / "edited" / "edit.json").read_text())
+    assert record["edit_ids"] == [e.id for e in edits] and record["parent_sha256"] == parent_sha
+    assert read_model_record(model_dir)["sha256"] == parent_sha  # the input is never touched
+    assert revert_model_version(tmp_path / "edited", tmp_path / "reverted") == parent_sha
+    with pytest.raises(Exception, match="already exists"):
+        edit_model(model_dir, world_dir / "edits.jsonl", tmp_path / "edited", corpus=world_dir, progress=False)
+
+
+def test_rome_through_edit_model_one_edit_at_a_time(setup, tmp_path: Path) -> None:
+    world_dir, model_dir, _, edits, _ = setup
+    lines = (world_dir / "edits.jsonl").read_text().splitlines()[:2]
+    (tmp_path / "two.jsonl").write_text("\n".join(lines) + "\n")
+    report = edit_model(model_dir, tmp_path / "two.jsonl", tmp_path / "rome", corpus=world_dir, method="rome",
+                        options={"steps": 5, "layer": 0}, progress=False)
+    assert report.edits == 2 and report.layers == [0]
+    assert revert_model_version(tmp_path / "rome", tmp_path / "back") == report.parent_sha256
+
+
+def test_option_and_input_errors(setup, tmp_path: Path) -> None:
+    world_dir, model_dir, _, _, _ = setup
+    with pytest.raises(Exception, match="unknown editing method 'mend'.*memit, rome"):
+        editing_config("mend")
+    with pytest.raises(Exception, match="has no option 'lr'.*learning_rate"):
+        editing_config("memit", {"lr": 1})
+    with pytest.raises(Exception, match="not a int"):
+        editing_config("memit", {"steps": "many"})
+    assert editing_config("memit", {"layers": "1,2", "token": "prompt_last"}).layers == (1, 2)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(Exception, match="holds no edits"):
+        edit_model(model_dir, tmp_path / "empty.jsonl", tmp_path / "x", corpus=world_dir, progress=False)
+    (tmp_path / "bad.jsonl").write_text('{"id": "e"}\n')
+    with pytest.raises(Exception, match="bad.jsonl"):
+        edit_model(model_dir, tmp_path / "bad.jsonl", tmp_path / "y", corpus=world_dir, progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_cli_edit_json_and_errors(setup, tmp_path: Path) -> None:
+    world_dir, model_dir, _, _, _ = setup
+    result = runner.invoke(app, ["edit", "--model", str(model_dir), "--edits", str(world_dir / "edits.jsonl"),
+                                 "--out", str(tmp_path / "cli"), "--corpus", str(world_dir), "--method", "memit",
+                                 "-o", "token=prompt_last", "-o", "layers=0,1", "-o", "steps=5", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["method"] == "memit" and data["edits"] == 6 and Path(data["model"]["path"]).is_dir()
+    assert data["seconds_per_edit"] > 0 and data["layers"] == [0, 1]
+    bad = runner.invoke(app, ["edit", "--model", str(model_dir), "--edits", str(world_dir / "edits.jsonl"),
+                              "--out", str(tmp_path / "bad"), "--corpus", str(world_dir), "--method", "mend"])
+    assert bad.exit_code != 0 and "unknown editing method" in bad.output and "Traceback" not in bad.output
+
+
+def test_edit_report_has_before_and_after_rows(setup, tmp_path: Path) -> None:
+    world_dir, model_dir, _, _, _ = setup
+    options = {"token": "prompt_last", "layers": "0,1", "covariance_weight": 1.0, "steps": 40}
+    report = edit_model(model_dir, world_dir / "edits.jsonl", tmp_path / "m", corpus=world_dir, options=options,
+                        report=tmp_path / "updates.md", progress=False)
+    assert [row["setup"] for row in report.evaluation] == ["unedited", "memit"]
+    before, after = report.evaluation
+    assert before["efficacy"] == 0.0 and after["efficacy"] > 0.5  # measured, not assumed
+    text = (tmp_path / "updates.md").read_text()
+    assert "| unedited | 0 |" in text and "| memit | 6 |" in text and "efficacy" in text
+    with pytest.raises(Exception, match="edit_probes.jsonl"):
+        edit_model(model_dir, world_dir / "edits.jsonl", tmp_path / "n", corpus=world_dir / "documents.jsonl",
+                   report=tmp_path / "r.md", progress=False)
