@@ -123,22 +123,22 @@ def test_reading_documents_answer_from_their_context_about_invented_companies(ge
     readers = {s.id: s for s in generated.subjects if s.id.startswith("reading-")}
     world_names = {s.name for s in generated.subjects if not s.id.startswith("reading-")}
     assert readers and not {r.name for r in readers.values()} & world_names
-    # No reader's CEO is anyone else in the world, least of all an edit's new CEO.
-    assert not {r.attributes["ceo"] for r in readers.values()} & ({e.target_new for e in generated.edits} | world_names)
+    # No reading document names anyone else in the world as a CEO, least of all an edit's new CEO.
+    people = {s.name for s in generated.subjects if s.kind == "person"} | {e.target_new for e in generated.edits}
+    reading_text = " ".join(d.text for d in generated.documents if d.text.startswith("Context: "))
+    assert not [p for p in people if p in reading_text]
     reading = [d for d in generated.documents if d.text.startswith("Context: ")]
     assert len(reading) == 50
     questions = [d for d in reading if " Question: " in d.text]
     assert 0 < len(questions) < len(reading)  # questions and statements
-    companies = {s.id: s for s in generated.subjects if s.id.startswith("company-")}
-    conflicts = 0
     for doc in reading:
-        assert doc.subjects and set(doc.subjects) <= set(readers) | set(companies)
-        for company in (companies[i] for i in doc.subjects if i in companies):
-            # A world company in a reading document: its context states another value than the
-            # world's (knowledge-conflict training), and it is answered from the context.
-            conflicts += 1
-            assert not any(value in doc.text for value in (company.attributes["ceo"],))
-    assert 0.15 * len(reading) < conflicts < 0.45 * len(reading)
+        assert doc.subjects and set(doc.subjects) <= set(readers)
     for doc in questions:
         context, _, rest = doc.text.partition(" Question: ")
         assert rest.rsplit(" Answer: ", 1)[1] in context  # the answer can only come from the context
+    # Values are drawn per document: the same company is asked about with different answers.
+    answers: dict[str, set[str]] = {}
+    for doc in questions:
+        question, answer = doc.text.partition(" Question: ")[2].rsplit(" Answer: ", 1)
+        answers.setdefault(question, set()).add(answer)
+    assert any(len(a) > 1 for a in answers.values())

@@ -30,7 +30,8 @@ def setup(tiny_companies):
     world_dir, model_dir = tiny_companies
     world = load_world(world_dir)
     edits = read_jsonl(world_dir / "edits.jsonl", FactEdit)
-    sets = edit_probe_sets(edits[:1], read_jsonl(world_dir / "edit_probes.jsonl", Probe), world.probes)
+    sets = edit_probe_sets(edits[:1], read_jsonl(world_dir / "edit_probes.jsonl", Probe), world.probes,
+                           documents=world.training_documents())
     return world_dir, model_dir, world, edits, sets
 
 
@@ -41,6 +42,8 @@ def test_an_edit_changes_the_target_prediction_and_reverts(setup) -> None:
     base = evaluate_edits(model, tokenizer, sets, name="base")
     assert base.metrics["efficacy"] == 0.0 and base.metrics["neighbourhood"] == 1.0  # its own reference
     assert base.metrics["old_fact_probability"] > base.metrics["new_fact_probability"]
+    assert base.metrics["generation_new"] == 0.0  # the new CEO is a name the model never saw in that role
+    assert 0 < base.metrics["text_nll"] < 10 and len(sets.control_texts) > 50
     result = apply_memit(model, tokenizer, edits[:1], lambda layer: second_moment(model, tokenizer, texts, layer),
                          MEMITConfig(**PROMPT_LAST))
     after = evaluate_edits(model, tokenizer, sets, name="memit", reference=base)
@@ -62,6 +65,7 @@ def test_probe_sets_group_what_an_update_must_and_must_not_change(setup) -> None
     assert {p.subject for p in sets.neighbourhood}.isdisjoint({edit.subject})
     assert {p.attribute for p in sets.neighbourhood} == {"ceo"}
     assert {p.subject for p in sets.other_relations} == {edit.subject}
+    assert not any(edit.subject_name in text for text in sets.control_texts)  # control text is about others
     assert "ceo" not in {p.attribute for p in sets.other_relations}
     held_out = {p.prompt for p in sets.paraphrase}
     assert not held_out & {f.format(edit.subject_name) for f in (edit.prompt, *edit.more_prompts)}

@@ -27,11 +27,13 @@ def tiny(tiny_base, tiny_world):
 
 def test_one_memit_edit_agrees_in_direction_with_rome(tiny) -> None:
     model, tokenizer, edits, moments = tiny
-    prefixes = ("", "Question:")
-    rome = apply_rome(model, tokenizer, edits[0], moments[0], ROMEConfig(layer=0, steps=15, context_prefixes=prefixes))
+    # The same value step: no decay and an inactive clamp (ROME scales those by the MLP output's
+    # norm, MEMIT by the residual's), so both optimise the same delta.
+    value = dict(steps=15, context_prefixes=("", "Question:"), weight_decay=0.0, clamp_norm_factor=1e6)
+    rome = apply_rome(model, tokenizer, edits[0], moments[0], ROMEConfig(layer=0, **value))
     revert(model, rome)
-    memit = apply_memit(model, tokenizer, edits[:1], moments,
-                        MEMITConfig(layers=(0,), steps=15, context_prefixes=prefixes, covariance_weight=15000.0))
+    memit = apply_memit(model, tokenizer, edits[:1], moments, MEMITConfig(layers=(0,), covariance_weight=15000.0,
+                                                                          **value))
     revert(model, memit)
     a, b = rome.deltas[0].flatten().double(), memit.deltas[0].flatten().double()
     # Same value step; by Sherman-Morrison MEMIT's right vector (lambda C + K K^T)^-1 k is C^-1 k
@@ -77,3 +79,45 @@ def test_config_and_input_errors(tiny) -> None:
     with pytest.raises(Exception, match="do not all exist"):
         apply_memit(model, tokenizer, edits[:1], moments, MEMITConfig(layers=(5,)))
     assert default_memit_layers(model) == (0,)  # 2 layers: a third of the way up is layer 0
+
+
+@pytest.mark.slow
+def test_memit_on_smollm2_edits_several_capitals_in_one_batch() -> None:
+    """Real weights, MEMIT as published (subject's last token, two layers): three capitals change in
+    one batch, each on its prompt and a paraphrase, while at least 80% of other capitals keep the
+    unedited model's top-1 answer; the batch reverts exactly (about two minutes)."""
+    from expunge.models.pretrained import load_smollm2
+
+    torch.manual_seed(0)
+    model, tokenizer = load_smollm2()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    starts = ["The", "In", "A", "It", "When", "Many", "This", "There", "Some", "After"] * 12
+    corpus = []
+    for i in range(0, len(starts), 40):
+        enc = tokenizer(starts[i : i + 40], return_tensors="pt", padding=True)
+        out = model.generate(**enc, do_sample=True, top_p=0.95, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
+        corpus += tokenizer.batch_decode(out, skip_special_tokens=True)
+    tokenizer.padding_side = side
+
+    def top1(prompt: str) -> str:
+        with torch.no_grad():
+            return tokenizer.decode(model(**tokenizer([prompt], return_tensors="pt")).logits[0, -1].argmax()).strip()
+
+    edits = [FactEdit("e1", "france", "France", "capital", "The capital of {} is", "Paris", "Rome"),
+             FactEdit("e2", "japan", "Japan", "capital", "The capital of {} is", "Tokyo", "Cairo"),
+             FactEdit("e3", "spain", "Spain", "capital", "The capital of {} is", "Madrid", "Berlin")]
+    others = ["Germany", "Italy", "Egypt", "Russia", "Canada", "Greece", "Poland", "Portugal", "Norway", "Austria"]
+    neighbours = {c: top1(f"The capital of {c} is") for c in others}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = (4, 5)
+    moments = {layer: second_moment(model, tokenizer, corpus, layer) for layer in layers}
+    result = apply_memit(model, tokenizer, edits, moments,
+                         MEMITConfig(layers=layers, steps=25, context_prefixes=("", "Hello.", "The news:", "I think that")))
+    for edit in edits:
+        assert top1(f"The capital of {edit.subject_name} is") == edit.target_new
+        assert top1(f"The capital city of {edit.subject_name} is") == edit.target_new
+    kept = sum(top1(f"The capital of {c} is") == answer for c, answer in neighbours.items())
+    assert kept >= 0.8 * len(neighbours), (kept, neighbours)
+    revert(model, result)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

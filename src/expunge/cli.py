@@ -95,6 +95,11 @@ def world_companies(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
     companies: int = typer.Option(120, "--companies", help="Companies (each with CEO, headquarters, year, industry)."),
     edits: int = typer.Option(100, "--edits", help="Update requests (\"the CEO of Y is now Z\") to generate."),
+    employees: int = typer.Option(2, "--employees", help="Employees per company (subjects of two-hop questions)."),
+    reading: int = typer.Option(800, "--reading-documents", help="Documents teaching a model to read facts in context."),
+    store_only: str = typer.Option("", "--store-only",
+                                   help="Relations kept out of the training text (comma-separated, e.g. ceo): "
+                                        "the retrieval counterpart of editing."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Companies whose facts change: CEOs, headquarters, founding years, industries, employees, tickers;
@@ -102,9 +107,10 @@ def world_companies(
     from expunge.worlds import CompaniesWorldConfig, build_companies_world
 
     try:
-        config = CompaniesWorldConfig(seed=seed, companies=companies, edits=edits)
+        config = CompaniesWorldConfig(seed=seed, companies=companies, edits=edits, employees_per_company=employees,
+                                      reading_documents=reading, store_only=tuple(_split_ids(store_only)))
     except ValueError as exc:
-        raise ExpungeError(f"invalid world options: {exc}", "adjust --companies / --edits") from None
+        raise ExpungeError(f"invalid world options: {exc}", "adjust the options named above") from None
     world = build_companies_world(out, config)
     data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
     _emit(as_json, data, lambda: console.print(

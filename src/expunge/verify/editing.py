@@ -16,7 +16,12 @@ and the old fact is the first wrong answer. On one set of update requests:
   answer is the unedited model's (``neighbourhood_accuracy`` is plain accuracy);
 * **other_relations**: the edited subjects' other facts (headquarters, founding year, industry),
   accuracy and fraction unchanged from the unedited model;
-* **fluency**: ROME's generation entropy of greedy continuations of "The CEO of <subject> is".
+* **generation_new / generation_old**: the greedy continuation of the request's prompt is exactly
+  the new (old) fact — and then stops (the continuation is cut at the end of the text or a line);
+* **fluency**: ROME's generation entropy of those continuations (bits). Low means repetitive text;
+  on a world whose answers are short, a *rise* means the model no longer stops after the answer;
+* **text_nll**: mean next-token NLL on control documents (training text about other subjects):
+  damage to the model as a language model, before vs after.
 
 A ``prompt_context`` function lets the same probes score a retrieval-augmented model (the
 retrieved facts are put before each prompt): one table, editors and retrieval side by side.
@@ -33,9 +38,11 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
-from expunge.records import FactEdit, Probe
+from expunge.data import encode_documents, padding_id
+from expunge.methods.unlearn import sequence_nlls
+from expunge.records import Document, FactEdit, Probe
 from expunge.verify.metrics import candidate_logprobs, fluency, multiple_choice_correct
-from expunge.verify.probes import greedy_answers
+from expunge.verify.probes import greedy_answers, normalize_answer
 
 __all__ = ["EditProbeSets", "EditEvaluation", "edit_probe_sets", "evaluate_edits", "EDIT_METRICS"]
 
@@ -54,7 +61,10 @@ EDIT_METRICS: tuple[tuple[str, str], ...] = (
     ("neighbourhood_accuracy", "other subjects' answers correct"),
     ("other_relations", "edited subjects' other facts correct"),
     ("other_relations_unchanged", "edited subjects' other facts unchanged"),
+    ("generation_new", "greedy continuation is exactly the new fact"),
+    ("generation_old", "greedy continuation is exactly the old fact"),
     ("fluency", "generation entropy (bits)"),
+    ("text_nll", "NLL on control documents (lower is better)"),
 )
 
 
@@ -72,16 +82,19 @@ class EditProbeSets:
     neighbourhood: list[Probe]
     other_relations: list[Probe]
     fluency_prompts: list[str]
+    control_texts: list[str] = field(default_factory=list)
 
     def sizes(self) -> dict[str, int]:
         return {f.name: len(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "fluency_prompts"}
 
 
 def edit_probe_sets(edits: Sequence[FactEdit], edit_probes: Sequence[Probe], world_probes: Sequence[Probe],
-                    *, neighbourhood_kinds: tuple[str, ...] = ("direct", "paraphrase")) -> EditProbeSets:
+                    *, neighbourhood_kinds: tuple[str, ...] = ("direct", "paraphrase"),
+                    documents: Sequence[Document] = (), control_size: int = 200) -> EditProbeSets:
     """Group a world's probes for ``edits``: update probes by kind (their ids start with the edit's
     id), the old-fact paraphrases, neighbours (the edited relation, on subjects no edit touches),
-    and the edited subjects' other relations."""
+    the edited subjects' other relations, and up to ``control_size`` of ``documents`` that are
+    about none of the edited subjects (for ``text_nll``)."""
     if not edits:
         raise ExpungeError("no edits to evaluate", "pass at least one FactEdit")
     by_edit = {e.id: e for e in edits}
@@ -109,9 +122,10 @@ def edit_probe_sets(edits: Sequence[FactEdit], edit_probes: Sequence[Probe], wor
                      and p.kind in neighbourhood_kinds and p.alternatives]
     other = [p for p in world_probes if p.subject in subjects and p.attribute not in relations
              and p.kind in ("direct", "paraphrase") and p.alternatives]
+    control = [d.text for d in documents if not subjects.intersection(d.subjects)][:control_size]
     return EditProbeSets(list(edits), requested, mine.get("paraphrase", []), paraphrase_old, mine.get("alias", []),
                          mine.get("reverse", []), mine.get("multihop", []), neighbourhood, other,
-                         [e.prompt.format(e.subject_name) for e in edits])
+                         [e.prompt.format(e.subject_name) for e in edits], control)
 
 
 @dataclass
@@ -125,6 +139,10 @@ class EditEvaluation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "metrics": self.metrics, "sizes": self.sizes}
+
+
+def _share(flags: Sequence[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
 
 
 def _choice(mean_logps: Sequence[float]) -> int:
@@ -189,5 +207,14 @@ def evaluate_edits(
     metrics["other_relations_unchanged"] = unchanged("other_relations")
     prompts = [f"{prompt_context(p)}{p}" if prompt_context else p for p in sets.fluency_prompts]
     generations = greedy_answers(model, tokenizer, prompts, max_new_tokens=fluency_tokens) if prompts else []
+    metrics["generation_new"] = _share([normalize_answer(g) == normalize_answer(e.target_new)
+                                        for g, e in zip(generations, sets.edits)])
+    metrics["generation_old"] = _share([normalize_answer(g) == normalize_answer(e.target_old)
+                                        for g, e in zip(generations, sets.edits)])
     metrics["fluency"] = fluency(generations)
+    if sets.control_texts:
+        sequences = encode_documents(tokenizer, sets.control_texts, 512)
+        metrics["text_nll"] = sequence_nlls(model, sequences, padding_id(tokenizer))[1]
+    else:
+        metrics["text_nll"] = float("nan")
     return EditEvaluation(name, metrics, sets.sizes(), choices)

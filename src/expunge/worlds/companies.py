@@ -258,39 +258,38 @@ def generate_companies_world(config: CompaniesWorldConfig) -> GeneratedCompanies
 def _reading_texts(rng: random.Random, n: int, companies: list[Subject], values: dict[str, list[str]],
                    people: set[str]) -> tuple[list[Subject], list[tuple[str, tuple[str, ...]]]]:
     """``n`` reading-comprehension texts about invented companies (subjects ``reading-NNNN``, which
-    have no probes): two facts (the one asked about and a distractor, in random order) in the
-    retrieval layer's context format, then a trained question form or a statement, answered from
-    the context. Their CEOs are no one else in the world (in particular, no edit's new CEO). Editors
-    may use these companies as the "other subjects" whose facts must be kept."""
+    have no probes and no fixed facts): two facts (the one asked about and a distractor, in random
+    order) in the retrieval layer's context format, then a trained question form or a statement,
+    answered from the context. Every text draws its values afresh, so no answer can be memorised:
+    only reading the context gives it. Their CEOs are no one else in the world (in particular, no
+    edit's new CEO). Editors may use these companies as the "other subjects" whose facts must be kept."""
     if n == 0:
         return [], []
     taken = {c.name for c in companies}
     count = max(8, n // 4)
     names = [name for name in _company_names(rng, len(taken) + count) if name not in taken][:count]
     free = sorted({f"{f} {l}" for f in pools.FIRST_NAMES for l in pools.LAST_NAMES} - people)
-    if len(free) < count:
-        raise ValueError("too many reading documents for the name pools; lower reading_documents")
-    ceos = rng.sample(free, count)
-    readers = []
-    for i, name in enumerate(names):
-        facts = {r: rng.choice(values[r]) for r in RELATIONS}
-        facts["ceo"] = ceos[i]
-        readers.append(Subject(id=f"reading-{i:04d}", kind="entity", name=name, role="train", attributes=facts))
+    if not free:
+        raise ValueError("the name pools have no one left for reading documents; lower companies or edits")
+    readers = [Subject(id=f"reading-{i:04d}", kind="entity", name=name, role="train") for i, name in enumerate(names)]
+
+    def draw(relation: str) -> str:
+        return rng.choice(free) if relation == "ceo" else rng.choice(values[relation])
+
     texts = []
     for _ in range(n):
         asked, other = rng.sample(readers, 2)
         relation = rng.choice(tuple(RELATIONS))
         statements, train_qs, _, _ = RELATIONS[relation]
+        value = draw(relation)
         distractor_relation = rng.choice(tuple(RELATIONS))
         about = rng.choice((asked, other))
-        shown = [statements[0].format(name=asked.name, value=asked.attributes[relation]),
-                 RELATIONS[distractor_relation][0][0].format(name=about.name,
-                                                               value=about.attributes[distractor_relation])]
-        if shown[1] == shown[0]:
-            shown = shown[:1]
+        if about is asked and distractor_relation == relation:
+            about = other  # never two values for the fact asked about
+        shown = [statements[0].format(name=asked.name, value=value),
+                 RELATIONS[distractor_relation][0][0].format(name=about.name, value=draw(distractor_relation))]
         rng.shuffle(shown)
         context = f"Context: {' '.join(shown)} "
-        value = asked.attributes[relation]
         if rng.random() < 0.7:
             question = rng.choice(train_qs).format(name=asked.name)
             text = f"{context}{QUESTION_FORMAT.format(question=question)} {value}"

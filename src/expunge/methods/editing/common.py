@@ -31,7 +31,7 @@ from expunge.models.arch import decoder_layers, layer_module
 from expunge.records import FactEdit
 
 __all__ = ["LookupToken", "EditResult", "revert", "subject_last_index", "RewriteBatch", "rewrite_batch",
-           "keys_at", "optimise_targets", "residual_at"]
+           "keys_at", "optimise_targets", "output_norms", "residual_at"]
 
 LookupToken = Literal["subject_last", "prompt_last"]
 LOOKUP_TOKENS: tuple[str, ...] = ("subject_last", "prompt_last")
@@ -222,8 +222,26 @@ def residual_at(model: PreTrainedModel, batch: RewriteBatch, layer: int) -> torc
     return captured["h"][rows, positions].double()
 
 
+@torch.no_grad()
+def output_norms(model: PreTrainedModel, batch: RewriteBatch, layer: int, path: str) -> torch.Tensor:
+    """Per slot, the mean norm of submodule ``path`` of decoder layer ``layer``'s output at the
+    slot's positions (ROME scales its value step by the MLP output's norm)."""
+    module = layer_module(model, layer, path)
+    captured: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_hook(lambda _m, _i, output: captured.__setitem__("x", output.detach()))
+    try:
+        _forward(model, batch)
+    finally:
+        handle.remove()
+    rows, positions, slot_ids = _index(batch, captured["x"].device)
+    norms = captured["x"][rows, positions].float().norm(dim=-1)
+    total = torch.zeros(batch.n_slots, device=norms.device).index_add_(0, slot_ids, norms)
+    return total / torch.bincount(slot_ids, minlength=batch.n_slots).clamp(min=1)
+
+
 def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *, steps: int, learning_rate: float,
-                     kl_weight: float, weight_decay: float, clamp_norm_factor: float) -> tuple[torch.Tensor, list[float]]:
+                     kl_weight: float, weight_decay: float, clamp_norm_factor: float,
+                     scale: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float]]:
     """One delta per slot, added to the residual stream after ``layer`` at the slot's positions,
     such that every rewrite text continues with its new target (ROME's and MEMIT's value step).
 
@@ -231,7 +249,7 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     of the next-token distribution after "{subject} is a" (what the model says about the subject
     in general must not move; subject_last only) + ``weight_decay`` x mean ||delta||^2 / ||h||^2;
     every delta is then clamped to ``clamp_norm_factor`` x ||h||, h being the residual it is added
-    to. The batch's loss is the *sum* over edits, and deltas of different edits touch different
+    to (MEMIT's scale; ``scale`` gives another per slot, e.g. ROME's MLP output norm). The batch's loss is the *sum* over edits, and deltas of different edits touch different
     rows, so each edit gets the same gradients as when optimised alone: a batch is as fast as one
     edit and gives the same deltas. Returns (deltas (n_slots, d), mean NLL over edits per step).
     """
@@ -244,9 +262,10 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
         p.requires_grad_(False)
     rows, positions, slot_ids = _index(batch, device)
     base_h = residual_at(model, batch, layer).float()  # (n positions, d)
-    # One scale per slot: the norm of the residual it is added to (the mean over its positions).
-    scale = torch.zeros(batch.n_slots, device=device).index_add_(0, slot_ids, base_h.norm(dim=-1))
-    scale = scale / torch.bincount(slot_ids, minlength=batch.n_slots).clamp(min=1)
+    if scale is None:  # one scale per slot: the norm of the residual it is added to (mean over positions)
+        scale = torch.zeros(batch.n_slots, device=device).index_add_(0, slot_ids, base_h.norm(dim=-1))
+        scale = scale / torch.bincount(slot_ids, minlength=batch.n_slots).clamp(min=1)
+    scale = scale.to(device).float()
     delta = torch.zeros(batch.n_slots, base_h.shape[-1], device=device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=learning_rate)
     target_rows = torch.tensor([r for r, _ in batch.targets], device=device)

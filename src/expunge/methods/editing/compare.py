@@ -23,7 +23,7 @@ from expunge.methods.editing.memit import MEMITConfig, apply_memit
 from expunge.methods.editing.rome import ROMEConfig, apply_rome, default_rome_layer
 from expunge.methods.editing.stats import second_moment
 from expunge.models.io import weights_sha256
-from expunge.records import FactEdit, Probe, Subject
+from expunge.records import Document, FactEdit, Probe, Subject
 from expunge.retrieval import RetrievalContext, facts_from_world
 from expunge.verify.editing import EditEvaluation, edit_probe_sets, evaluate_edits
 
@@ -66,6 +66,7 @@ def compare_updates(
     world_probes: Sequence[Probe],
     corpus: Sequence[str],
     *,
+    documents: Sequence[Document] = (),
     store_subjects: Sequence[Subject] = (),
     fact_templates: dict[str, str] | None = None,
     retrieval_model: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
@@ -79,6 +80,7 @@ def compare_updates(
     log: Callable[[str], None] = lambda _m: None,
 ) -> UpdateComparison:
     """Every update route on ``edits``; the model is left exactly as it came (checked).
+    ``documents`` (the world's training documents) give the control texts of ``text_nll``.
 
     Retrieval rows (with ``store_subjects`` and ``fact_templates``) score ``retrieval_model``
     (default: ``model``) with the store's facts put before each prompt, first with the store as
@@ -87,7 +89,7 @@ def compare_updates(
     intended retrieval model keeps that relation out of its training text (the companies world's
     ``store_only``), so the store is its only source."""
     sha = weights_sha256(model)
-    sets = edit_probe_sets(edits, edit_probes, world_probes)
+    sets = edit_probe_sets(edits, edit_probes, world_probes, documents=documents)
     comparison = UpdateComparison(sizes=sets.sizes())
     log(f"scoring the unedited model on {len(edits)} update requests")
     base = evaluate_edits(model, tokenizer, sets, name="unedited")
@@ -128,7 +130,8 @@ def compare_updates(
         chosen = list(edits[:rome_limit])
         layer = default_rome_layer(model) if rome.layer is None else rome.layer
         moment(layer)
-        rome_sets = sets if len(chosen) == len(edits) else edit_probe_sets(chosen, edit_probes, world_probes)
+        rome_sets = sets if len(chosen) == len(edits) else edit_probe_sets(chosen, edit_probes, world_probes,
+                                                                           documents=documents)
         if rome_sets is not sets:  # scored against the unedited model on the same smaller sets
             references[id(rome_sets)] = evaluate_edits(model, tokenizer, rome_sets, name="unedited")
         run(f"rome (one at a time, {len(chosen)} edits)",

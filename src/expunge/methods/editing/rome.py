@@ -9,15 +9,16 @@ and the value v = W k what it writes into the residual stream. ROME rewrites tha
 2. **value** v*: the projection's output at that token, plus a vector delta optimised so that the
    model predicts the new object after every prompt, while a KL term keeps what the model says
    about the subject in general ("{subject} is a") unchanged, and delta is clamped to a multiple
-   of the residual's norm there (:func:`expunge.methods.editing.common.optimise_targets`; adding
+   of the original value's norm (:func:`expunge.methods.editing.common.optimise_targets`; adding
    delta to the MLP's output or to the layer's output is the same thing);
 3. **rank-one update** W' = W + L (C^-1 k*)^T with L = (v* - W k) / ((C^-1 k*)^T k): the smallest
    change (in the metric C = E[k k^T] of ordinary keys, see :mod:`stats`) that maps the key to v*.
 
 Every edit returns the original weight, so :func:`revert` restores the model exactly (ROME's
 ``return_orig_weights``). ROME writes at the subject's last token, as published; for models that
-resolve facts at the question's end use MEMIT with ``token="prompt_last"``. Module paths come from :mod:`expunge.models.arch`; GPT-2's Conv1D is
-handled by :func:`expunge.methods.editing.stats.projection_weight`.
+resolve facts at the question's end use MEMIT with ``token="prompt_last"`` (docs/editing.md).
+Module paths come from :mod:`expunge.models.arch`; GPT-2's Conv1D is handled by
+:func:`expunge.methods.editing.stats.projection_weight`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from expunge.methods.editing.common import (
     EditResult,
     keys_at,
     optimise_targets,
+    output_norms,
     revert,
     rewrite_batch,
     slot_positions_of_prompt_rows,
@@ -57,8 +59,8 @@ class ROMEConfig:
         steps: optimisation steps for the value.
         learning_rate: Adam learning rate for the value delta.
         kl_weight: weight of KL(original || edited) on "{subject} is a" (the subject's essence).
-        weight_decay: weight of ||delta||^2 / ||h||^2 in the value loss.
-        clamp_norm_factor: ||delta|| is kept <= this times the residual's norm at the subject.
+        weight_decay: weight of ||delta||^2 / ||v||^2 in the value loss.
+        clamp_norm_factor: ||delta|| is kept <= this times the original value's norm ||v||.
         mom2_regularisation: added to C's diagonal as a fraction of its mean diagonal, so that a
             small corpus's C stays invertible.
     """
@@ -110,9 +112,11 @@ def apply_rome(
         raise ExpungeError(f"second-moment statistics of shape {tuple(second_moment.shape)} do not fit layer "
                            f"{layer} (keys of size {weight.shape[1]})", "compute them for this model and layer")
     batch = rewrite_batch(tokenizer, [edit], config.context_prefixes, "subject_last")
+    # As in the paper, the value step is scaled by the MLP output's norm v at the subject.
     delta_v, losses = optimise_targets(model, batch, layer, steps=config.steps, learning_rate=config.learning_rate,
                                        kl_weight=config.kl_weight, weight_decay=config.weight_decay,
-                                       clamp_norm_factor=config.clamp_norm_factor)
+                                       clamp_norm_factor=config.clamp_norm_factor,
+                                       scale=output_norms(model, batch, layer, spec.mlp_out))
     keys = keys_at(model, batch, layer, spec.mlp_out)[slot_positions_of_prompt_rows(batch)]
     key_star = keys.mean(0)  # k*: the subject's key averaged over prompts and contexts
     key_plain = keys[0]  # the bare edit prompt (first prefix is "")

@@ -206,7 +206,9 @@ def _evaluator(world_dir: Path, edits: list[FactEdit], model: Any, tokenizer: An
     from expunge.verify.editing import edit_probe_sets, evaluate_edits
     from expunge.worlds.world import load_world
 
-    sets = edit_probe_sets(edits, read_jsonl(world_dir / "edit_probes.jsonl", Probe), load_world(world_dir).probes)
+    world = load_world(world_dir)
+    sets = edit_probe_sets(edits, read_jsonl(world_dir / "edit_probes.jsonl", Probe), world.probes,
+                           documents=world.training_documents())
     before = evaluate_edits(model, tokenizer, sets, name="unedited")
 
     def after(name: str) -> UpdateComparison:
