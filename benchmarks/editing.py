@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.workspace / "editing"
     results = {"default": run_world(root / "120", CompaniesWorldConfig(seed=0), "companies", sizes,
                                     args.side_by_side, console)}
+    save(args.json, results, console)  # now, so a long --large run cannot lose these
     if args.large:
         results["large"] = run_world(root / "1100",
                                      CompaniesWorldConfig(seed=0, companies=1100, employees_per_company=1, edits=1000),
@@ -144,11 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"note: {note}")
     scaling = results["default"]["scaling"] + results.get("large", {}).get("scaling", [])
     console.print(table("MEMIT (world-tuned) by batch size", scaling, SCALING))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(args.json, results, overwrite=True)
-        console.print(f"wrote {args.json}")
+    save(args.json, results, console)
     return 0
+
+
+def save(path: Path | None, results: dict, console: Console) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, results, overwrite=True)
+        console.print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,16 @@ def test_memit_batch_changes_only_its_layers_and_reverts_exactly(tiny) -> None:
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+def test_a_failure_mid_batch_leaves_the_model_as_it_was(tiny) -> None:
+    model, tokenizer, edits, moments = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # Layer 0 is updated, then layer 1's statistics do not fit: the half-done batch must be undone.
+    broken = lambda layer: moments[0] if layer == 0 else torch.eye(3)  # noqa: E731
+    with pytest.raises(Exception, match="do not fit layer 1"):
+        apply_memit(model, tokenizer, edits, broken, MEMITConfig(layers=(0, 1), token="prompt_last", steps=3))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def test_target_optimisation_batched_equals_one_at_a_time(tiny) -> None:
     model, tokenizer, edits, _ = tiny
     options = dict(steps=8, learning_rate=0.5, kl_weight=0.1, weight_decay=0.5, clamp_norm_factor=4.0)

@@ -44,6 +44,7 @@ from expunge.methods.editing.common import (
     keys_at,
     optimise_targets,
     residual_at,
+    revert,
     rewrite_batch,
     slot_positions_of_prompt_rows,
 )
@@ -181,33 +182,37 @@ def apply_memit(
     # 2. Spread the change over the layers, recomputing what is still missing after each.
     original: dict[int, torch.Tensor] = {}
     applied: dict[int, torch.Tensor] = {}
-    for i, layer in enumerate(layers):
-        note(f"layer {layer}: solving for {len(edits)} edits")
-        weight = projection_weight(model, layer)
-        keys, residuals = [], []
-        for (batch, keep), z in zip(batches, targets):
-            keys.append(keys_at(model, batch, layer, spec.mlp_out)[keep])
-            residuals.append((z - residual_at(model, batch, z_layer)[keep]) / (len(layers) - i))
-        k = torch.cat(keys).T  # (d_in, N)
-        r = torch.cat(residuals).T  # (d_out, N)
-        moment = second_moments(layer) if callable(second_moments) else second_moments[layer]
-        if moment.shape != (k.shape[0], k.shape[0]):
-            raise ExpungeError(f"second-moment statistics of shape {tuple(moment.shape)} do not fit layer {layer} "
-                               f"(keys of size {k.shape[0]})", "compute them for this model and layer")
-        c = regularised(moment, config.mom2_regularisation, k.device)
-        kept = config.covariance_weight * c
-        if keep_batch is not None:
-            k0 = keys_at(model, keep_batch, layer, spec.mlp_out).T
-            kept = kept + config.preserve_weight * (k0 @ k0.T)
-        # dW = R K^T (lambda C + K K^T)^-1 = R [(lambda C + K K^T)^-1 K]^T (the matrix is symmetric)
-        update = r @ torch.linalg.solve(kept + k @ k.T, k).T
-        if not torch.isfinite(update).all():
-            raise ExpungeError(f"MEMIT's solve at layer {layer} produced non-finite values",
-                               "raise mom2_regularisation, or recompute the second-moment statistics")
-        original[layer] = weight.detach().clone()
-        with torch.no_grad():
-            weight.add_(update.to(weight.dtype))
-        applied[layer] = update.to(weight.dtype)
+    try:
+        for i, layer in enumerate(layers):
+            note(f"layer {layer}: solving for {len(edits)} edits")
+            weight = projection_weight(model, layer)
+            keys, residuals = [], []
+            for (batch, keep), z in zip(batches, targets):
+                keys.append(keys_at(model, batch, layer, spec.mlp_out)[keep])
+                residuals.append((z - residual_at(model, batch, z_layer)[keep]) / (len(layers) - i))
+            k = torch.cat(keys).T  # (d_in, N)
+            r = torch.cat(residuals).T  # (d_out, N)
+            moment = second_moments(layer) if callable(second_moments) else second_moments[layer]
+            if moment.shape != (k.shape[0], k.shape[0]):
+                raise ExpungeError(f"second-moment statistics of shape {tuple(moment.shape)} do not fit layer {layer} "
+                                   f"(keys of size {k.shape[0]})", "compute them for this model and layer")
+            c = regularised(moment, config.mom2_regularisation, k.device)
+            kept = config.covariance_weight * c
+            if keep_batch is not None:
+                k0 = keys_at(model, keep_batch, layer, spec.mlp_out).T
+                kept = kept + config.preserve_weight * (k0 @ k0.T)
+            # dW = R K^T (lambda C + K K^T)^-1 = R [(lambda C + K K^T)^-1 K]^T (the matrix is symmetric)
+            update = r @ torch.linalg.solve(kept + k @ k.T, k).T
+            if not torch.isfinite(update).all():
+                raise ExpungeError(f"MEMIT's solve at layer {layer} produced non-finite values",
+                                   "raise mom2_regularisation, or recompute the second-moment statistics")
+            original[layer] = weight.detach().clone()
+            with torch.no_grad():
+                weight.add_(update.to(weight.dtype))
+            applied[layer] = update.to(weight.dtype)
+    except BaseException:
+        revert(model, EditResult(list(edits), "memit", list(original), [], original, applied))  # leave no half edit
+        raise
     modules = [f"{spec.layers}.{layer}.{spec.mlp_out}" for layer in layers]
     return EditResult(list(edits), "memit", list(layers), modules, original, applied, first_losses)
 
