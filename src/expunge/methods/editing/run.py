@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -148,7 +149,8 @@ def edit_model(
     check_tokenizer_covers(tokenizer, [e.prompt.format(e.subject_name) + " " + e.target_new for e in edits],
                            str(model_dir))
     texts = read_corpus(corpus)
-    say = (lambda message: print(f"[expunge edit] {message}", flush=True)) if progress else (lambda _m: None)
+    say = (lambda message: print(f"[expunge edit] {message}", file=sys.stderr, flush=True)) if progress \
+        else (lambda _m: None)
 
     def moment(layer: int) -> torch.Tensor:
         say(f"second-moment statistics of layer {layer} on {len(texts)} texts")
