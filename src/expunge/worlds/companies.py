@@ -102,9 +102,10 @@ class CompaniesWorldConfig:
         wrong_answers: wrong answers of the same type stored with each probe (>= 3).
         reading_documents: training documents that put facts in a context before a question
             ("Context: The CEO of Vanor is Ana Ruiz. Vanor is based in Oslo. Question: Who leads
-            Vanor? Answer: Ana Ruiz"), about invented companies that are no subject of the world,
-            so the answer can only come from the context: they teach a model to read the facts a
-            retrieval layer serves (:mod:`expunge.retrieval`). 0 for none.
+            Vanor? Answer: Ana Ruiz") about invented companies (subjects ``reading-NNNN``, without
+            probes), their values drawn afresh for every text, so the answer can only come from
+            the context: they teach a model to read the facts a retrieval layer serves
+            (:mod:`expunge.retrieval`). 0 for none.
         store_only: relations whose facts stay out of the training text (no statement, no trained
             question; the probes are the same): a model trained so must get them from a fact store,
             where updates are exact. ``("ceo",)`` makes the retrieval counterpart of the editors.
