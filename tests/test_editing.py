@@ -144,3 +144,34 @@ def test_edit_report_has_before_and_after_rows(setup, tmp_path: Path) -> None:
     with pytest.raises(Exception, match="edit_probes.jsonl"):
         edit_model(model_dir, world_dir / "edits.jsonl", tmp_path / "n", corpus=world_dir / "documents.jsonl",
                    report=tmp_path / "r.md", progress=False)
+
+
+def test_editing_to_a_neutral_target_forgets_one_fact(setup) -> None:
+    """"Forget this one fact": an update whose target is a refusal. The old CEO's probability on the
+    request's forms falls, the refusal's rises, and another company's CEO is left where it was."""
+    from dataclasses import replace
+
+    from expunge.verify.metrics import answer_logprobs
+
+    world_dir, model_dir, world, edits, _ = setup
+    model, tokenizer, _ = load_model(model_dir)
+    forget = replace(edits[0], id="forget", target_new="I don't know")
+    other = edits[1]
+    prompts = [f.format(forget.subject_name) for f in (forget.prompt, *forget.more_prompts)]
+    other_prompt = other.prompt.format(other.subject_name)
+
+    def mean_logp(prompt_list: list[str], answer: str) -> float:
+        scored = answer_logprobs(model, tokenizer, prompt_list, [answer] * len(prompt_list))
+        return sum(s / n for s, n in scored) / len(scored)
+
+    before = (mean_logp(prompts, forget.target_old), mean_logp(prompts, forget.target_new),
+              mean_logp([other_prompt], other.target_old))
+    texts = [d.text for d in world.training_documents()]
+    result = apply_memit(model, tokenizer, [forget], lambda layer: second_moment(model, tokenizer, texts, layer),
+                         MEMITConfig(**PROMPT_LAST))
+    after = (mean_logp(prompts, forget.target_old), mean_logp(prompts, forget.target_new),
+             mean_logp([other_prompt], other.target_old))
+    revert(model, result)
+    assert after[0] < before[0] - 1.0  # the old fact is much less likely (log-prob per token)
+    assert after[1] > before[1] + 1.0 and after[1] > after[0]  # the refusal now beats it
+    assert abs(after[2] - before[2]) < 0.5  # another company's CEO barely moves
