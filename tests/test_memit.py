@@ -92,29 +92,13 @@ def test_config_and_input_errors(tiny) -> None:
 
 
 @pytest.mark.slow
-def test_memit_on_smollm2_edits_several_capitals_in_one_batch() -> None:
+def test_memit_on_smollm2_edits_several_capitals_in_one_batch(smollm2) -> None:
     """Real weights, MEMIT as published (subject's last token, two layers): three capitals change in
     one batch, each on its prompt and a paraphrase; the batch reverts exactly (about two minutes).
     Other capitals: measured 7 of 10 keep the unedited model's top-1 answer (layers 4-5, and also
     3-6; lambda 50000 keeps more but loses an edit), so 7 is the floor here — a regression guard
     recording what MEMIT does with C from 120 sampled texts, weaker than ROME's single edit (9/10)."""
-    from expunge.models.pretrained import load_smollm2
-
-    torch.manual_seed(0)
-    model, tokenizer = load_smollm2()
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    starts = ["The", "In", "A", "It", "When", "Many", "This", "There", "Some", "After"] * 12
-    corpus = []
-    for i in range(0, len(starts), 40):
-        enc = tokenizer(starts[i : i + 40], return_tensors="pt", padding=True)
-        out = model.generate(**enc, do_sample=True, top_p=0.95, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
-        corpus += tokenizer.batch_decode(out, skip_special_tokens=True)
-    tokenizer.padding_side = side
-
-    def top1(prompt: str) -> str:
-        with torch.no_grad():
-            return tokenizer.decode(model(**tokenizer([prompt], return_tensors="pt")).logits[0, -1].argmax()).strip()
+    model, tokenizer, corpus, top1 = smollm2
 
     edits = [FactEdit("e1", "france", "France", "capital", "The capital of {} is", "Paris", "Rome"),
              FactEdit("e2", "japan", "Japan", "capital", "The capital of {} is", "Tokyo", "Cairo"),

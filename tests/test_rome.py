@@ -72,27 +72,10 @@ def test_gpt2_conv1d_weights_are_edited_through_the_transpose() -> None:
 
 
 @pytest.mark.slow
-def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others() -> None:
+def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others(smollm2) -> None:
     """Real weights: "The capital of France is" -> Rome, on the prompt and two paraphrases, while
     at least 90% of other capitals keep the top-1 answer the unedited model gives (about a minute)."""
-    from expunge.models.pretrained import load_smollm2
-
-    torch.manual_seed(0)
-    model, tokenizer = load_smollm2()
-    # C from text the model samples itself: there is no Wikipedia offline.
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    starts = ["The", "In", "A", "It", "When", "Many", "This", "There", "Some", "After"] * 12
-    corpus = []
-    for i in range(0, len(starts), 40):
-        enc = tokenizer(starts[i : i + 40], return_tensors="pt", padding=True)
-        out = model.generate(**enc, do_sample=True, top_p=0.95, max_new_tokens=40, pad_token_id=tokenizer.pad_token_id)
-        corpus += tokenizer.batch_decode(out, skip_special_tokens=True)
-    tokenizer.padding_side = side
-
-    def top1(prompt: str) -> str:
-        with torch.no_grad():
-            return tokenizer.decode(model(**tokenizer([prompt], return_tensors="pt")).logits[0, -1].argmax()).strip()
+    model, tokenizer, corpus, top1 = smollm2
 
     capitals = {"Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
                 "Russia": "Moscow", "Canada": "Ottawa", "Greece": "Athens", "Poland": "Warsaw", "Portugal": "Lisbon"}

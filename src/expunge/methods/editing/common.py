@@ -187,19 +187,10 @@ def _index(batch: RewriteBatch, device: torch.device) -> tuple[torch.Tensor, tor
     return rows, positions, slot_ids
 
 
-@torch.no_grad()
-def keys_at(model: PreTrainedModel, batch: RewriteBatch, layer: int, mlp_out: str) -> torch.Tensor:
-    """The output projection's input at every slot position of ``batch`` (n_slot_positions, d_in),
-    in the order of ``batch.slots``."""
-    module = layer_module(model, layer, mlp_out)
-    captured: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_pre_hook(lambda _m, inputs: captured.__setitem__("x", inputs[0].detach()))
-    try:
-        _forward(model, batch)
-    finally:
-        handle.remove()
-    rows, positions, _ = _index(batch, captured["x"].device)
-    return captured["x"][rows, positions].double()
+def _group_mean(values: torch.Tensor, groups: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Mean of ``values`` per group id (0..n_groups-1); empty groups give 0."""
+    total = torch.zeros(n_groups, device=values.device, dtype=values.dtype).index_add(0, groups, values)
+    return total / torch.bincount(groups, minlength=n_groups).clamp(min=1)
 
 
 def _layer_output(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -208,35 +199,40 @@ def _layer_output(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tens
 
 
 @torch.no_grad()
-def residual_at(model: PreTrainedModel, batch: RewriteBatch, layer: int) -> torch.Tensor:
-    """The residual stream after decoder layer ``layer`` at every slot position of ``batch``."""
+def _at_slots(model: PreTrainedModel, batch: RewriteBatch, module: torch.nn.Module, *, want: str) -> torch.Tensor:
+    """``module``'s input (``want="input"``) or output at every slot position of ``batch``, in the
+    order of ``batch.slots``."""
     captured: dict[str, torch.Tensor] = {}
-    module = decoder_layers(model)[layer]
-    handle = module.register_forward_hook(
-        lambda _m, _i, output: captured.__setitem__("h", _layer_output(output).detach()))
+    if want == "input":
+        handle = module.register_forward_pre_hook(lambda _m, inputs: captured.__setitem__("x", inputs[0].detach()))
+    else:
+        handle = module.register_forward_hook(
+            lambda _m, _i, output: captured.__setitem__("x", _layer_output(output).detach()))
     try:
         _forward(model, batch)
     finally:
         handle.remove()
-    rows, positions, _ = _index(batch, captured["h"].device)
-    return captured["h"][rows, positions].double()
+    rows, positions, _ = _index(batch, captured["x"].device)
+    return captured["x"][rows, positions]
 
 
-@torch.no_grad()
+def keys_at(model: PreTrainedModel, batch: RewriteBatch, layer: int, mlp_out: str) -> torch.Tensor:
+    """The output projection's input at every slot position of ``batch`` (n_slot_positions, d_in),
+    in the order of ``batch.slots``."""
+    return _at_slots(model, batch, layer_module(model, layer, mlp_out), want="input").double()
+
+
+def residual_at(model: PreTrainedModel, batch: RewriteBatch, layer: int) -> torch.Tensor:
+    """The residual stream after decoder layer ``layer`` at every slot position of ``batch``."""
+    return _at_slots(model, batch, decoder_layers(model)[layer], want="output").double()
+
+
 def output_norms(model: PreTrainedModel, batch: RewriteBatch, layer: int, path: str) -> torch.Tensor:
     """Per slot, the mean norm of submodule ``path`` of decoder layer ``layer``'s output at the
     slot's positions (ROME scales its value step by the MLP output's norm)."""
-    module = layer_module(model, layer, path)
-    captured: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda _m, _i, output: captured.__setitem__("x", output.detach()))
-    try:
-        _forward(model, batch)
-    finally:
-        handle.remove()
-    rows, positions, slot_ids = _index(batch, captured["x"].device)
-    norms = captured["x"][rows, positions].float().norm(dim=-1)
-    total = torch.zeros(batch.n_slots, device=norms.device).index_add_(0, slot_ids, norms)
-    return total / torch.bincount(slot_ids, minlength=batch.n_slots).clamp(min=1)
+    norms = _at_slots(model, batch, layer_module(model, layer, path), want="output").float().norm(dim=-1)
+    _, _, slot_ids = _index(batch, norms.device)
+    return _group_mean(norms, slot_ids, batch.n_slots)
 
 
 def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *, steps: int, learning_rate: float,
@@ -249,8 +245,8 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     of the next-token distribution after "{subject} is a" (what the model says about the subject
     in general must not move; subject_last only) + ``weight_decay`` x mean ||delta||^2 / ||h||^2;
     every delta is then clamped to ``clamp_norm_factor`` x ||h||, h being the residual it is added
-    to (MEMIT's scale; ``scale`` gives another per slot, e.g. ROME's MLP output norm). The batch's loss is the *sum* over edits, and deltas of different edits touch different
-    rows, so each edit gets the same gradients as when optimised alone: a batch is as fast as one
+    to (MEMIT's scale; ``scale`` gives another per slot, e.g. ROME's MLP output norm). The
+    batch's loss is the *sum* over edits, and deltas of different edits touch different rows, so each edit gets the same gradients as when optimised alone: a batch is as fast as one
     edit and gives the same deltas. Returns (deltas (n_slots, d), mean NLL over edits per step).
     """
     params = list(model.parameters())
@@ -263,8 +259,7 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     rows, positions, slot_ids = _index(batch, device)
     base_h = residual_at(model, batch, layer).float()  # (n positions, d)
     if scale is None:  # one scale per slot: the norm of the residual it is added to (mean over positions)
-        scale = torch.zeros(batch.n_slots, device=device).index_add_(0, slot_ids, base_h.norm(dim=-1))
-        scale = scale / torch.bincount(slot_ids, minlength=batch.n_slots).clamp(min=1)
+        scale = _group_mean(base_h.norm(dim=-1), slot_ids, batch.n_slots)
     scale = scale.to(device).float()
     delta = torch.zeros(batch.n_slots, base_h.shape[-1], device=device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=learning_rate)
@@ -277,10 +272,6 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     edit_of_target = torch.tensor([batch.rows[r] for r, _ in batch.targets], device=device)
     slot_edit = torch.zeros(batch.n_slots, dtype=torch.long, device=device).index_put_(
         (slot_ids,), torch.tensor([batch.rows[r] for r, _, _ in batch.slots], device=device))
-
-    def per_edit_mean(values: torch.Tensor, edit_index: torch.Tensor) -> torch.Tensor:
-        total = torch.zeros(n_edits, device=device).index_add(0, edit_index, values)
-        return total / torch.bincount(edit_index, minlength=n_edits).clamp(min=1)
 
     def add_delta(_m: torch.nn.Module, _inputs: tuple[torch.Tensor, ...],
                   output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -299,8 +290,8 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
                 optimiser.zero_grad()
                 logits = _forward(model, batch).float()
                 logp = torch.log_softmax(logits[target_rows, target_pos], -1)
-                nll = per_edit_mean(-logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), edit_of_target)
-                decay = per_edit_mean((delta.norm(dim=-1) / scale) ** 2, slot_edit)
+                nll = _group_mean(-logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), edit_of_target, n_edits)
+                decay = _group_mean((delta.norm(dim=-1) / scale) ** 2, slot_edit, n_edits)
                 loss = (nll + weight_decay * decay).sum()
                 if len(batch.essence_rows) and kl_weight > 0:
                     new_essence = torch.log_softmax(logits[essence_rows, essence_last], -1)
