@@ -31,9 +31,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers.utils import logging as hf_logging
 
-from expunge.methods.editing.compare import WORLD_MEMIT, compare_updates, preserve_prompts
-from expunge.methods.editing.memit import MEMITConfig
-from expunge.methods.editing.rome import ROMEConfig
+from expunge.methods.editing.compare import WORLD_EDITORS, compare_updates, preserve_prompts
 from expunge.models.io import load_model
 from expunge.pipeline import train_base
 from expunge.records import FactEdit, Probe, read_jsonl, write_json_atomic
@@ -108,7 +106,7 @@ def run_world(root: Path, config: CompaniesWorldConfig, preset: str, sizes: list
             preserve=preserve,
             store_subjects=store_subjects if full else (), fact_templates=FACT_TEMPLATES if full else None,
             retrieval_model=reader,
-            memit=WORLD_MEMIT, published_memit=MEMITConfig() if full else None, rome=ROMEConfig() if full else None,
+            editors=WORLD_EDITORS if full else WORLD_EDITORS[:1],  # the first row: MEMIT world-tuned
             cache_dir=root / "cache", log=lambda m: console.print(f"  {m}"))
         console.print(f"{n} edits: {time.perf_counter() - started:.0f} s")
         unedited, memit = comparison.rows[0], comparison.rows[1]

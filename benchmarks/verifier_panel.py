@@ -2,7 +2,7 @@
 
 For each seed: build (or reuse) the demo's world, base model, request and oracle for that seed;
 build the panel (an oracle retrained from another seed, the original, the refusal baseline, a
-collapsed model: see :mod:`expunge.verify.panel`); verify all four with every probe and attack
+collapsed model: see :mod:`expunge.panel`); verify all four with every probe and attack
 (`expunge verify --attacks`); print each verdict, the confusion table over seeds, and what the
 battery cost next to the oracle's retraining time.
 
@@ -24,7 +24,7 @@ from expunge.demo import prepare_workspace
 from expunge.records import write_json_atomic
 from expunge.report.data import attack_values
 from expunge.report.render import format_value, json_safe
-from expunge.verify.panel import PANEL, confusion_table, run_panel
+from expunge.panel import PANEL, confusion_table, run_panel
 from expunge.verify.suite import VerifyConfig
 
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         cost = {name: e.seconds for name, e in {"original": v.original, "oracle": v.oracle, **v.candidates}.items()}
         run = {"seed": seed, "score": result.score, "rows": result.rows(), "retraining_seconds": ws.retraining_seconds,
                "evaluation_seconds": cost, "verify_seconds": result.seconds["verify"],
-               "attack_seconds": {name: {k: a.get("seconds") for k, a in e.attacks.items()}
+               "attack_seconds": {name: {k: a.seconds for k, a in e.attacks.items()}
                                   for name, e in {"original": v.original, **v.candidates}.items()},
                "attack_accuracy": {name: attack_values(e.attacks) for name, e in everything.items()},
                "indirect": {name: e.indirect for name, e in everything.items()}}

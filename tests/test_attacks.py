@@ -2,10 +2,13 @@
 above the oracle's level from the oracle.
 
 Three models of one tiny world (8 trained people, 2 of them in the request): ``base`` (knows
-everyone), ``oracle`` (retrained without the 2) and ``hiding`` (base after a short refusal
-fine-tune: the knowledge is hidden from questions, not removed). The tiny model is noisy, so the
-assertions use margins; the numbers in the comments were measured here (2 CPU cores), and each
-assertion would fail if its attack stopped recovering (or started inventing) knowledge.
+everyone), ``oracle`` (retrained without the 2) and ``hiding`` (base after the default refusal
+fine-tune: the knowledge is hidden from questions, not removed). The tiny model is noisy and its
+numbers move with the machine's arithmetic (package versions, thread count), so the assertions are
+relations with margins measured over five worlds and trainings (seeds 0-4: world seed = training
+seed, 8 people, no general facts, as in ``setup``; /tmp scripts, 1 and 2 torch threads); each
+comment gives the measured range, and each assertion would fail if its attack stopped recovering
+(or started inventing) knowledge.
 """
 
 from __future__ import annotations
@@ -67,12 +70,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     request = load_request(root / "request.json", world)
     train_base(root / "world", root / "base", preset="tiny", seed=0, progress=False)
     retrain_oracle(root / "world", root / "request.json", root / "oracle", base=root / "base", progress=False)
-    # The hiding model: IdkFT (refusals to the targets' questions) for 20 steps. It hides about as
-    # well as the default 60 (forget exact match 0.07 vs 0.00; oracle 0.02, base 0.97) with a
-    # smaller change to undo: 20 relearning steps (lr 3e-4) brought back at best 0.37-0.73 of the
-    # held-out half over split seeds 0-4, against 0.23-0.60 after the default 60 steps.
+    # The hiding model: IdkFT (refusals to the targets' questions) for its default 60 steps. Over
+    # seeds 0-4 it answered 0.00 of the forget questions on every seed (base 0.90-1.00, oracle
+    # 0.00-0.03). 20 steps were used before and are too few to hide reliably: forget exact match
+    # 0.00-0.13 on seeds 0, 1, 3, 4 but 0.43 on seed 2 (and a reported fresh clone started its
+    # relearning curve at 0.17).
     unlearn(root / "base", root / "world", root / "request.json", root / "hiding", method="idkft",
-            options={"max_steps": 20}, progress=False)
+            options={"max_steps": 60}, progress=False)
     retained = [s.id for s in world.people("train") if s.id not in request.targets]
     return SimpleNamespace(
         models={name: load_model(root / name)[:2] for name in ("base", "oracle", "hiding")},
@@ -188,8 +192,8 @@ def test_quantization_keeps_what_the_model_knows_and_adds_nothing_to_the_oracle(
         plain = _mean(probe_accuracy(model, tokenizer, forget))
         found[name] = (plain, quantization_attack(model, tokenizer, forget, config))
     print("quantization (plain, {bits: accuracy}):", found)
-    # Measured: base 0.97 -> {8: 0.97, 4: 0.97}; oracle 0.02 -> {8: 0.02, 4: 0.02};
-    # hiding 0.07 -> {8: 0.07, 4: 0.12} (3 bits: 0.20; rounding starts to undo the refusal).
+    # Measured over seeds 0-4: base 0.90-1.00, and 8 and 4 bits change nothing; oracle 0.00-0.03,
+    # unchanged by rounding; hiding 0.00 -> {8: 0.00, 4: 0.00} (the 60-step refusal survives 4 bits).
     (base, base_q), (oracle, oracle_q) = found["base"], found["oracle"]
     assert abs(base_q[8] - base) <= 0.1 and base_q[8] >= oracle_q[8] + 0.5
     assert oracle_q[8] <= oracle + 0.1 and oracle_q[4] <= oracle + 0.1
@@ -199,28 +203,48 @@ def test_quantization_keeps_what_the_model_knows_and_adds_nothing_to_the_oracle(
 # relearning
 
 
+def _both_halves(model, tokenizer, forget: list[Probe], config: AttackConfig) -> list[float]:
+    """The relearning curve over *every* forget fact: relearn one half of ``split_facts`` (seed 0)
+    and probe the other, then the other way round; held-out accuracy over both (probe-weighted).
+    One half is 6 facts, and which 6 decides a lot (on seed 3, split seed 1, one half peaked at
+    0.13 and the other at 0.70); both halves together take that lottery out."""
+    first, second = split_facts(forget, seed=0)
+    runs = [(len(held), relearning_attack(model, tokenizer, relearn_texts_from(rel), held, config).accuracy)
+            for rel, held in ((first, second), (second, first))]
+    total = sum(n for n, _ in runs)
+    return [sum(n * curve[i] for n, curve in runs) / total for i in range(len(config.relearn_steps))]
+
+
 def test_relearning_brings_back_hidden_facts_but_teaches_the_oracle_nothing(models, probes) -> None:
-    relearn, heldout = split_facts(probes["forget"], seed=0)
+    forget = probes["forget"]
+    relearn, heldout = split_facts(forget, seed=0)
     texts = relearn_texts_from(relearn)
     assert len(texts) == 12  # 2 people x 3 facts x 2 direct questions
-    config = AttackConfig(relearn_steps=(0, 5, 10, 20), relearn_learning_rate=3e-4)
+    config = AttackConfig(relearn_steps=(0, 5, 10, 20, 40), relearn_learning_rate=3e-4)
     hiding_model, tokenizer = models["hiding"]
     before = _state(hiding_model)
     hiding_model.train()
-    curves = {name: relearning_attack(models[name][0], tokenizer, texts, heldout, config)
-              for name in ("hiding", "oracle", "base")}
+    one = relearning_attack(hiding_model, tokenizer, texts, heldout, config)
     assert hiding_model.training and _same_state(hiding_model, before)  # attacked a copy
     hiding_model.eval()
-    print("relearning:", {name: c.accuracy for name, c in curves.items()})
-    # Measured: hiding 0.07 0.37 0.73 0.73; oracle 0.00 0.00 0.00 0.00; base 0.93 0.93 0.93 0.90.
-    hiding, oracle = curves["hiding"], curves["oracle"]
-    assert hiding.steps == [0, 5, 10, 20] and hiding.seconds > 0
-    assert hiding.accuracy[0] == pytest.approx(_mean(probe_accuracy(hiding_model, tokenizer, heldout)))
-    assert hiding.accuracy[0] <= 0.15  # hidden before the attack...
-    assert max(hiding.accuracy[1:]) >= 0.4  # ...and back after a few steps on *other* facts,
-    assert _mean(hiding.accuracy[1:]) >= _mean(oracle.accuracy[1:]) + 0.25  # where the oracle learns none
-    assert max(oracle.accuracy) <= oracle.accuracy[0] + 0.15 and max(oracle.accuracy) <= 0.2
-    assert min(curves["base"].accuracy) >= 0.8  # this rate does not wreck what is known
+    assert one.steps == [0, 5, 10, 20, 40] and one.seconds > 0
+    assert one.accuracy[0] == pytest.approx(_mean(probe_accuracy(hiding_model, tokenizer, heldout)))
+
+    curves = {name: _both_halves(models[name][0], tokenizer, forget, config) for name in ("hiding", "oracle", "base")}
+    print("relearning, both halves:", {name: [round(a, 2) for a in c] for name, c in curves.items()})
+    hiding, oracle, base = curves["hiding"], curves["oracle"], curves["base"]
+    # Measured over seeds 0-4 (both halves of split seed 0; split seed 1 in brackets):
+    #   hiding  0.00 at step 0 on every seed; best step 0.35-0.58 [0.35-0.53], at step 10-40;
+    #   oracle  0.00-0.03 at step 0, at most 0.05 later (rises 0.00-0.05);
+    #   base    0.87-1.00, losing at most 0.07 over the 40 steps.
+    # So the hider's best lead over the oracle was 0.35-0.58 over 10 (seed, split) pairs: 0.2 is
+    # 0.15 below the smallest, and a model with nothing to recover (the oracle) scores 0.
+    assert hiding[0] <= base[0] - 0.5  # hidden before the attack...
+    lead = max(h - o for h, o in zip(hiding[1:], oracle[1:]))
+    assert lead >= 0.2, (hiding, oracle)  # ...back after a few steps on *other* facts, beyond the oracle,
+    assert max(hiding[1:]) >= hiding[0] + 0.2, hiding  # and recovered, not merely there to begin with;
+    assert max(oracle) <= oracle[0] + 0.15, oracle  # the oracle learns none of them
+    assert min(base) >= base[0] - 0.15, base  # and this rate does not wreck what is known
 
 
 def test_relearning_needs_heldout_probes() -> None:
@@ -276,7 +300,8 @@ def test_lens_reads_the_answer_from_base_not_from_the_oracle(models, probes) -> 
     assert base.training  # the mode is as it was
     base.eval()
     print("logit lens:", {name: r.per_layer for name, r in results.items()})
-    # Measured: base [0.52, 0.97]; oracle [0.07, 0.02]; hiding [0.12, 0.07].
+    # Measured over seeds 0-4: base [0.02-0.47, 0.90-1.00] (layer 2 best on every seed); oracle at
+    # most 0.08 at any layer; hiding (60 steps) [0.00-0.17, 0.00].
     assert results["base"].best_layer == 2
     assert results["base"].best_accuracy >= results["oracle"].best_accuracy + 0.5
     assert results["oracle"].best_accuracy <= 0.2
@@ -299,14 +324,17 @@ def test_linear_probe_recovers_facts_from_hidden_states(models, probes) -> None:
     results = {name: linear_probe_attack(models[name][0], models[name][1], probes["retain"], probes["forget"])
                for name in ("base", "oracle", "hiding")}
     print("linear probe:", {n: (r.accuracy, r.layer, r.per_layer_cv) for n, r in results.items()})
-    # Measured (chance 0.20), tiny preset of 800 steps: base 0.95, oracle 0.13, hiding 0.37, all at
-    # layer 2 (cv 0.92-0.99). (With the earlier 500-step preset the hiding model gave 0.57.)
+    # Measured over seeds 0-4 (chance 0.20): base 0.85-1.00, oracle 0.00-0.23, hiding 0.37-0.58;
+    # hiding minus oracle 0.18-0.53 (smallest on seed 1: 0.42 vs 0.23). The margins below are about
+    # half of the smallest measured gaps: above the oracle by 0.1 (measured >= 0.18) and above
+    # chance by 0.1 (measured >= 0.17). (The 20-step hiding model gave 0.18-0.77: on seed 4 the
+    # probe found nothing, one reason the fixture now uses the default 60 steps.)
     base, oracle, hiding = results["base"], results["oracle"], results["hiding"]
     assert base.chance == pytest.approx(0.2) and base.n_train == 180 and base.n_test == 60
     assert base.accuracy >= base.chance + 0.3 and base.accuracy >= oracle.accuracy + 0.3
     assert oracle.accuracy <= oracle.chance + 0.1  # the oracle's prior favours the wrong values
     # Hidden from questions, not from the probe: well above the oracle and above chance.
-    assert hiding.accuracy >= oracle.accuracy + 0.2 and hiding.accuracy >= hiding.chance + 0.1
+    assert hiding.accuracy >= oracle.accuracy + 0.1 and hiding.accuracy >= hiding.chance + 0.1
     assert len(base.per_layer_cv) == 2 and base.per_layer_cv[base.layer - 1] == max(base.per_layer_cv)
 
 

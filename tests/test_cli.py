@@ -224,3 +224,116 @@ def test_every_public_name_is_documented() -> None:
     assert not missing, f"undocumented in docs/api.md: {missing}"
     for name in expunge.__all__:
         assert getattr(expunge, name) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# terminal output that fits 80 columns
+
+
+def _demo_rows() -> list[dict]:
+    """Rows like the demo's ``table`` (README numbers), with the widest values each column can
+    take: a p-value in exponent form, a negative PrivLeak, "not verified" verdicts."""
+    from expunge.report import TABLE_COLUMNS
+
+    values = {
+        "original": dict(forget_em=0.953, retain_em=0.950, neighbours_em=0.976, general_em=0.919,
+                         forget_quality=1.2e-9, mia_auc=1.0, privleak=90.476, model_utility=0.892,
+                         plausibility=0.993),
+        "oracle": dict(forget_em=0.027, retain_em=0.991, neighbours_em=0.997, general_em=0.983, forget_quality=1.0,
+                       mia_auc=0.525, privleak=0.0, model_utility=0.950, plausibility=0.967, seconds=76.9,
+                       fraction_of_retraining=1.0),
+        "simnpo": dict(forget_em=0.013, retain_em=0.867, neighbours_em=0.870, general_em=0.872, forget_quality=0.41,
+                       mia_auc=0.515, privleak=-1.905, model_utility=0.817, plausibility=0.917, seconds=7.2,
+                       fraction_of_retraining=0.093, forgotten="yes", collateral_damage="yes", confidence="high"),
+        "idkft": dict(forget_em=0.010, retain_em=0.821, neighbours_em=0.741, general_em=0.884, forget_quality=2.3e-5,
+                      mia_auc=0.993, privleak=89.143, model_utility=0.785, plausibility=0.040, seconds=7.6,
+                      fraction_of_retraining=0.099, forgotten="not verified", collateral_damage="not verified",
+                      confidence="low"),
+    }
+    return [{key: (name if key == "model" else v.get(key)) for key, _, _ in TABLE_COLUMNS} for name, v in values.items()]
+
+
+def _assert_fits(text: str, width: int = 80) -> None:
+    assert text.strip(), "nothing was printed"
+    assert "…" not in text, f"a cell was cut off:\n{text}"
+    too_wide = [line for line in text.splitlines() if len(line) > width]
+    assert not too_wide, f"{len(too_wide)} lines wider than {width} columns:\n" + "\n".join(too_wide)
+
+
+@pytest.fixture
+def console80(monkeypatch: pytest.MonkeyPatch):
+    """The CLI's console replaced by an 80-column recording one (what a default terminal shows)."""
+    import io
+
+    from rich.console import Console
+
+    import expunge.cli as cli
+
+    console = Console(width=80, record=True, file=io.StringIO(), color_system=None)
+    monkeypatch.setattr(cli, "console", console)
+    return console
+
+
+def test_summaries_fit_80_columns_and_hide_no_value(console80) -> None:
+    import expunge.cli as cli
+    from expunge.report import format_value
+
+    rows = _demo_rows()
+    verdicts = {
+        "simnpo": {"summary": "forgotten: yes; collateral damage: yes", "confidence": "high",
+                   "reasons": ["neighbours exact match 0.870 < 0.9 x the original's 0.976 [0.93, 1.00]"]},
+        "idkft": {"summary": "forgotten: not verified", "confidence": "low",
+                  "reasons": ["membership inference AUC 0.993 > oracle 0.525 + 0.15"]},
+    }
+    knowledge = {group: {"subjects": 90, "direct_exact_match": 0.953, "paraphrase_exact_match": 0.933,
+                         "chance": 0.065, "at_chance": group == "holdout"} for group in ("forget", "retain", "holdout")}
+    knowledge["general"] = {"subjects": 40, "direct_exact_match": 0.919, "paraphrase_exact_match": 0.9,
+                            "chance": None, "at_chance": None}
+    model = {"path": "expunge-workspace/models/base-default-seed0", "sha256": "0123456789abcdef" * 4}
+    demo = {
+        "base": {"model": model, "cached": True, "seconds": 78.7},
+        "oracle": {"model": model, "cached": False, "seconds": 76.9},
+        "runs": {"simnpo": {"seconds": 7.2, "steps": 120, "stop_reason": "early stop: MIA AUC 0.53 <= 0.55"},
+                 "idkft": {"seconds": 7.6, "steps": 60, "stop_reason": "max_steps"}},
+        "table": rows, "verdicts": verdicts, "method": "simnpo",
+        "targets": {"forget_em_within_oracle": {"value": 0.013, "target": "<= oracle + 0.05", "passed": True},
+                    "baseline_not_forgotten": {"value": True, "target": "idkft not forgotten", "passed": True}},
+        "reports": {kind: f"expunge-workspace/runs/20260101-000000-simnpo/report.{kind}" for kind in ("html", "md")},
+        "seconds": 49.0,
+    }
+    cli._print_demo(demo)  # the summary table and the verdicts, as `expunge demo` prints them
+    cli._print_training({"completed": True, "kind": "oracle", "model": model, "seconds": 76.9, "steps": 1200,
+                         "tokens_per_second": 14289.0, "final_loss": 0.1234, "removed_documents": 120,
+                         "knowledge": knowledge, "notes": []})
+    text = console80.export_text()
+    _assert_fits(text)
+    # Every model and every value of the summary is on screen, whole.
+    for row in rows:
+        assert row["model"] in text
+        for key in cli.SUMMARY_KEYS:
+            assert format_value(row[key]) in text, (row["model"], key)
+    assert model["sha256"] in text and "not verified" in text and "[0.93, 1.00]" in text
+
+
+def test_summary_of_many_models_splits_into_tables_that_fit(console80) -> None:
+    import expunge.cli as cli
+
+    rows = _demo_rows()
+    rows += [dict(row, model=f"{row['model']}-lora8-lr7e-4-max200") for row in rows[2:]]
+    rows.append(dict(rows[2], model="m" * 120))  # wider than the terminal: folded, never cut
+    console80.print(cli._summary_table(rows))
+    text = console80.export_text()
+    _assert_fits(text)
+    for row in rows[:-1]:
+        assert row["model"] in text
+    assert text.count("m" * 40) >= 2  # the long name is there in pieces
+
+
+def test_methods_listing_fits_80_columns(console80) -> None:
+    result = run("methods")
+    assert result.exit_code == 0, result.output
+    text = console80.export_text()
+    _assert_fits(text)
+    data = json.loads(run("methods", "--json").stdout)
+    for method in data["methods"]:
+        assert method["name"] in text and method["paper"] in text  # the link is whole, on its own line

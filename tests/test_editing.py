@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 from expunge.cli import app
 from expunge.methods.editing.common import revert
 from expunge.methods.editing.memit import MEMITConfig, apply_memit
-from expunge.methods.editing.run import edit_model, editing_config, revert_model_version
+from expunge.methods.editing.registry import get_editor
+from expunge.methods.editing.run import edit_model, revert_model_version
 from expunge.methods.editing.stats import second_moment
 from expunge.models.io import load_model, read_model_record
 from expunge.records import FactEdit, Probe, read_jsonl
@@ -102,12 +103,16 @@ def test_rome_through_edit_model_one_edit_at_a_time(setup, tmp_path: Path) -> No
 def test_option_and_input_errors(setup, tmp_path: Path) -> None:
     world_dir, model_dir, _, _, _ = setup
     with pytest.raises(Exception, match="unknown editing method 'mend'.*memit, rome"):
-        editing_config("mend")
-    with pytest.raises(Exception, match="has no option 'lr'.*learning_rate"):
-        editing_config("memit", {"lr": 1})
-    with pytest.raises(Exception, match="not a int"):
-        editing_config("memit", {"steps": "many"})
-    assert editing_config("memit", {"layers": "1,2", "token": "prompt_last"}).layers == (1, 2)
+        get_editor("mend")
+    memit = get_editor("memit")
+    with pytest.raises(Exception, match="editor 'memit' has no option 'lr'.*learning_rate"):
+        memit.make_config({"lr": 1})
+    with pytest.raises(Exception, match="steps='many' for editor 'memit' is not an integer"):
+        memit.make_config({"steps": "many"})
+    with pytest.raises(Exception, match="token='middle' for editor 'memit' is not one of: subject_last, "):
+        memit.make_config({"token": "middle"})
+    assert memit.make_config({"layers": "1,2", "token": "prompt_last"}).layers == (1, 2)
+    assert get_editor("rome").make_config({"layer": "none", "steps": "3"}).layer is None
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(Exception, match="holds no edits"):
         edit_model(model_dir, tmp_path / "empty.jsonl", tmp_path / "x", corpus=world_dir, progress=False)
@@ -133,17 +138,28 @@ def test_cli_edit_json_and_errors(setup, tmp_path: Path) -> None:
 
 def test_edit_report_has_before_and_after_rows(setup, tmp_path: Path) -> None:
     world_dir, model_dir, _, _, _ = setup
-    options = {"token": "prompt_last", "layers": "0,1", "covariance_weight": 1.0, "steps": 40}
-    report = edit_model(model_dir, world_dir / "edits.jsonl", tmp_path / "m", corpus=world_dir, options=options,
-                        report=tmp_path / "updates.md", progress=False)
-    assert [row["setup"] for row in report.evaluation] == ["unedited", "memit"]
-    before, after = report.evaluation
+    # edit_model returns the before/after rows; `expunge edit --report` renders them.
+    result = runner.invoke(app, ["edit", "--model", str(model_dir), "--edits", str(world_dir / "edits.jsonl"),
+                                 "--out", str(tmp_path / "m"), "--corpus", str(world_dir),
+                                 "-o", "token=prompt_last", "-o", "layers=0,1", "-o", "covariance_weight=1",
+                                 "-o", "steps=40",
+                                 "--report", str(tmp_path / "updates.md"), "--json"])
+    assert result.exit_code == 0, result.output
+    evaluation = json.loads(result.output)["evaluation"]
+    assert [row["setup"] for row in evaluation] == ["unedited", "memit"]
+    before, after = evaluation
     assert before["efficacy"] == 0.0 and after["efficacy"] > 0.5  # measured, not assumed
     text = (tmp_path / "updates.md").read_text()
     assert "| unedited | 0 |" in text and "| memit | 6 |" in text and "efficacy" in text
+    assert "Probes per set:" in text
     with pytest.raises(Exception, match="edit_probes.jsonl"):
         edit_model(model_dir, world_dir / "edits.jsonl", tmp_path / "n", corpus=world_dir / "documents.jsonl",
-                   report=tmp_path / "r.md", progress=False)
+                   evaluate=True, progress=False)
+    bad = runner.invoke(app, ["edit", "--model", str(model_dir), "--edits", str(world_dir / "edits.jsonl"),
+                              "--out", str(tmp_path / "o"), "--corpus", str(world_dir), "--report",
+                              str(tmp_path / "r.pdf")])
+    assert bad.exit_code == 2 and "unknown report format '.pdf'" in bad.output  # refused before any edit
+    assert not (tmp_path / "o").exists()
 
 
 def test_editing_to_a_neutral_target_forgets_one_fact(setup) -> None:
@@ -175,3 +191,25 @@ def test_editing_to_a_neutral_target_forgets_one_fact(setup) -> None:
     assert after[0] < before[0] - 1.0  # the old fact is much less likely (log-prob per token)
     assert after[1] > before[1] + 1.0 and after[1] > after[0]  # the refusal now beats it
     assert abs(after[2] - before[2]) < 0.5  # another company's CEO barely moves
+
+
+def test_compare_updates_runs_registered_editors_by_name(setup) -> None:
+    from expunge.methods.editing.compare import EditorRun, compare_updates
+    from expunge.methods.editing.rome import ROMEConfig
+    from expunge.models.io import weights_sha256
+
+    world_dir, model_dir, world, edits, _ = setup
+    model, tokenizer, _ = load_model(model_dir)
+    sha = weights_sha256(model)
+    runs = (EditorRun("memit (world-tuned)", "memit", MEMITConfig(**{**PROMPT_LAST, "steps": 5}), preserve=True),
+            EditorRun("memit (last layer)", "memit", MEMITConfig(layers=(1,)), optional=True),  # cannot work
+            EditorRun("rome ({n} edits)", "rome", ROMEConfig(layer=0, steps=3), limit=2))
+    comparison = compare_updates(model, tokenizer, edits[:3], read_jsonl(world_dir / "edit_probes.jsonl", Probe),
+                                 world.probes, [d.text for d in world.training_documents()][:50],
+                                 documents=world.training_documents(), editors=runs)
+    assert [row["setup"] for row in comparison.rows] == ["unedited", "memit (world-tuned)", "rome (2 edits)"]
+    assert [row["edits"] for row in comparison.rows] == [0, 3, 2]
+    assert comparison.notes[0].startswith("memit (last layer) not run:") and "must not be the model's last" \
+        in comparison.notes[0]
+    assert comparison.notes[1] == "rome ran on the first 2 edits only (its row scores those)"
+    assert weights_sha256(model) == sha  # every edit reverted

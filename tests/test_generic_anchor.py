@@ -12,7 +12,9 @@ from expunge.data import IGNORE_INDEX, encode_documents
 from expunge.errors import ExpungeError
 from expunge.ledger import load_request, resolve_documents
 from expunge.methods.generic import generic_targets, stand_in_names
+from expunge.methods.gradient.base import generic_labels
 from expunge.methods.gradient.losses import kl_to_reference
+from expunge.methods.registry import ExtraKind, SequenceExtra
 from expunge.methods.unlearn import PairedDataset, paired_collate, unlearn
 from expunge.models import load_model
 
@@ -61,11 +63,13 @@ def test_collate_anchors_only_positions_outside_the_name() -> None:
     forget = [[1, 5, 6, 7, 2], [1, 8, 9, 2]]
     generic = [[1, 15, 16, 7, 2], [1, 18, 9, 2]]
     shared = [[a == b for a, b in zip(f, g)] for f, g in zip(forget, generic)]
-    data = PairedDataset(forget, [], {"generic": generic, "generic_shared": shared})
-    batch = paired_collate(0)([data[0], data[1]])["forget"]  # pairs come in length order
+    extras = {"generic_input_ids": SequenceExtra(ExtraKind.TOKENS, generic),
+              "generic_shared": SequenceExtra(ExtraKind.MASK, shared)}
+    data = PairedDataset(forget, [], extras)
+    batch = paired_collate(0, extras)([data[0], data[1]])["forget"]  # pairs come in length order
     assert batch["input_ids"].tolist() == [[1, 8, 9, 2, 0], [1, 5, 6, 7, 2]]
     assert batch["generic_input_ids"].tolist() == [[1, 18, 9, 2, 0], [1, 15, 16, 7, 2]]
-    assert batch["generic_labels"].tolist() == [[1, IGNORE_INDEX, 9, 2, IGNORE_INDEX],
+    assert generic_labels(batch).tolist() == [[1, IGNORE_INDEX, 9, 2, IGNORE_INDEX],
                                                 [1, IGNORE_INDEX, IGNORE_INDEX, 7, 2]]
 
 
@@ -77,12 +81,14 @@ def _anchor_gap(model_dir: Path, reference_dir: Path, world, request) -> float:
     encode = lambda texts: encode_documents(tokenizer, texts, 512)  # noqa: E731
     real = encode([d.text for d in docs])
     targets = generic_targets(world, docs, real, tokenizer, encode, seed=0)
-    data = PairedDataset(real, [], {"generic": targets.ids, "generic_shared": targets.same})
-    batch = paired_collate(tokenizer.pad_token_id)([data[i] for i in range(len(data))])["forget"]
+    extras = {"generic_input_ids": SequenceExtra(ExtraKind.TOKENS, targets.ids),
+              "generic_shared": SequenceExtra(ExtraKind.MASK, targets.same)}
+    data = PairedDataset(real, [], extras)
+    batch = paired_collate(tokenizer.pad_token_id, extras)([data[i] for i in range(len(data))])["forget"]
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         teacher = reference(input_ids=batch["generic_input_ids"], attention_mask=batch["attention_mask"]).logits
-    return float(kl_to_reference(logits, teacher, batch["generic_labels"]))
+    return float(kl_to_reference(logits, teacher, generic_labels(batch)))
 
 
 def test_anchor_alone_moves_the_model_towards_its_generic_predictions(

@@ -10,9 +10,17 @@ import pytest
 from expunge.data import encode_documents
 from expunge.errors import ExpungeError
 from expunge.ledger import load_request
-from expunge.methods.registry import MethodSpec, get_method, method_names, register_method
-from expunge.methods.unlearn import (PairedDataset, chunk_sequences, mean_token_nll, options_from_pairs,
-                                     sequence_nlls, unlearn)
+import torch
+
+from expunge.methods.gradient.base import UnlearnConfig
+from expunge.methods.registry import (ExtraKind, MethodSpec, Need, Prepared, Preparation, SequenceExtra,
+                                      UnlearnContext, get_method, method_names, register_method,
+                                      registered_method)
+from expunge.scoring import sequence_logprobs
+from expunge.options import parse_pairs
+from expunge.methods.unlearn import PairedDataset, chunk_sequences, mean_token_nll, unlearn
+from expunge.scoring import sequence_nlls
+from expunge.training import StopKind
 from expunge.models import load_model, weights_sha256
 from expunge.worlds import load_world
 
@@ -50,7 +58,7 @@ def test_early_stop_and_collapse_guard(tiny_world_dir, tiny_request_path, tiny_b
     report = unlearn(tiny_base.model.path, tiny_world_dir, tiny_request_path, tmp_path / "ga", method="grad_ascent",
                      options={"learning_rate": 5e-2, "max_steps": 40, "check_every": 2,
                               "max_retain_loss_increase": 0.3}, progress=False)
-    assert report.stop_reason.startswith("collapse guard")
+    assert report.stop is StopKind.COLLAPSE_GUARD and report.stop_reason.startswith("collapse guard")
     assert report.restored_step is not None and report.restored_step < report.run.steps
     assert any("restored" in note for note in report.notes)
     # The saved model is the restored state: its retain NLL is within the bound again.
@@ -69,7 +77,7 @@ def test_early_stop_and_collapse_guard(tiny_world_dir, tiny_request_path, tiny_b
     report = unlearn(tiny_base.model.path, tiny_world_dir, tiny_request_path, tmp_path / "s", method="simnpo",
                      options={"learning_rate": 3e-3, "max_steps": 300, "min_steps": 5, "check_every": 5},
                      progress=False)
-    assert report.stop_reason.startswith("early stop"), report.stop_reason
+    assert report.stop is StopKind.EARLY_STOP, report.stop_reason
     assert report.checks[-1]["mia_auc"] <= 0.55 < min(c["mia_auc"] for c in report.checks[:-1])
     assert report.run.steps < 300
 
@@ -135,7 +143,66 @@ def test_chunking_and_option_parsing() -> None:
     chunks = chunk_sequences([list(range(10)), [1, 2], [7, 8, 9, 10, 11]], 4)
     assert chunks == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [1, 2], [7, 8, 9, 10]]  # [11] predicts nothing
     assert chunk_sequences([[1, 2, 3]], 0) == [[1, 2, 3]]
-    assert options_from_pairs(["a=1", "b=2.5", "c=true", "d=null", "e=kl"]) == {
-        "a": 1, "b": 2.5, "c": True, "d": None, "e": "kl"}
-    with pytest.raises(ExpungeError, match="key=value"):
-        options_from_pairs(["oops"])
+    # Options are converted by the config's type hints (tests/test_options.py covers the parser).
+    config = get_method("npo").make_config(parse_pairs(["max_steps=3", "beta=1", "early_stop=false",
+                                                        "retain_loss=kl"]))
+    assert (config.max_steps, config.beta, config.early_stop, config.retain_loss) == (3, 1.0, False, "kl")
+    assert isinstance(config.beta, float)
+    with pytest.raises(ExpungeError, match="retain_loss"):
+        get_method("npo").make_config({"retain_loss": "l2"})
+
+
+# --- a method is a plug-in: one defined here runs through the shared run unchanged ------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ToyConfig(UnlearnConfig):
+    """https://arxiv.org/abs/0000.00000 — a toy method for the plug-in test: push the forget
+    sequences' summed log-probability below the original's by ``margin`` (nats per sequence).
+
+    Attributes:
+        margin: how far below the original's log-probability the push stops.
+    """
+
+    margin: float = 5.0
+    retain_weight: float = 1.0
+
+
+def _toy_prepare(prep: Preparation) -> Prepared:
+    # Precomputed from the original model, carried per sequence as a typed scalar extra, and a
+    # piece of method state the terms read back.
+    ref = [float(-v) * len(seq) for v, seq in zip(sequence_nlls(prep.model, prep.forget, prep.pad_id)[0], prep.forget)]
+    return Prepared(state={"prepared_on": len(prep.forget)}, extras={"toy_ref": SequenceExtra(ExtraKind.SCALAR, ref)})
+
+
+def _toy_trainable(model, config, state) -> None:
+    model.get_input_embeddings().requires_grad_(False)  # the toy freezes the embeddings
+
+
+def _toy_forget(ctx: UnlearnContext, batch, outputs):
+    assert ctx.state["prepared_on"] > 0 and ctx.reference is not None  # needs=REFERENCE_MODEL
+    logp, _ = sequence_logprobs(outputs.logits, batch["labels"])
+    return torch.relu(logp - (batch["toy_ref"] - ctx.config.margin)).mean()
+
+
+def test_a_method_defined_in_a_test_runs_end_to_end(tiny_world_dir, tiny_request_path, tiny_base,
+                                                    tmp_path: Path) -> None:
+    spec = MethodSpec("toy_margin", ToyConfig, "toy: push forget log-probs below a margin",
+                      forget_term=_toy_forget, needs=frozenset({Need.REFERENCE_MODEL}),
+                      prepare=_toy_prepare, trainable=_toy_trainable)
+    base_dir = Path(tiny_base.model.path)
+    with registered_method(spec):
+        assert "toy_margin" in method_names()
+        with pytest.raises(ExpungeError, match="margin"):
+            get_method("toy_margin").make_config({"margin": "wide"})  # the shared parser knows its fields
+        report = unlearn(base_dir, tiny_world_dir, tiny_request_path, tmp_path / "toy", method="toy_margin",
+                         options={**QUICK, "margin": "3"}, progress=False)
+    assert "toy_margin" not in method_names()
+    assert report.method == "toy_margin" and report.config["margin"] == 3.0 and report.stop is StopKind.MAX_STEPS
+    assert report.checks[-1]["forget_nll"] > report.original_nll["forget"]
+    base, _, _ = load_model(base_dir)
+    model, _, ref = load_model(tmp_path / "toy")
+    assert ref.recipe["method"] == "toy_margin" and ref.recipe["located_sha256"] == report.located_sha256
+    # Its trainable hook froze the embeddings; something else moved.
+    assert torch.equal(base.get_input_embeddings().weight, model.get_input_embeddings().weight)
+    assert weights_sha256(model) != weights_sha256(base)

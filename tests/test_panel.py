@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from expunge.verify.panel import PANEL, confusion_table, run_panel
+from expunge.panel import PANEL, confusion_table, run_panel
 from expunge.verify.policy import default_policy, override_policy
 from expunge.verify.suite import VerifyConfig
 

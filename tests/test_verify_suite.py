@@ -13,7 +13,8 @@ from expunge.records import Probe
 from expunge.report import report_from_verification, to_html, to_markdown, write_report
 from expunge.verify.plausibility import AnswerValidator, answer_plausibility
 from expunge.verify.policy import default_policy, load_policy, override_policy
-from expunge.verify.suite import Check, VerifyConfig, _roll_up, verify_models
+from expunge.verify.judge import Check, roll_up
+from expunge.verify.suite import VerifyConfig, verify_models
 
 
 def _probe(attribute: str, answer: str, alternatives: tuple[str, ...]) -> Probe:
@@ -67,7 +68,7 @@ SIZES = {name: {"subjects": 10, "probes": 300, "documents": 300}
 )
 def test_verdict_roll_up(forgotten, collateral, thin, expected) -> None:
     checks = [_check("forgotten", p) for p in forgotten] + [_check("collateral", p) for p in collateral]
-    verdict = _roll_up(checks, list(thin), SIZES, {}, [])
+    verdict = roll_up(checks, list(thin), SIZES, {}, [])
     assert (verdict.forgotten, verdict.collateral_damage, verdict.confidence) == expected
     assert any("not tried" in r for r in verdict.reasons)
 
@@ -182,7 +183,7 @@ def test_leak_flag_and_uncounted_checks() -> None:
     passed = Check("em", "forgotten", 0.0, 0.0, "<= oracle + 0.05", True, policy_key="forget_exact_match")
     # A failing check that does not count (uninformative route, or not required by the policy).
     ignored = Check("cloze", "forgotten", 0.9, 0.0, "<= oracle + 0.1", False, decisive=False)
-    verdict = _roll_up([leak, passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
+    verdict = roll_up([leak, passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
     assert verdict.forgotten == "no" and verdict.flags and "over-unlearning" in verdict.summary
     assert not any(r.startswith("failed: cloze") for r in verdict.reasons)
     assert ignored.status == "not counted" and leak.status == "FAIL" and passed.status == "pass"

@@ -198,9 +198,10 @@ def forget_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Unlearn the requested subjects with a gradient method; writes a new model version."""
-    from expunge.methods.unlearn import options_from_pairs, unlearn
+    from expunge.methods.unlearn import unlearn
+    from expunge.options import parse_pairs
 
-    report = unlearn(model, world, request, out, method=method, options=options_from_pairs(option), progress=True)
+    report = unlearn(model, world, request, out, method=method, options=parse_pairs(option), progress=True)
     data = report.to_dict()
     _emit(as_json, data, lambda: console.print(
         f"{data['method']}: wrote {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, parent "
@@ -214,10 +215,11 @@ def edit_cmd(
     model: Path = typer.Option(..., "--model", help="Model directory to edit (never modified)."),
     edits: Path = typer.Option(..., "--edits", help="Update requests, JSONL of FactEdit (e.g. a world's edits.jsonl)."),
     out: Path = typer.Option(..., "--out", help="New model directory for the edited model."),
-    method: str = typer.Option("memit", "--method", help="rome (one edit at a time) or memit (one batch)."),
+    method: str = typer.Option("memit", "--method",
+                               help="Registered editor: memit (one batch), rome (one edit at a time), ..."),
     corpus: Path = typer.Option(..., "--corpus",
                                 help="Text for the second-moment statistics: a world directory or a file, one text per line."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Method option as key=value (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Editor option as key=value (repeatable)."),
     preserve: Path | None = typer.Option(None, "--preserve",
                                          help="MEMIT: file of subject names, one per line, whose facts must not move."),
     cache: Path | None = typer.Option(None, "--cache", help="Directory caching second-moment statistics."),
@@ -227,16 +229,22 @@ def edit_cmd(
 ) -> None:
     """Rewrite facts in the weights (ROME / MEMIT); writes a new model version that can be reverted exactly."""
     from expunge.methods.editing.run import edit_model
-    from expunge.methods.unlearn import options_from_pairs
+    from expunge.options import parse_pairs
+    from expunge.report.editing import check_updates_report_path, write_updates_report
 
+    options = parse_pairs(option)
+    if report is not None:
+        check_updates_report_path(report)  # before the edit, not after it
     names: list[str] = []
     if preserve is not None:
         if not preserve.is_file():
             raise ExpungeError(f"preserve file {preserve} not found", "give a file with one subject name per line")
         names = [line.strip() for line in preserve.read_text(encoding="utf-8").splitlines() if line.strip()]
-    report = edit_model(model, edits, out, corpus=corpus, method=method, options=options_from_pairs(option),
-                        preserve_subjects=names, cache_dir=cache, report=report, progress=not as_json)
-    data = report.to_dict()
+    result = edit_model(model, edits, out, corpus=corpus, method=method, options=options, preserve_subjects=names,
+                        cache_dir=cache, evaluate=report is not None, progress=not as_json)
+    if report is not None:
+        write_updates_report(result.comparison(), report, title=f"{method}: {result.edits} updates to {model}")
+    data = result.to_dict()
     _emit(as_json, data, lambda: console.print(
         f"{data['method']}: {data['edits']} edits -> {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, "
         f"parent {data['parent_sha256'][:16]}…); layers {data['layers']}; {data['seconds']:.1f} s "
@@ -258,15 +266,7 @@ def methods_cmd(as_json: bool = JSON_OPTION) -> None:
         rows.append({"name": name, "summary": spec.summary, "paper": doc.split()[0] if doc else "",
                      "options": {f.name: f.default for f in fields(spec.config_cls)}})
 
-    def human() -> None:
-        table = Table(title="unlearning methods")
-        for column in ("name", "summary", "paper"):
-            table.add_column(column)
-        for row in rows:
-            table.add_row(row["name"], row["summary"], row["paper"])
-        console.print(table)
-
-    _emit(as_json, {"methods": rows}, human)
+    _emit(as_json, {"methods": rows}, lambda: console.print(_methods_table(rows)))
 
 
 @app.command("verify")
@@ -357,30 +357,78 @@ def demo_cmd(
     _emit(as_json, result, lambda: _print_demo(result))
 
 
-def _summary_table(rows: list[dict[str, Any]]) -> Table:
-    from expunge.report import TABLE_COLUMNS, format_value
+# The summary's metrics, as rows (every column of the table is in --json and in the reports).
+SUMMARY_KEYS = ("forget_em", "retain_em", "neighbours_em", "general_em", "forget_quality", "mia_auc", "privleak",
+                "model_utility", "plausibility", "seconds", "fraction_of_retraining", "forgotten",
+                "collateral_damage")
 
-    shown = ("model", "forget_em", "retain_em", "neighbours_em", "forget_quality", "mia_auc", "privleak",
-             "model_utility", "plausibility", "seconds", "fraction_of_retraining", "forgotten", "collateral_damage")
-    headers = {key: header for key, header, _ in TABLE_COLUMNS}
-    table = Table(title="privacy deletion: original, oracle and methods")
-    for key in shown:
-        table.add_column(headers[key], justify="left" if key in ("model", "forgotten", "collateral_damage") else "right")
+
+class _MetricsByModel:
+    """Metrics as rows, models as columns: short numbers side by side, so four models fit in 80
+    columns. When the models do not fit the console's width, as many tables as it takes, each
+    repeating the metric column; cells fold rather than being cut off (no "…" ever hides a value)."""
+
+    def __init__(self, title: str, rows: list[dict[str, Any]], keys: tuple[str, ...] = SUMMARY_KEYS) -> None:
+        from expunge.report import TABLE_COLUMNS, format_value
+
+        headers = {key: header for key, header, _ in TABLE_COLUMNS}
+        self.title = title
+        self.labels = [headers.get(key, key) for key in keys]
+        self.columns = [(str(row["model"]), [format_value(row.get(key)) for key in keys]) for row in rows]
+
+    def _groups(self, width: int) -> list[list[tuple[str, list[str]]]]:
+        from rich.cells import cell_len
+
+        label = max([cell_len("metric"), *map(cell_len, self.labels)])
+        used, groups = label + 4, [[]]  # "│ label │" is the label plus 4; each column adds its width + 3
+        for name, values in self.columns:
+            need = max([cell_len(name), *map(cell_len, values)]) + 3
+            if groups[-1] and used + need > width:
+                used, groups = label + 4, [*groups, []]
+            groups[-1].append((name, values))
+            used += need
+        return groups
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        groups = self._groups(options.max_width)
+        for i, group in enumerate(groups):
+            title = self.title if len(groups) == 1 else f"{self.title} ({i + 1}/{len(groups)})"
+            table = Table(title=title)
+            table.add_column("metric", overflow="fold")
+            for name, _ in group:
+                table.add_column(name, justify="right", overflow="fold")
+            for r, label in enumerate(self.labels):
+                table.add_row(label, *(values[r] for _, values in group))
+            yield table
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> _MetricsByModel:
+    """The compact table of ``rows`` (``expunge.report`` table rows), one column per model."""
+    return _MetricsByModel("privacy deletion: original, oracle and methods", rows)
+
+
+def _methods_table(rows: list[dict[str, Any]]) -> Table:
+    """The method registry: name, then its summary with the paper's link on a line of its own."""
+    table = Table(title="unlearning methods")
+    table.add_column("method", overflow="fold")
+    table.add_column("summary and paper", overflow="fold")
     for row in rows:
-        table.add_row(*(format_value(row[key]) for key in shown))
+        table.add_row(row["name"], row["summary"] + (f"\n{row['paper']}" if row["paper"] else ""))
     return table
 
 
 def _print_verdict(name: str, summary: str, confidence: str, reasons: list[str]) -> None:
-    console.print(f"[bold]{name}[/]: {summary} (confidence: {confidence})", highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold]{escape(name)}[/]: {escape(summary)} (confidence: {confidence})", highlight=False)
     for reason in reasons:
-        console.print(f"  - {reason}", highlight=False)
+        console.print(f"  - {escape(reason)}", highlight=False)
 
 
 def _knowledge_table(title: str, knowledge: dict[str, dict[str, Any]]) -> Table:
-    table = Table(title=title)
+    table = Table(title=title)  # six short columns: 71 characters wide
     for column in ("group", "subjects", "direct EM", "paraphrase EM", "chance", "at chance"):
-        table.add_column(column, justify="right" if column != "group" else "left")
+        table.add_column(column, justify="right" if column != "group" else "left", overflow="fold")
     for group, row in knowledge.items():
         chance = row.get("chance")
         table.add_row(
@@ -394,10 +442,13 @@ def _print_training(data: dict[str, Any]) -> None:
     if not data["completed"]:
         console.print(" ".join(data["notes"]))
         return
+    # One fact a line: the path may be long, the full hash (71 characters with its label) fits 80.
+    console.print(f"{data['kind']} model written to {data['model']['path']}", highlight=False)
+    console.print(f"  sha256 {data['model']['sha256']}", highlight=False)
     console.print(
-        f"{data['kind']} model written to {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…) in "
-        f"{data['seconds']:.1f} s, {data['steps']} steps, {data['tokens_per_second']:,.0f} tokens/s, final loss "
-        f"{data['final_loss']:.4f}" + (f", {data['removed_documents']} documents removed" if data["removed_documents"] else "")
+        f"  {data['seconds']:.1f} s, {data['steps']} steps, {data['tokens_per_second']:,.0f} tokens/s, final loss "
+        f"{data['final_loss']:.4f}" + (f", {data['removed_documents']} documents removed" if data["removed_documents"] else ""),
+        highlight=False,
     )
     console.print(_knowledge_table("what the model knows (greedy exact match)", data["knowledge"]))
 
@@ -417,7 +468,9 @@ def _print_demo(result: dict[str, Any]) -> None:
         value = target["value"]
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
         console.print(f"  {key}: {shown} (target {target['target']}) -> {'met' if target['passed'] else 'NOT met'}")
-    console.print(f"reports: {', '.join(result['reports'].values())}")
+    console.print("reports:")
+    for kind, path in result["reports"].items():
+        console.print(f"  {kind}: {path}", highlight=False)
     console.print(f"total {result['seconds']:.1f} s")
 
 

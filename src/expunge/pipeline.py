@@ -27,14 +27,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from expunge.data import SequenceDataset, encode_documents
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
-from expunge.ledger.requests import documents_digest, load_request, resolve_documents
+from expunge.ledger.requests import documents_digest, load_request
+from expunge.locate import Located, locate, locate_subjects
 from expunge.models.builders import build_llama
 from expunge.models.io import load_model, save_model_version
 from expunge.models.tokenizer import build_word_tokenizer
 from expunge.presets import Preset, get_preset
 from expunge.records import ModelRef, Probe, read_jsonl
 from expunge.methods.refusals import REFUSALS
-from expunge.training import TrainResult, train_loop
+from expunge.training import StopKind, TrainResult, train_loop
 from expunge.verify.probes import answer_probes
 from expunge.worlds import World, chance_exact_match, load_world
 
@@ -106,6 +107,7 @@ def retrain_oracle(
     base: str | os.PathLike[str] | None = None,
     progress: bool = True,
     stop_at_step: int | None = None,
+    located: Located | None = None,
 ) -> TrainingReport:
     """Retrain from scratch without the request's documents: the gold standard of unlearning.
 
@@ -134,9 +136,13 @@ def retrain_oracle(
                 "drop --preset/--seed when --base is given",
             )
         preset, seed = base_preset, base_seed
-    excluded = resolve_documents(world, request)
+    if located is None:
+        located = locate(world, request)
+    else:
+        located.check_for(world, request)
+    excluded = set(located.forget.documents)
     report = _train_on(world, excluded, out, get_preset(preset or "default"), 0 if seed is None else seed,
-                       "oracle", request, progress, stop_at_step)
+                       "oracle", request, progress, stop_at_step, located)
     report.request_id = request.id
     report.removed_documents = len(excluded)
     return report
@@ -152,6 +158,7 @@ def _train_on(
     request: Any,
     progress: bool,
     stop_at_step: int | None,
+    located: Located | None = None,
 ) -> TrainingReport:
     documents = [d for d in world.training_documents() if d.id not in excluded]
     if not documents:
@@ -168,6 +175,7 @@ def _train_on(
         "excluded_documents": len(excluded),
         "excluded_sha256": documents_digest(excluded),
         "request_id": None if request is None else request.id,
+        "located_sha256": None if located is None else located.digest,
     }
     # Under `accelerate launch` this runs once per process; only the main process writes files.
     accelerator = Accelerator()
@@ -184,11 +192,10 @@ def _train_on(
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return TrainingReport(kind, None, run, {}, notes=["worker process: the main process saves the model"])
-    if run.stop_reason == "interrupted":
+    if run.stop is StopKind.INTERRUPTED:
         return TrainingReport(kind, None, run, {}, notes=[
             f"stopped at step {run.steps}; run the same command again to resume from {checkpoints}"])
-    forget = set(request.targets) if request is not None else set()
-    knowledge = measure_knowledge(model, tokenizer, world, forget)
+    knowledge = measure_knowledge(model, tokenizer, world, located=located)
     run_stats = {"seconds": run.seconds, "steps": run.steps, "tokens_per_second": run.tokens_per_second,
                  "final_loss": run.final_loss, "resumed_from_step": run.resumed_from_step}
     ref = save_model_version(model, tokenizer, out, parent=None, recipe=recipe, run=run_stats)
@@ -213,7 +220,8 @@ def _claim_checkpoint_dir(directory: Path, recipe: dict[str, Any]) -> None:
 
 
 def measure_knowledge(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, forget: Iterable[str] = ()
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, forget: Iterable[str] = (),
+    *, located: Located | None = None,
 ) -> dict[str, dict[str, float]]:
     """Exact match on direct and paraphrased questions, per group of subjects.
 
@@ -223,13 +231,15 @@ def measure_knowledge(
     :func:`expunge.worlds.chance_exact_match`), and ``at_chance`` for forget and holdout groups:
     whether paraphrase exact match is within two binomial standard errors of chance.
     """
-    forget = set(forget)
+    if located is None:
+        located = locate_subjects(world, forget)
+    forget = set(located.forget.subjects)
     retained_subjects = [s for s in world.subjects if s.id not in forget]
     groups = {
         "forget": sorted(forget),
-        "retain": [s.id for s in world.people("train") if s.id not in forget],
-        "holdout": [s.id for s in world.people("holdout")],
-        "general": [s.id for s in world.subjects if s.kind == "entity"],
+        "retain": list(located.retain.subjects),
+        "holdout": list(located.never_seen.subjects),
+        "general": list(located.general.subjects),
     }
     table: dict[str, dict[str, float]] = {}
     for group, ids in groups.items():

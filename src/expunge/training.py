@@ -25,6 +25,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from expunge.choices import TextEnum
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +96,31 @@ class TrainingConfig:
             raise ValueError("warmup_steps must be >= 0 and smaller than max_steps")
 
 
+class StopKind(TextEnum):
+    """Why a run ended: the decision, as data (``TrainResult.stop_reason`` says it in words)."""
+
+    MAX_STEPS = "max_steps"  # ran every step
+    INTERRUPTED = "interrupted"  # stopped on request (``stop_at_step``); resumable from a checkpoint
+    EARLY_STOP = "early_stop"  # an evaluation hook found the goal reached
+    COLLAPSE_GUARD = "collapse_guard"  # an evaluation hook found the model damaged past its bound
+    HOOK = "hook"  # an evaluation hook stopped it for a reason of its own
+
+
+
 @dataclass
 class EvalResult:
-    """What an evaluation hook returns: metrics, and optionally a reason to stop now."""
+    """What an evaluation hook returns: metrics, and optionally a decision to stop now (``stop``)
+    with its reason in words (``stop_reason``). A reason without a kind stops as ``HOOK``."""
 
     metrics: dict[str, float]
     stop_reason: str | None = None
+    stop: StopKind | None = None
+
+    def __post_init__(self) -> None:
+        if self.stop_reason and self.stop is None:
+            self.stop = StopKind.HOOK
+        if self.stop is not None and not self.stop_reason:
+            self.stop_reason = self.stop.value
 
 
 EvalHook = Callable[[torch.nn.Module, int], EvalResult]
@@ -119,6 +139,7 @@ class TrainResult:
     eval_history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     stop_reason: str = "max_steps"
     resumed_from_step: int | None = None
+    stop: StopKind = StopKind.MAX_STEPS
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -233,7 +254,7 @@ def train_loop(
     running_loss = torch.tensor(window[0], device=accelerator.device)
     running_count = window[1]
     last_loss = loss_history[-1][1] if loss_history else math.nan
-    stop_reason = "max_steps"
+    stop_reason, stop = "max_steps", StopKind.MAX_STEPS
     start = time.perf_counter()
     bar = _progress_bar(progress and accelerator.is_main_process)
     task = bar.add_task(description, total=config.max_steps, completed=step, loss=math.nan, tps=0.0)
@@ -281,8 +302,8 @@ def train_loop(
                         result = eval_hook(accelerator.unwrap_model(model), step)
                     model.train()
                     eval_history.append((step, dict(result.metrics)))
-                    if result.stop_reason:
-                        stop_reason = result.stop_reason
+                    if result.stop is not None:
+                        stop_reason, stop = str(result.stop_reason), result.stop
                         break
                 seconds = elapsed_before + time.perf_counter() - start
                 saved = False
@@ -296,11 +317,11 @@ def train_loop(
                         _save_checkpoint(accelerator, ckpt_root, step, tokens, seconds, loss_history,
                                          eval_history, config.keep_checkpoints,
                                          (float(running_loss), running_count))
-                    stop_reason = "interrupted"
+                    stop_reason, stop = "interrupted", StopKind.INTERRUPTED
                     break
                 if step >= config.max_steps:
                     break
-            if stop_reason != "max_steps":
+            if stop is not StopKind.MAX_STEPS:
                 break
             if seen_this_epoch == 0:  # never spin: an epoch must make progress
                 raise ExpungeError(
@@ -322,6 +343,7 @@ def train_loop(
         eval_history=eval_history,
         stop_reason=stop_reason,
         resumed_from_step=resumed_from,
+        stop=stop,
     )
 
 

@@ -1,21 +1,135 @@
-"""The explicit registry of unlearning methods: one entry per method, looked up by name.
+"""The explicit registry of unlearning methods, and the small protocol a method implements.
 
-Registering a name twice, or asking for an unknown one, raises with the list of known names.
+A method is a :class:`MethodSpec`: a typed config, a forget term, a retain term and optional hooks.
+The shared run (:mod:`expunge.methods.unlearn`) calls the hooks and never knows a method by name:
+
+- ``needs``: what the run must provide (:class:`Need`: a frozen reference model at every step,
+  hidden states in the forward pass, refusal answers as the forget data);
+- ``prepare``: precomputations from the original model before training, returning the method's
+  state (read by its terms as ``ctx.state``) and per-forget-sequence extras
+  (:class:`SequenceExtra`, typed so that the collate pads them without knowing them);
+- ``trainable``: which parameters train (default: all).
+
+Each built-in method lives in one file under :mod:`expunge.methods.gradient` (config, preparation,
+terms, registration). Registering a name twice, or asking for an unknown one, raises with the list
+of known names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from expunge.choices import TextEnum
 from typing import Any
 
 import torch
 
 from expunge.errors import ExpungeError
-from expunge.methods.gradient import methods as g
+from expunge.methods.gradient.base import UnlearnConfig, retain_default
+
+__all__ = [
+    "Need",
+    "ExtraKind",
+    "SequenceExtra",
+    "Preparation",
+    "Prepared",
+    "UnlearnContext",
+    "Term",
+    "MethodSpec",
+    "register_method",
+    "unregister_method",
+    "registered_method",
+    "get_method",
+    "method_names",
+    "DEFAULT_METHOD",
+    "BASELINE_METHOD",
+]
+
+
+class Need(TextEnum):
+    """What a method needs from the shared run."""
+
+    REFERENCE_MODEL = "reference_model"  # a frozen copy of the original model, queried every step
+    HIDDEN_STATES = "hidden_states"  # the forward pass returns every layer's hidden states
+    REFUSAL_DATA = "refusal_data"  # forget data: the targets' questions answered with a refusal
+
+
+
+class ExtraKind(TextEnum):
+    """How a per-sequence extra is batched (the collate pads by kind, never by name)."""
+
+    SCALAR = "scalar"  # one number per sequence -> (batch,) tensor
+    TOKENS = "tokens"  # token ids, as long as the sequence -> (batch, width), padded with the pad id
+    MASK = "mask"  # booleans, as long as the sequence -> (batch, width), padded with False
+    VECTORS = "vectors"  # a (length, dim) tensor per sequence -> (batch, width, dim), padded with 0
+
+
+
+@dataclass(frozen=True)
+class SequenceExtra:
+    """Values that travel with each forget sequence: ``values[i]`` belongs to forget sequence i.
+    Token-aligned kinds are cut into the same windows as the sequences (``chunk_tokens``)."""
+
+    kind: ExtraKind
+    values: list[Any]
+
+    def pad(self, rows: list[Any], width: int, pad_id: int) -> torch.Tensor:
+        """The batch's values as one tensor (see :class:`ExtraKind`)."""
+        if self.kind is ExtraKind.SCALAR:
+            return torch.tensor(rows)
+        if self.kind is ExtraKind.VECTORS:
+            out = rows[0].new_zeros((len(rows), width, rows[0].shape[-1]))
+            for r, value in enumerate(rows):
+                out[r, : len(value)] = value
+            return out
+        fill = pad_id if self.kind is ExtraKind.TOKENS else False
+        dtype = torch.long if self.kind is ExtraKind.TOKENS else torch.bool
+        out = torch.full((len(rows), width), fill, dtype=dtype)
+        for r, value in enumerate(rows):
+            out[r, : len(value)] = torch.tensor(value, dtype=dtype)
+        return out
+
+
+@dataclass
+class Preparation:
+    """What ``prepare`` may read: the original model (before any update), the method's config and
+    the encoded data. ``forget`` are the training sequences as the run will batch them (windows of
+    ``chunk_tokens``); ``forget_sample`` a seeded sample of whole forget documents (the stop rules'
+    sample)."""
+
+    model: torch.nn.Module
+    config: UnlearnConfig
+    pad_id: int
+    forget: list[list[int]]
+    forget_sample: list[list[int]]
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` returns: method state (``ctx.state`` in the terms) and per-sequence extras
+    (``batch["forget"][name]`` in the terms)."""
+
+    state: Any = None
+    extras: dict[str, SequenceExtra] = field(default_factory=dict)
+
+
+@dataclass
+class UnlearnContext:
+    """What the loss terms may use besides the batch."""
+
+    model: torch.nn.Module
+    config: UnlearnConfig
+    reference: torch.nn.Module | None = None
+    state: Any = None
+
 
 # (context, batch, the model's outputs on the batch) -> scalar loss
-Term = Callable[[Any, dict[str, torch.Tensor], Any], torch.Tensor]
+Term = Callable[[UnlearnContext, dict[str, torch.Tensor], Any], torch.Tensor]
+
+
+def _all_trainable(model: torch.nn.Module, config: Any, state: Any) -> None:
+    """Default ``trainable`` hook: every parameter trains."""
 
 
 @dataclass(frozen=True)
@@ -24,48 +138,62 @@ class MethodSpec:
 
     Attributes:
         name: registry key (the CLI's ``--method``).
-        config_cls: its typed config dataclass.
+        config_cls: its typed config dataclass (a subclass of ``UnlearnConfig``).
+        summary: one line for listings.
         forget_term / retain_term: the two losses, functions of the model's outputs on the
             forget / retain half of the batch (the shared loop runs each forward pass once).
-        forget_data: ``documents`` (the requested training documents) or ``refusals`` (the
-            targets' training questions answered with a refusal).
-        needs_reference: keep a frozen copy of the original model (KL, RMU, NPO's log-probs).
-        summary: one line for listings.
-        hidden_states: the terms read hidden states (the forward pass must return them).
+        needs: what the run must provide (:class:`Need`).
+        prepare: optional; precomputations from the original model (:class:`Preparation` ->
+            :class:`Prepared`), run once before training.
+        trainable: optional; ``(model, config, state)`` freezes what must not train.
     """
 
     name: str
-    config_cls: type[g.UnlearnConfig]
-    forget_term: Term
-    retain_term: Term
-    forget_data: str
-    needs_reference: bool
+    config_cls: type[UnlearnConfig]
     summary: str
-    hidden_states: bool = False
+    forget_term: Term
+    retain_term: Term = retain_default
+    needs: frozenset[Need] = frozenset()
+    prepare: Callable[[Preparation], Prepared] | None = None
+    trainable: Callable[[torch.nn.Module, Any, Any], None] = _all_trainable
 
-    def make_config(self, overrides: dict[str, Any] | None = None) -> g.UnlearnConfig:
-        """The method's config with ``overrides``; unknown fields or bad values raise ExpungeError."""
-        overrides = dict(overrides or {})
-        known = {f.name for f in fields(self.config_cls)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ExpungeError(
-                f"unknown option(s) {', '.join(unknown)} for method {self.name!r}",
-                f"use some of: {', '.join(sorted(known))}",
-            )
-        try:
-            return self.config_cls(**overrides)
-        except (ValueError, TypeError) as exc:
-            raise ExpungeError(f"invalid option for method {self.name!r}: {exc}", "correct the value") from None
+    @property
+    def forget_data(self) -> str:
+        """``refusals`` (the targets' questions answered with a refusal) or ``documents``."""
+        return "refusals" if Need.REFUSAL_DATA in self.needs else "documents"
+
+    def make_config(self, overrides: Mapping[str, Any] | None = None) -> UnlearnConfig:
+        """The method's config with ``overrides`` (strings are converted by the field's type);
+        unknown fields or bad values raise ExpungeError naming the option."""
+        from expunge.options import build_config
+
+        return build_config(self.config_cls, overrides, owner=f"method {self.name!r}")
 
 
 _METHODS: dict[str, MethodSpec] = {}
 
 
-def register_method(spec: MethodSpec) -> None:
+def register_method(spec: MethodSpec) -> MethodSpec:
     if spec.name in _METHODS:
         raise ValueError(f"method {spec.name!r} is already registered; known: {', '.join(sorted(_METHODS))}")
     _METHODS[spec.name] = spec
+    return spec
+
+
+def unregister_method(name: str) -> None:
+    if name not in _METHODS:
+        raise ValueError(f"method {name!r} is not registered; known: {', '.join(sorted(_METHODS))}")
+    del _METHODS[name]
+
+
+@contextmanager
+def registered_method(spec: MethodSpec) -> Iterator[MethodSpec]:
+    """Register ``spec`` for the duration of a block (tests, experiments)."""
+    register_method(spec)
+    try:
+        yield spec
+    finally:
+        unregister_method(spec.name)
 
 
 def get_method(name: str) -> MethodSpec:
@@ -81,18 +209,5 @@ def method_names() -> list[str]:
 DEFAULT_METHOD = "simnpo"
 BASELINE_METHOD = "idkft"
 
-for _spec in (
-    MethodSpec("grad_ascent", g.GradAscentConfig, g.forget_gradient_ascent, g.retain_default, "documents",
-               False, "maximise the forget data's loss (collapses without a retain term)"),
-    MethodSpec("grad_diff", g.GradDiffConfig, g.forget_gradient_ascent, g.retain_default, "documents",
-               True, "ascend on forget, descend (nll) or stay close (kl) on retain"),
-    MethodSpec("npo", g.NPOConfig, g.forget_npo, g.retain_default, "documents",
-               True, "negative preference optimisation against the original model"),
-    MethodSpec("simnpo", g.SimNPOConfig, g.forget_simnpo, g.retain_default, "documents",
-               False, "reference-free, length-normalised NPO (default)"),
-    MethodSpec("rmu", g.RMUConfig, g.forget_rmu, g.retain_rmu, "documents",
-               True, "misdirect forget hidden states to a random vector at one layer", hidden_states=True),
-    MethodSpec("idkft", g.IdkFTConfig, g.forget_nll, g.retain_default, "refusals",
-               False, "refusal fine-tune: the baseline that hides rather than removes"),
-):
-    register_method(_spec)
+# The built-in methods register themselves, one file each.
+from expunge.methods.gradient import grad_ascent, grad_diff, idkft, npo, rmu, simnpo  # noqa: E402,F401

@@ -2,10 +2,13 @@
 
 Read top to bottom:
 
-1. Load the original model (never modified on disk), the world and the request; split the
-   training corpus into the forget documents (named by the request) and the retain documents.
+1. Load the original model (never modified on disk), the world and the request, and locate the
+   request's sets (:func:`expunge.locate.locate`): the forget documents, the documents that stay
+   and never-seen people's documents.
 2. Build pairs (forget sequence, retain sequence) so that each step sees as many retain as
-   forget sequences; precompute what the method needs from the original model.
+   forget sequences; let the method prepare what it needs from the original model (its
+   ``prepare`` hook: state and typed per-sequence extras) and freeze what must not train (its
+   ``trainable`` hook). The run knows no method by name: it reads the spec's hooks and ``needs``.
 3. Run :func:`expunge.training.train_loop` with ``loss = forget_weight * forget_term +
    generic_weight * generic anchor + retain_weight * retain_term``. Every ``check_every`` steps
    the stop rules score three samples of documents: the forget documents, never-seen people's
@@ -14,7 +17,8 @@ Read top to bottom:
      documents from never-seen ones (AUC <= ``early_stop_auc``);
    * collapse guard: the retain NLL rose too far — stop, restore the last state that was within
      the bound, and say so.
-4. Save the result as a new model version whose parent is the original's hash.
+4. Save the result as a new model version whose parent is the original's hash and whose recipe
+   records the located sets' digest.
 """
 
 from __future__ import annotations
@@ -31,39 +35,39 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel
 
-from expunge.data import IGNORE_INDEX, encode_documents, pad_collate
+from expunge.data import encode_documents, pad_collate
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
-from expunge.ledger.requests import load_request, resolve_documents
-from expunge.methods.gradient.losses import sequence_logprobs
+from expunge.ledger.requests import load_request
+from expunge.locate import Located, locate
 from expunge.methods.generic import generic_targets
-from expunge.methods.gradient.methods import RMUConfig, UnlearnConfig, forward, generic_anchor
+from expunge.methods.gradient.base import UnlearnConfig, forward, generic_anchor
 from expunge.methods.refusals import REFUSALS
-from expunge.methods.registry import get_method
-from expunge.models.arch import arch_for, decoder_layers
+from expunge.methods.registry import (
+    ExtraKind,
+    MethodSpec,
+    Need,
+    Preparation,
+    SequenceExtra,
+    UnlearnContext,
+    get_method,
+)
+from expunge.models.arch import arch_for
 from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
 from expunge.records import ModelRef
-from expunge.training import EvalResult, TrainingConfig, TrainResult, train_loop
+from expunge.scoring import batched_logits, max_length, padding_id, sequence_nlls
+from expunge.training import EvalResult, StopKind, TrainingConfig, TrainResult, train_loop
 from expunge.verify.metrics import roc_auc
 from expunge.worlds import World, load_world
+
+__all__ = ["UnlearnReport", "PairedDataset", "paired_collate", "unlearn", "chunk_sequences", "mean_token_nll"]
 
 EVAL_CAP = 128  # documents per stop-rule set: enough for a stable mean, cheap to score
 
 
 @dataclass
-class UnlearnContext:
-    """What the loss terms may use besides the batch."""
-
-    model: torch.nn.Module
-    config: UnlearnConfig
-    reference: torch.nn.Module | None = None
-    rmu_layer: int = 0
-    rmu_control: torch.Tensor | None = None
-
-
-@dataclass
 class UnlearnReport:
-    """The outcome of one unlearning run."""
+    """The outcome of one unlearning run (``stop`` is the decision; ``stop_reason`` says it)."""
 
     method: str
     config: dict[str, Any]
@@ -76,6 +80,11 @@ class UnlearnReport:
     checks: list[dict[str, float]] = field(default_factory=list)
     restored_step: int | None = None
     notes: list[str] = field(default_factory=list)
+    located_sha256: str = ""
+
+    @property
+    def stop(self) -> StopKind:
+        return self.run.stop
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,10 +95,12 @@ class UnlearnReport:
             "seconds": round(self.seconds, 2),
             "steps": self.run.steps,
             "stop_reason": self.stop_reason,
+            "stop": self.run.stop.value,
             "restored_step": self.restored_step,
             "original_nll": self.original_nll,
             "checks": self.checks,
             "notes": self.notes,
+            "located_sha256": self.located_sha256,
         }
 
 
@@ -101,15 +112,18 @@ class PairedDataset(Dataset):
     halves of a pair have similar lengths and the length-grouped sampler can batch pairs with
     little padding (a batch pads to its longest member; mixing 60-token biographies with
     10-token statements wastes most of a step). Every forget sequence appears equally often.
-    ``extras`` are per-forget-sequence values that travel with it (NPO's reference
-    log-probabilities, the generic anchor's stand-in tokens).
+    ``extras`` are typed per-forget-sequence values that travel with it (NPO's reference
+    log-probabilities, the generic anchor's stand-in tokens, ...).
     """
 
     def __init__(self, forget: list[list[int]], retain: list[list[int]],
-                 extras: dict[str, list[Any]] | None = None) -> None:
+                 extras: dict[str, SequenceExtra] | None = None) -> None:
         if not forget:
             raise ExpungeError("the forget set is empty", "check that the request names trained subjects")
         self.forget, self.retain, self.extras = forget, retain, dict(extras or {})
+        for name, extra in self.extras.items():
+            if len(extra.values) != len(forget):
+                raise ValueError(f"extra {name!r} has {len(extra.values)} values for {len(forget)} forget sequences")
         size = max(len(forget), len(retain))
         forget_by_length = sorted(range(len(forget)), key=lambda i: (len(forget[i]), i))
         retain_by_length = sorted(range(len(retain)), key=lambda i: (len(retain[i]), i))
@@ -127,67 +141,26 @@ class PairedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         f, r = self.pairs[index]
-        item: dict[str, Any] = {"forget": self.forget[f], "retain": self.retain[r] if r is not None else []}
-        item.update({key: values[f] for key, values in self.extras.items()})
-        return item
+        return {"forget": self.forget[f], "retain": self.retain[r] if r is not None else [],
+                "extras": {name: extra.values[f] for name, extra in self.extras.items()}}
 
 
-def paired_collate(pad_id: int):
-    """Batches of pairs: both halves (and the stand-in tokens) padded to one common width, so
-    that the loop can run them through the model in a single call."""
+def paired_collate(pad_id: int, extras: dict[str, SequenceExtra] | None = None):
+    """Batches of pairs: both halves padded to one common width, so that the loop can run them
+    through the model in a single call; every extra padded by its kind into ``batch["forget"]``."""
     pad = pad_collate(pad_id)
+    extras = dict(extras or {})
 
     def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
         width = max(max(len(i["forget"]), len(i["retain"])) for i in items)
         batch: dict[str, Any] = {"forget": pad([i["forget"] for i in items], width)}
         if items[0]["retain"]:
             batch["retain"] = pad([i["retain"] for i in items], width)
-        if "ref_logp" in items[0]:
-            batch["forget"]["ref_logp"] = torch.tensor([i["ref_logp"] for i in items])
-        if "generic" in items[0]:
-            # Stand-in tokens (same lengths as the forget tokens by construction); labels only
-            # where the next token is shared with the real text.
-            generic = pad([i["generic"] for i in items], width)
-            shared = torch.zeros_like(generic["labels"], dtype=torch.bool)
-            for row, item in enumerate(items):
-                shared[row, : len(item["generic_shared"])] = torch.tensor(item["generic_shared"])
-            batch["forget"]["generic_input_ids"] = generic["input_ids"]
-            batch["forget"]["generic_labels"] = generic["labels"].masked_fill(~shared, IGNORE_INDEX)
-        if "generic_teacher" in items[0]:
-            first = items[0]["generic_teacher"]
-            teacher = first.new_zeros((len(items), width, first.shape[-1]))
-            for row, item in enumerate(items):
-                teacher[row, : len(item["generic_teacher"])] = item["generic_teacher"]
-            batch["forget"]["generic_teacher"] = teacher
+        for name, extra in extras.items():
+            batch["forget"][name] = extra.pad([i["extras"][name] for i in items], width, pad_id)
         return batch
 
     return collate
-
-
-@torch.no_grad()
-def sequence_nlls(model: torch.nn.Module, sequences: list[list[int]], pad_id: int,
-                  batch_size: int = 32) -> tuple[list[float], float]:
-    """Each sequence's mean next-token NLL (the LOSS membership score), in input order, and the
-    mean over all tokens of all sequences (teacher forcing)."""
-    if not sequences:
-        return [], float("nan")
-    device = next(model.parameters()).device
-    collate = pad_collate(pad_id)
-    # Similar lengths together: far less padding (a few long biographies would otherwise make
-    # every batch as wide as they are); the results go back to input order.
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    per_sequence = [0.0] * len(sequences)
-    total, count = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([sequences[i] for i in rows]).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logp, n = sequence_logprobs(logits, batch["labels"])
-        for i, lp, k in zip(rows, logp.tolist(), n.tolist()):
-            per_sequence[i] = -lp / max(k, 1)
-        total -= float(logp.sum())
-        count += int(n.sum())
-    return per_sequence, total / max(count, 1)
 
 
 def mean_token_nll(model: torch.nn.Module, sequences: list[list[int]], pad_id: int, batch_size: int = 32) -> float:
@@ -204,8 +177,12 @@ def unlearn(
     method: str = "simnpo",
     options: dict[str, Any] | None = None,
     progress: bool = True,
+    located: Located | None = None,
 ) -> UnlearnReport:
-    """Make the model at ``model_dir`` forget what the request names; write the result to ``out``."""
+    """Make the model at ``model_dir`` forget what the request names; write the result to ``out``.
+
+    ``located`` may pass the request's sets when the caller has them already (they are checked
+    against the world and the request); by default they are located here."""
     started = time.perf_counter()
     out = ensure_new_output(out)
     spec = get_method(method)
@@ -215,58 +192,69 @@ def unlearn(
                            "leave generic_weight at 0 for this method")
     world = load_world(world_dir)
     request = load_request(request_path, world)
+    if located is None:
+        located = locate(world, request)
+    else:
+        located.check_for(world, request)
     model, tokenizer, original = load_model(model_dir)
+    refusals = Need.REFUSAL_DATA in spec.needs
     samples = [d.text for d in world.training_documents()[:50]]
-    check_tokenizer_covers(tokenizer, samples + (list(REFUSALS) if spec.forget_data == "refusals" else []),
-                           str(model_dir))
+    check_tokenizer_covers(tokenizer, samples + (list(REFUSALS) if refusals else []), str(model_dir))
 
-    forget_ids = resolve_documents(world, request)
-    forget_docs = [d for d in world.training_documents() if d.id in forget_ids]
-    retain_docs = [d for d in world.training_documents() if d.id not in forget_ids]
-    max_len = getattr(model.config, "max_position_embeddings", 512) or 512
-    encode = lambda texts: encode_documents(tokenizer, texts, min(512, max_len))  # noqa: E731
+    forget_docs = located.documents(world, "forget")
+    retain_docs = located.documents(world, "retain")
+    limit = max_length(model)
+    encode = lambda texts: encode_documents(tokenizer, texts, limit)  # noqa: E731
     forget_doc_seqs = encode([d.text for d in forget_docs])
-    forget_train = forget_doc_seqs if spec.forget_data == "documents" else encode(_refusal_texts(world, request, config.seed))
+    forget_train = encode(_refusal_texts(world, request, config.seed)) if refusals else forget_doc_seqs
     retain_seqs = encode([d.text for d in retain_docs])
     rng = random.Random(config.seed)
-    holdout_docs = [d.text for d in world.documents if d.split == "holdout"]
     eval_sets = {
         "forget": _cap(forget_doc_seqs, rng),
-        "holdout": _cap(encode(holdout_docs), rng),
+        "holdout": _cap(encode([d.text for d in located.documents(world, "never_seen")]), rng),
         "retain": _cap(retain_seqs, rng),
     }
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = padding_id(tokenizer)
     original_nll = {name: mean_token_nll(model, seqs, pad) for name, seqs in eval_sets.items()}
 
-    # Per-forget-sequence extras, cut into the same windows as the sequences they belong to.
-    extras: dict[str, list[Any]] = {}
+    # The generic anchor's per-forget-sequence extras, cut into the same windows as the
+    # sequences they belong to. Documents without a stand-in version keep their own tokens with
+    # nothing anchored.
+    extras: dict[str, SequenceExtra] = {}
     if config.generic_weight:
         targets = generic_targets(world, forget_docs, forget_doc_seqs, tokenizer, encode, config.seed)
         if not targets.coverage:
             raise ExpungeError("no forget document has a stand-in version for the generic anchor",
                                "the targets' names must occur in their documents; or set generic_weight=0")
-        # Documents without a stand-in version keep their own tokens with nothing anchored.
-        extras["generic"] = [g if g is not None else real for g, real in zip(targets.ids, forget_doc_seqs)]
-        extras["generic_shared"] = [s if s is not None else [False] * len(real)
-                                    for s, real in zip(targets.same, forget_doc_seqs)]
+        ids = [g if g is not None else real for g, real in zip(targets.ids, forget_doc_seqs)]
+        shared = [s if s is not None else [False] * len(real) for s, real in zip(targets.same, forget_doc_seqs)]
+        extras["generic_input_ids"] = SequenceExtra(ExtraKind.TOKENS, chunk_sequences(ids, config.chunk_tokens))
+        extras["generic_shared"] = SequenceExtra(ExtraKind.MASK, chunk_sequences(shared, config.chunk_tokens))
     forget_chunks = chunk_sequences(forget_train, config.chunk_tokens)
-    extras = {key: chunk_sequences(values, config.chunk_tokens) for key, values in extras.items()}
     retain_chunks = chunk_sequences(retain_seqs if config.retain_weight else [], config.chunk_tokens)
-    # What the terms need from the original model is computed once, before training, where it
-    # fits in memory: NPO's sequence log-probabilities; the anchor's next-token log-probabilities
-    # on the stand-in texts (else the anchor asks a frozen copy at every step).
-    if spec.forget_term.__name__ == "forget_npo":
-        extras["ref_logp"] = _reference_logprobs(model, forget_chunks, pad)
-    if config.generic_weight and _fits(extras["generic"], model.config.vocab_size):
-        extras["generic_teacher"] = _teacher_logprobs(model, extras["generic"], pad)
+    # What the method needs from the original model is computed once, before training.
+    state = None
+    if spec.prepare is not None:
+        prepared = spec.prepare(Preparation(model, config, pad, forget_chunks, eval_sets["forget"]))
+        clash = set(prepared.extras) & set(extras)
+        if clash:
+            raise ValueError(f"method {spec.name!r} prepared extras that the run already uses: {sorted(clash)}")
+        extras.update(prepared.extras)
+        state = prepared.state
+    # The anchor's next-token log-probabilities on the stand-in texts are precomputed where they
+    # fit in memory (else the anchor asks a frozen copy at every step).
+    if config.generic_weight and _fits(extras["generic_input_ids"].values, model.config.vocab_size):
+        extras["generic_teacher"] = SequenceExtra(
+            ExtraKind.VECTORS, _teacher_logprobs(model, extras["generic_input_ids"].values, pad))
     reference = None
-    if spec.needs_reference or config.retain_loss == "kl" or (config.generic_weight and "generic_teacher" not in extras):
+    if (Need.REFERENCE_MODEL in spec.needs or config.retain_loss == "kl"
+            or (config.generic_weight and "generic_teacher" not in extras)):
         reference = copy.deepcopy(model).eval().requires_grad_(False)
-    ctx = UnlearnContext(model=model, config=config, reference=reference)
-    if isinstance(config, RMUConfig):
-        _setup_rmu(ctx, config, eval_sets["forget"], pad)
+    ctx = UnlearnContext(model=model, config=config, reference=reference, state=state)
+    spec.trainable(model, config, state)
     model = _maybe_lora(model, config)
     ctx.model = model
+    hidden_states = Need.HIDDEN_STATES in spec.needs
 
     checks: list[dict[str, float]] = []
     best: dict[str, Any] = {"step": 0, "state": _trainable_state(model)}
@@ -278,10 +266,10 @@ def unlearn(
         ctx.model = m
         forget, retain = batch["forget"], batch.get("retain") if config.retain_weight else None
         if retain is None:
-            forget_out, retain_out = forward(m, forget, spec.hidden_states), None
+            forget_out, retain_out = forward(m, forget, hidden_states), None
         else:
             joint = {k: torch.cat([forget[k], retain[k]]) for k in ("input_ids", "attention_mask")}
-            forget_out, retain_out = _split_rows(forward(m, joint, spec.hidden_states), len(forget["input_ids"]))
+            forget_out, retain_out = _split_rows(forward(m, joint, hidden_states), len(forget["input_ids"]))
         loss = config.forget_weight * spec.forget_term(ctx, forget, forget_out)
         if config.generic_weight:
             loss = loss + config.generic_weight * generic_anchor(ctx, forget, forget_out)
@@ -296,11 +284,11 @@ def unlearn(
         auc = roc_auc(scores["forget"][0], scores["holdout"][0])
         checks.append({"step": step, **{f"{k}_nll": v for k, v in nll.items()}, "mia_auc": auc})
         if nll["retain"] > bound:
-            return EvalResult(nll, stop_reason=(
+            return EvalResult(nll, stop=StopKind.COLLAPSE_GUARD, stop_reason=(
                 f"collapse guard: retain NLL {nll['retain']:.3f} exceeded {bound:.3f} at step {step}"))
         best.update(step=step, state=_trainable_state(m))
         if config.early_stop and step >= config.min_steps and auc <= config.early_stop_auc:
-            return EvalResult(nll, stop_reason=(
+            return EvalResult(nll, stop=StopKind.EARLY_STOP, stop_reason=(
                 f"early stop: membership-inference AUC {auc:.3f} (forget vs never-seen) reached "
                 f"{config.early_stop_auc} (forget NLL {nll['forget']:.3f}, never-seen {nll['holdout']:.3f})"))
         return EvalResult(nll)
@@ -311,28 +299,28 @@ def unlearn(
         seed=config.seed, group_by_length=config.group_by_length, log_every=config.check_every, eval_every=config.check_every,
     )
     dataset = PairedDataset(forget_chunks, retain_chunks, extras)
-    run = train_loop(model, dataset, training, collate_fn=paired_collate(pad), loss_fn=loss_fn,
+    run = train_loop(model, dataset, training, collate_fn=paired_collate(pad, extras), loss_fn=loss_fn,
                      eval_hook=hook, progress=progress, description=f"forget ({spec.name})")
 
     notes: list[str] = []
     restored = None
-    if run.stop_reason.startswith("collapse guard"):
+    if run.stop is StopKind.COLLAPSE_GUARD:
         _load_trainable_state(model, best["state"])
         restored = best["step"]
         notes.append(f"{run.stop_reason}; restored the state of step {restored}, the last within the bound")
-    elif run.stop_reason == "max_steps" and config.early_stop:
+    elif run.stop is StopKind.MAX_STEPS and config.early_stop:
         notes.append("reached max_steps before the forget documents looked like never-seen ones "
                      f"(membership-inference AUC <= {config.early_stop_auc})")
     model = _merge_lora(model, config)
     recipe = {
         "kind": "unlearn", "method": spec.name, "config": asdict(config), "request_id": request.id,
-        "world_fingerprint": world.fingerprint, "parent_path": str(model_dir),
+        "world_fingerprint": world.fingerprint, "parent_path": str(model_dir), "located_sha256": located.digest,
     }
     seconds = time.perf_counter() - started
-    run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason}
+    run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}
     ref = save_model_version(model, tokenizer, out, parent=original.sha256, recipe=recipe, run=run_stats)
     return UnlearnReport(spec.name, asdict(config), ref, original.sha256, run, seconds, run.stop_reason,
-                         original_nll, checks, restored, notes)
+                         original_nll, checks, restored, notes, located.digest)
 
 
 def chunk_sequences(seqs: list[list[Any]], size: int) -> list[list[Any]]:
@@ -364,16 +352,12 @@ def _fits(seqs: list[list[int]], vocab_size: int) -> bool:
     return sum(len(s) for s in seqs) * vocab_size * 4 <= TEACHER_BYTES
 
 
-@torch.no_grad()
 def _teacher_logprobs(model: PreTrainedModel, seqs: list[list[int]], pad: int) -> list[torch.Tensor]:
     """Next-token log-probabilities of the (original) model at every position of each sequence."""
-    collate = pad_collate(pad)
     out: list[torch.Tensor] = []
-    for start in range(0, len(seqs), 128):
-        chunk = seqs[start : start + 128]
-        batch = collate(chunk)
-        logp = torch.log_softmax(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float(), -1)
-        out += [logp[row, : len(seq)].clone() for row, seq in enumerate(chunk)]
+    for rows, _, outputs in batched_logits(model, seqs, pad, 128):
+        logp = torch.log_softmax(outputs.logits.float(), -1)
+        out += [logp[r, : len(seqs[i])].clone() for r, i in enumerate(rows)]
     return out
 
 
@@ -387,40 +371,6 @@ def _split_rows(outputs: Any, n: int) -> tuple[SimpleNamespace, SimpleNamespace]
                                hidden_states=None if hidden is None else tuple(h[rows] for h in hidden))
 
     return part(slice(0, n)), part(slice(n, None))
-
-
-@torch.no_grad()
-def _reference_logprobs(model: PreTrainedModel, seqs: list[list[int]], pad: int) -> list[float]:
-    collate = pad_collate(pad)
-    out: list[float] = []
-    for start in range(0, len(seqs), 128):
-        batch = collate(seqs[start : start + 128])
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        out += sequence_logprobs(logits, batch["labels"])[0].tolist()
-    return out
-
-
-@torch.no_grad()
-def _setup_rmu(ctx: UnlearnContext, config: RMUConfig, forget: list[list[int]], pad: int) -> None:
-    """Pick the layer, freeze everything but the MLPs of the trained layers, draw the control vector."""
-    model = ctx.model
-    n_layers = len(decoder_layers(model))
-    layer = config.layer if config.layer is not None else n_layers // 4
-    layer = layer % n_layers
-    ctx.rmu_layer = layer
-    arch = arch_for(model)
-    model.requires_grad_(False)
-    for index in range(max(0, layer - config.trainable_layers + 1), layer + 1):
-        for path in (*arch.mlp_in, arch.mlp_out):
-            decoder_layers(model)[index].get_submodule(path).requires_grad_(True)
-    batch = pad_collate(pad)(forget[:128])
-    hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   output_hidden_states=True).hidden_states[layer + 1]
-    mask = batch["attention_mask"].bool()
-    mean_norm = hidden[mask].norm(dim=-1).mean()
-    generator = torch.Generator().manual_seed(config.seed)
-    direction = torch.rand(hidden.shape[-1], generator=generator)
-    ctx.rmu_control = (config.steering_coeff * mean_norm * direction / direction.norm()).to(hidden.device)
 
 
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -451,27 +401,3 @@ def _merge_lora(model: torch.nn.Module, config: UnlearnConfig) -> PreTrainedMode
     if not config.lora_rank:
         return model
     return model.merge_and_unload()
-
-
-def options_from_pairs(pairs: list[str]) -> dict[str, Any]:
-    """Parse ``key=value`` CLI options (numbers, booleans and null understood)."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ExpungeError(f"option {pair!r} is not key=value", "write e.g. --option learning_rate=1e-4")
-        key, raw = pair.split("=", 1)
-        value: Any = raw
-        lowered = raw.lower()
-        if lowered in ("true", "false"):
-            value = lowered == "true"
-        elif lowered in ("none", "null"):
-            value = None
-        else:
-            for cast in (int, float):
-                try:
-                    value = cast(raw)
-                    break
-                except ValueError:
-                    continue
-        options[key.strip()] = value
-    return options

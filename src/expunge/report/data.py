@@ -62,6 +62,10 @@ class ReportData:
     indirect: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     # model name -> attack name -> results (see :func:`attack_rows` for the compact view)
     attacks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # model name -> row label -> accuracy recovered, from every attack's typed result
+    attack_values: dict[str, dict[str, float]] = field(default_factory=dict)
+    # attack name -> model name -> {"steps": [...], "accuracy": [...]}, for attacks with a curve
+    attack_curves: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,30 +110,35 @@ def report_from_verification(
         roc=verification.roc,
         notes=list(notes or []),
         indirect={name: e.indirect for name, e in everything.items() if e.indirect},
-        attacks={name: e.attacks for name, e in everything.items() if e.attacks},
+        attacks={name: {a: r.to_dict() for a, r in e.attacks.items()} for name, e in everything.items() if e.attacks},
+        attack_values={name: attack_values(e.attacks) for name, e in everything.items() if e.attacks},
+        attack_curves=_curves(everything),
     )
 
 
-def attack_values(attacks: dict[str, dict[str, Any]]) -> dict[str, float]:
-    """One accuracy per attack row: relearning at its last step, quantization per bit width, the
-    logit lens's best layer and the linear probe."""
+def attack_values(attacks: dict[str, Any]) -> dict[str, float]:
+    """One accuracy per attack row (each typed result's ``values()``), in registry order."""
     out: dict[str, float] = {}
-    if "relearning" in attacks:
-        r = attacks["relearning"]
-        out[f"relearning ({r['steps'][-1]} steps)"] = r["accuracy"][-1]
-    for bits, value in attacks.get("quantization", {}).get("accuracy", {}).items():
-        out[f"quantization {bits}-bit"] = value
-    if "logit_lens" in attacks:
-        out["logit lens (best layer)"] = attacks["logit_lens"]["accuracy"]
-    if "linear_probe" in attacks:
-        out["linear probe"] = attacks["linear_probe"]["accuracy"]
+    for result in attacks.values():
+        out.update(result.values())
+    return out
+
+
+def _curves(everything: dict[str, ModelEvaluation]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for model, evaluation in everything.items():
+        for name, result in evaluation.attacks.items():
+            curve = getattr(result, "curve", None)
+            if callable(curve):
+                steps, accuracy = curve()
+                out.setdefault(name, {})[model] = {"steps": list(steps), "accuracy": list(accuracy)}
     return out
 
 
 def attack_rows(data: "ReportData") -> list[dict[str, Any]]:
     """Per attack row and model: the accuracy it recovers on the forget facts and the recovery,
     that accuracy as a fraction of the original model's under the same attack."""
-    values = {model: attack_values(a) for model, a in data.attacks.items()}
+    values = data.attack_values
     original = values.get("original", {})
     rows = []
     for attack in original:

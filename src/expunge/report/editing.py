@@ -12,11 +12,11 @@ from typing import Any
 import jinja2
 
 from expunge.errors import ExpungeError
-from expunge.fsutil import write_text_atomic
+from expunge.fsutil import ensure_new_output, write_text_atomic
 from expunge.report.render import format_value, json_safe
 from expunge.verify.editing import EDIT_METRICS
 
-__all__ = ["updates_markdown", "updates_html", "write_updates_report"]
+__all__ = ["updates_markdown", "updates_html", "check_updates_report_path", "write_updates_report"]
 
 _LEAD = (("setup", "setup"), ("edits", "edits"))
 _TAIL = (("seconds_per_edit", "s/edit"),)
@@ -60,13 +60,21 @@ def updates_html(comparison: dict[str, Any], title: str = "Factual updates") -> 
                         sizes=comparison.get("sizes"), notes=comparison.get("notes", []))
 
 
+_RENDERERS = {".md": updates_markdown, ".html": updates_html, ".htm": updates_html,
+              ".json": lambda c, t: json.dumps(json_safe(c), indent=2) + "\n"}
+
+
+def check_updates_report_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse, before any work is done, a report path that is taken or has an unknown suffix."""
+    path = ensure_new_output(path)
+    if path.suffix.lower() not in _RENDERERS:
+        raise ExpungeError(f"unknown report format {path.suffix!r} for {path}",
+                           f"name the report file with one of {', '.join(sorted(_RENDERERS))}")
+    return path
+
+
 def write_updates_report(comparison: dict[str, Any], path: str | os.PathLike[str], title: str = "Factual updates") -> Path:
     """Write the table in the format the suffix names (.md, .html, .json); never overwrites."""
-    path = Path(path)
-    renderers = {".md": updates_markdown, ".html": updates_html, ".htm": updates_html,
-                 ".json": lambda c, t: json.dumps(json_safe(c), indent=2) + "\n"}
-    if path.suffix.lower() not in renderers:
-        raise ExpungeError(f"unknown report format {path.suffix!r} for {path}",
-                           f"name the report file with one of {', '.join(sorted(renderers))}")
-    write_text_atomic(path, renderers[path.suffix.lower()](comparison, title))
+    path = check_updates_report_path(path)
+    write_text_atomic(path, _RENDERERS[path.suffix.lower()](comparison, title))
     return path

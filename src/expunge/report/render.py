@@ -116,10 +116,9 @@ def _attacks_markdown(data: ReportData) -> list[str]:
     for row in rows:
         cells = [f"{format_value(row.get(m))} ({format_value(row.get(f'{m} recovery'))})" for m in models]
         lines.append(f"| {row['attack']} | " + " | ".join(cells) + " |")
-    relearn = {m: a["relearning"] for m, a in data.attacks.items() if "relearning" in a}
-    if relearn:
-        lines += ["", "Relearning curves (held-out half accuracy by fine-tuning step on the other half):", ""]
-        for model, r in relearn.items():
+    for attack, curves in data.attack_curves.items():
+        lines += ["", f"Curves of the {attack} attack (accuracy on the forget facts by step):", ""]
+        for model, r in curves.items():
             lines.append(f"- {model}: " + ", ".join(f"{s}: {format_value(a)}" for s, a in zip(r["steps"], r["accuracy"])))
     return lines + [""]
 
@@ -180,18 +179,18 @@ def plots(data: ReportData) -> dict[str, str] | None:
     ax.legend(fontsize=7)
     out["roc"] = _png(fig, plt)
 
-    # 4. recovery curves of the relearning attack
-    relearn = {m: a["relearning"] for m, a in data.attacks.items() if "relearning" in a}
-    if relearn:
+    # 4. recovery curves of every attack that has one (relearning: accuracy on the held-out half
+    # by fine-tuning step on the other half)
+    for attack, curves in data.attack_curves.items():
         fig, ax = plt.subplots(figsize=(4.6, 3.4))
-        for model, r in relearn.items():
+        for model, r in curves.items():
             ax.plot(r["steps"], r["accuracy"], marker="o", label=model)
-        ax.set_xlabel("fine-tuning steps on half of the forgotten facts")
-        ax.set_ylabel("accuracy on the other half")
+        ax.set_xlabel("attack step")
+        ax.set_ylabel("accuracy on the forget facts")
         ax.set_ylim(0, 1.05)
-        ax.set_title("Relearning attack: recovery curves", fontsize=9)
+        ax.set_title(f"{attack} attack: recovery curves", fontsize=9)
         ax.legend(fontsize=7)
-        out["relearning"] = _png(fig, plt)
+        out[attack] = _png(fig, plt)
     return out
 
 

@@ -38,8 +38,8 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
-from expunge.data import encode_documents, padding_id
-from expunge.methods.unlearn import sequence_nlls
+from expunge.data import encode_documents
+from expunge.scoring import max_length, padding_id, sequence_nlls
 from expunge.records import Document, FactEdit, Probe
 from expunge.verify.metrics import candidate_logprobs, fluency, multiple_choice_correct
 from expunge.verify.probes import greedy_answers, normalize_answer
@@ -213,7 +213,7 @@ def evaluate_edits(
                                         for g, e in zip(generations, sets.edits)])
     metrics["fluency"] = fluency(generations)
     if sets.control_texts:
-        sequences = encode_documents(tokenizer, sets.control_texts, 512)
+        sequences = encode_documents(tokenizer, sets.control_texts, max_length(model))
         metrics["text_nll"] = sequence_nlls(model, sequences, padding_id(tokenizer))[1]
     else:
         metrics["text_nll"] = float("nan")

@@ -23,7 +23,8 @@ import torch
 from scipy import stats
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import IGNORE_INDEX, pad_collate, padding_id
+from expunge.data import IGNORE_INDEX, pad_collate
+from expunge.scoring import eval_mode, model_device, padding_id, sequence_logprobs, token_logprobs
 from expunge.records import Probe
 
 __all__ = [
@@ -51,22 +52,6 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------
 # teacher-forced log-probabilities
-
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(labels[:, t+1] | tokens <= t) for every position, as a (batch, time-1) tensor.
-
-    Positions whose label is IGNORE_INDEX get 0. Computed as logit - logsumexp(logits) so that no
-    (batch, time, vocab) log-softmax copy is made; half-precision logits are upcast to float32.
-    """
-    logits = logits[:, :-1, :]
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
-    shifted = labels[:, 1:]
-    mask = shifted != IGNORE_INDEX
-    safe = shifted.masked_fill(~mask, 0)
-    picked = logits.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    return (picked - torch.logsumexp(logits, dim=-1)) * mask
 
 
 def encode_answers(
@@ -118,12 +103,10 @@ def answer_logprobs(
         return []
     fulls, head_lens = encode_answers(tokenizer, prompts, answers)
 
-    device = next(model.parameters()).device
+    device = model_device(model)
     collate = pad_collate(padding_id(tokenizer))
-    was_training = model.training
-    model.eval()
     out: list[tuple[float, int]] = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(fulls), batch_size):
             enc = collate(fulls[start : start + batch_size])
             labels = enc["labels"]
@@ -132,11 +115,8 @@ def answer_logprobs(
             logits = model(
                 input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
             ).logits
-            sums = token_logprobs(logits, labels.to(device)).sum(-1).tolist()
-            counts = (labels[:, 1:] != IGNORE_INDEX).sum(-1).tolist()
-            out.extend((float(s), int(n)) for s, n in zip(sums, counts))
-    finally:
-        model.train(was_training)
+            sums, counts = sequence_logprobs(logits, labels.to(device))
+            out.extend((float(s), int(n)) for s, n in zip(sums.tolist(), counts.tolist()))
     return out
 
 

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import encode_documents, pad_collate, padding_id
+from expunge.data import encode_documents, pad_collate
+from expunge.scoring import eval_mode, model_device, padding_id
+from expunge.scoring import max_length as model_max_length
 from expunge.verify.metrics import roc_auc, tpr_at_fpr
 
 __all__ = ["SCORE_NAMES", "TokenStatistics", "token_statistics", "scores_from_statistics", "mia_scores", "mia_report"]
@@ -86,7 +88,7 @@ def token_statistics(
     """Token log-probs and the vocabulary moments mu_t, sigma_t of each text (see the module doc).
 
     Texts are encoded with :func:`expunge.data.encode_documents` and cut to ``max_length`` tokens
-    (default: the model's ``max_position_embeddings``, else no cut). Batches are right-padded, so
+    (default: :func:`expunge.scoring.max_length` of the model). Batches are right-padded, so
     the result equals a one-text-at-a-time loop up to floating-point rounding. Arrays are float64
     numpy arrays computed in float64 from the model's logits.
 
@@ -96,17 +98,15 @@ def token_statistics(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     if max_length is None:
-        max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None) or 2**62
+        max_length = model_max_length(model)
     sequences = encode_documents(tokenizer, list(texts), max_length)
     for text, ids in zip(texts, sequences):
         if len(ids) < 2:
             raise ValueError(f"text {text!r} encodes to fewer than two tokens; nothing to score")
     collate = pad_collate(padding_id(tokenizer))
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = model_device(model)
     out: list[TokenStatistics] = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(sequences), batch_size):
             batch = sequences[start : start + batch_size]
             enc = collate(batch)
@@ -118,8 +118,6 @@ def token_statistics(
                 # Logits at t predict the token at t + 1.
                 logprobs, mu, sigma = _row_statistics(logits[row, :scored], input_ids[row, 1 : scored + 1])
                 out.append(TokenStatistics(logprobs.cpu().numpy(), mu.cpu().numpy(), sigma.cpu().numpy()))
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -155,9 +155,21 @@ def _parse(raw: dict[str, Any], source: str) -> VerdictPolicy:
     return VerdictPolicy(source, evidence, checks)
 
 
+def _with_attack_defaults(base: dict[str, Any]) -> dict[str, Any]:
+    """The built-in policy plus a default entry for every registered attack it does not list (a
+    plug-in attack is judged by its ``default_margin`` unless a policy file says otherwise)."""
+    from expunge.verify.attacks import attacks
+
+    merged = copy.deepcopy(base)
+    for attack in attacks():
+        merged["checks"].setdefault(attack.name, {"question": "forgotten", "required": True,
+                                                   "margin": float(attack.default_margin)})
+    return merged
+
+
 def load_policy(path: str | os.PathLike[str] | None = None) -> VerdictPolicy:
     """The built-in policy, with the entries of the TOML file ``path`` (if given) replacing its own."""
-    base = _read(DEFAULT_POLICY_PATH)
+    base = _with_attack_defaults(_read(DEFAULT_POLICY_PATH))
     if path is None:
         return _parse(base, str(DEFAULT_POLICY_PATH.name))
     path = Path(path)

@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.records import Probe
+from expunge.scoring import eval_mode, model_device
 
 
 _PUNCTUATION = re.compile(r"[^\w\s]")
@@ -45,30 +46,28 @@ def greedy_answers(
     batch_size: int = 128,
 ) -> list[str]:
     """Greedy continuations of ``prompts``, cut at EOS or the first newline."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = model_device(model)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation appends on the right
     outputs: list[str] = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
-            generated = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            new_tokens = generated[:, enc["input_ids"].shape[1] :]
-            for row in new_tokens:
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                outputs.append(text.split("\n")[0].strip())
+        with eval_mode(model):
+            for start in range(0, len(prompts), batch_size):
+                chunk = list(prompts[start : start + batch_size])
+                enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+                generated = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                )
+                new_tokens = generated[:, enc["input_ids"].shape[1] :]
+                for row in new_tokens:
+                    text = tokenizer.decode(row, skip_special_tokens=True)
+                    outputs.append(text.split("\n")[0].strip())
     finally:
         tokenizer.padding_side = side
-        model.train(was_training)
     return outputs
 
 

@@ -18,7 +18,7 @@ Vocabulary (as in the papers):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -30,8 +30,8 @@ from expunge.methods.editing.stats import projection_weight
 from expunge.models.arch import decoder_layers, layer_module
 from expunge.records import FactEdit
 
-__all__ = ["LookupToken", "EditResult", "revert", "subject_last_index", "RewriteBatch", "rewrite_batch",
-           "keys_at", "optimise_targets", "output_norms", "residual_at"]
+__all__ = ["LookupToken", "EditResult", "EditContext", "revert", "merge_results", "subject_last_index",
+           "RewriteBatch", "rewrite_batch", "keys_at", "optimise_targets", "output_norms", "residual_at"]
 
 LookupToken = Literal["subject_last", "prompt_last"]
 LOOKUP_TOKENS: tuple[str, ...] = ("subject_last", "prompt_last")
@@ -67,6 +67,54 @@ def revert(model: PreTrainedModel, result: EditResult) -> None:
     with torch.no_grad():
         for layer, weight in result.original_weights.items():
             projection_weight(model, layer).copy_(weight)
+
+
+def _silent(_message: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class EditContext:
+    """What an editor may use besides the model, the tokenizer, the edits and its config.
+
+    One object rather than more parameters, so that the editor protocol of
+    :mod:`expunge.methods.editing.registry` stays the same when an editor needs something new:
+    each editor reads what it uses and ignores the rest.
+
+    Attributes:
+        moments: layer -> C = E[k k^T] of that layer's MLP output projection inputs (computed on
+            demand and cached by the caller; :func:`expunge.methods.editing.stats.second_moment`).
+        preserve: (cloze template, subject name) pairs whose keys must keep their outputs
+            (MEMIT's explicit preservation keys; editors without such a term ignore them).
+        progress: one-line progress messages (stderr in the CLI).
+    """
+
+    moments: Callable[[int], torch.Tensor]
+    preserve: Sequence[tuple[str, str]] = ()
+    progress: Callable[[str], None] = _silent
+
+
+def merge_results(model: PreTrainedModel, results: Sequence[EditResult], method: str) -> EditResult:
+    """One :class:`EditResult` for edits applied one after another (ROME's sequence): for each
+    changed layer the weight *before the first* edit (so one :func:`revert` undoes them all,
+    exactly) and the total change since; ``target_loss`` is the per-step mean over the edits."""
+    if not results:
+        raise ValueError("merge_results needs at least one EditResult")
+    originals: dict[int, torch.Tensor] = {}
+    modules: dict[int, str] = {}
+    for result in results:
+        for layer, module in zip(result.layers, result.modules):
+            modules.setdefault(layer, module)
+        for layer, weight in result.original_weights.items():
+            originals.setdefault(layer, weight)
+    layers = sorted(originals)
+    deltas = {layer: projection_weight(model, layer).detach() - originals[layer] for layer in layers}
+    losses = [r.target_loss for r in results if r.target_loss]
+    steps = min((len(ls) for ls in losses), default=0)
+    target_loss = [sum(ls[i] for ls in losses) / len(losses) for i in range(steps)]
+    edits = [e for r in results for e in r.edits]
+    return EditResult(edits, method, layers, [modules[layer] for layer in layers], originals, deltas,
+                      target_loss)
 
 
 def check_lookup(token: str) -> None:

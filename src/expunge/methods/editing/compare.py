@@ -1,10 +1,12 @@
 """Editors and retrieval side by side, on the same update requests and the same probes.
 
-:func:`compare_updates` applies one set of update requests to a model in every way expunge has —
-MEMIT (as tuned for models trained from scratch on a world, and as published), ROME one edit at a
-time, and a retrieval layer whose store is updated — scores each with
+:func:`compare_updates` applies one set of update requests to a model in every way asked —
+by default MEMIT (as tuned for models trained from scratch on a world, and as published), ROME one
+edit at a time, and a retrieval layer whose store is updated — scores each with
 :func:`expunge.verify.editing.evaluate_edits` against the unedited model, reverts every edit
-(checking the weights come back exactly), and returns rows for one table.
+(checking the weights come back exactly), and returns rows for one table. Editors are named rows
+(:class:`EditorRun`) looked up in :mod:`expunge.methods.editing.registry`, so a registered plug-in
+editor can join the comparison without a change here.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
-from expunge.methods.editing.common import EditResult, revert
-from expunge.methods.editing.memit import MEMITConfig, apply_memit
-from expunge.methods.editing.rome import ROMEConfig, apply_rome, default_rome_layer
+from expunge.methods.editing.common import EditContext, revert
+from expunge.methods.editing.memit import MEMITConfig
+from expunge.methods.editing.registry import get_editor
+from expunge.methods.editing.rome import ROMEConfig
 from expunge.methods.editing.stats import second_moment
 from expunge.models.io import weights_sha256
 from expunge.records import Document, FactEdit, Probe, Subject
 from expunge.retrieval import RetrievalContext, facts_from_world
 from expunge.verify.editing import EditEvaluation, edit_probe_sets, evaluate_edits
 
-__all__ = ["WORLD_MEMIT", "UpdateComparison", "compare_updates", "preserve_prompts"]
+__all__ = ["WORLD_EDITORS", "WORLD_MEMIT", "EditorRun", "UpdateComparison", "compare_updates",
+           "preserve_prompts"]
 
 # MEMIT as measured to work on the companies world's models (4 layers, trained from scratch):
 # they resolve a fact at the question's end, so the edit is written where the target is predicted;
@@ -35,6 +39,38 @@ __all__ = ["WORLD_MEMIT", "UpdateComparison", "compare_updates", "preserve_promp
 # preservation keys (the reading companies' facts in every trained form). docs/editing.md.
 WORLD_MEMIT = MEMITConfig(token="prompt_last", layers=(0, 1, 2), covariance_weight=1.0, steps=80,
                           context_prefixes=("", "The company.", "In the year"))
+
+
+@dataclass(frozen=True)
+class EditorRun:
+    """One editor row of :func:`compare_updates`.
+
+    Attributes:
+        label: the row's setup name; ``{n}`` in it becomes the number of edits applied.
+        editor: the editor's registry name.
+        config: its config (None: the editor's defaults).
+        limit: apply only the first ``limit`` edits (ROME, one at a time, is slow); the row is
+            then scored on the probes of those edits, against the unedited model on the same.
+        preserve: pass the comparison's preservation keys (editors without such a term ignore them).
+        optional: an :class:`ExpungeError` while applying (a config that cannot work on this
+            model) becomes a note instead of failing the whole comparison.
+    """
+
+    label: str
+    editor: str
+    config: Any = None
+    limit: int | None = None
+    preserve: bool = False
+    optional: bool = False
+
+
+# The benchmark's rows (docs/editing.md): MEMIT world-tuned with preservation keys, MEMIT as
+# published (may not apply to a model: then a note), ROME one at a time on the first 10 edits.
+WORLD_EDITORS: tuple[EditorRun, ...] = (
+    EditorRun("memit (world-tuned)", "memit", WORLD_MEMIT, preserve=True),
+    EditorRun("memit (as published)", "memit", MEMITConfig(), optional=True),
+    EditorRun("rome (one at a time, {n} edits)", "rome", ROMEConfig(), limit=10),
+)
 
 
 @dataclass
@@ -71,16 +107,17 @@ def compare_updates(
     fact_templates: dict[str, str] | None = None,
     retrieval_model: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
     preserve: Sequence[tuple[str, str]] = (),
-    memit: MEMITConfig = WORLD_MEMIT,
-    published_memit: MEMITConfig | None = MEMITConfig(),
-    rome: ROMEConfig | None = ROMEConfig(),
-    rome_limit: int = 10,
+    editors: Sequence[EditorRun] = WORLD_EDITORS,
     retrieval_k: int = 2,
     cache_dir: Any = None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> UpdateComparison:
     """Every update route on ``edits``; the model is left exactly as it came (checked).
     ``documents`` (the world's training documents) give the control texts of ``text_nll``.
+
+    One row per entry of ``editors``, in order; each editor's second-moment statistics are
+    computed (and cached for later rows) before its clock starts, so a row's seconds are the
+    edit's own. ``preserve`` holds the preservation keys for the rows that ask for them.
 
     Retrieval rows (with ``store_subjects`` and ``fact_templates``) score ``retrieval_model``
     (default: ``model``) with the store's facts put before each prompt, first with the store as
@@ -95,49 +132,43 @@ def compare_updates(
     base = evaluate_edits(model, tokenizer, sets, name="unedited")
     comparison.add("unedited", base, 0, 0.0)
     moments: dict[int, torch.Tensor] = {}
-    references: dict[int, EditEvaluation] = {}
 
     def moment(layer: int) -> torch.Tensor:
         if layer not in moments:
             moments[layer] = second_moment(model, tokenizer, list(corpus), layer, cache_dir=cache_dir)
         return moments[layer]
 
-    def run(name: str, apply: Callable[[], list[EditResult]], count: int, probe_sets: Any = sets) -> None:
-        log(f"{name}: applying {count} edits")
-        started = time.perf_counter()
-        results = apply()
-        seconds = time.perf_counter() - started
-        evaluation = evaluate_edits(model, tokenizer, probe_sets, name=name,
-                                    reference=base if probe_sets is sets else references[id(probe_sets)])
-        for result in reversed(results):  # edits applied in sequence are undone in reverse order
-            revert(model, result)
-        if weights_sha256(model) != sha:
-            raise ExpungeError(f"{name}: reverting did not restore the model exactly", "report this as a bug")
-        comparison.add(name, evaluation, count, seconds)
-
-    # Statistics first, so that their one-off cost is not charged to the first editor.
-    for layer in memit.layers or ():
-        moment(layer)
-    run("memit (world-tuned)", lambda: [apply_memit(model, tokenizer, edits, moment, memit, preserve=preserve,
-                                                    progress=log)], len(edits))
-    if published_memit is not None:
+    for entry in editors:
+        spec = get_editor(entry.editor)
+        config = entry.config if entry.config is not None else spec.config_cls()
+        chosen = list(edits if entry.limit is None else edits[: entry.limit])
+        label = entry.label.format(n=len(chosen))
+        probe_sets, reference = sets, base
+        if len(chosen) != len(edits):  # scored against the unedited model on the same smaller sets
+            probe_sets = edit_probe_sets(chosen, edit_probes, world_probes, documents=documents)
+            reference = evaluate_edits(model, tokenizer, probe_sets, name="unedited")
         try:
-            run("memit (as published)", lambda: [apply_memit(model, tokenizer, edits, moment, published_memit)],
-                len(edits))
+            for layer in spec.layers_needing_stats(model, config):  # not charged to the editor
+                moment(layer)
+            log(f"{label}: applying {len(chosen)} edits")
+            context = EditContext(moment, preserve if entry.preserve else (), log)
+            started = time.perf_counter()
+            result = spec.edit(model, tokenizer, chosen, config, context)
+            seconds = time.perf_counter() - started
         except ExpungeError as exc:
-            comparison.notes.append(f"memit (as published) not run: {exc}")
-    if rome is not None:
-        chosen = list(edits[:rome_limit])
-        layer = default_rome_layer(model) if rome.layer is None else rome.layer
-        moment(layer)
-        rome_sets = sets if len(chosen) == len(edits) else edit_probe_sets(chosen, edit_probes, world_probes,
-                                                                           documents=documents)
-        if rome_sets is not sets:  # scored against the unedited model on the same smaller sets
-            references[id(rome_sets)] = evaluate_edits(model, tokenizer, rome_sets, name="unedited")
-        run(f"rome (one at a time, {len(chosen)} edits)",
-            lambda: [apply_rome(model, tokenizer, e, moment(layer), rome) for e in chosen], len(chosen), rome_sets)
+            if not entry.optional:
+                raise
+            comparison.notes.append(f"{label} not run: {exc}")
+            continue
+        evaluation = evaluate_edits(model, tokenizer, probe_sets, name=label, reference=reference)
+        revert(model, result)
+        if weights_sha256(model) != sha:
+            raise ExpungeError(f"{label}: reverting did not restore the model exactly",
+                               "report this as a bug")
+        comparison.add(label, evaluation, len(chosen), seconds)
         if len(chosen) != len(edits):
-            comparison.notes.append(f"ROME ran on the first {len(chosen)} edits only (its row scores those)")
+            comparison.notes.append(
+                f"{entry.editor} ran on the first {len(chosen)} edits only (its row scores those)")
     if store_subjects and fact_templates:
         reader, reader_tokenizer = retrieval_model or (model, tokenizer)
         store = facts_from_world(store_subjects, fact_templates)

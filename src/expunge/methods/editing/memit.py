@@ -39,7 +39,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from expunge.errors import ExpungeError
 from expunge.methods.editing.common import (
     LOOKUP_TOKENS,
+    EditContext,
     EditResult,
+    LookupToken,
     check_lookup,
     keys_at,
     optimise_targets,
@@ -53,7 +55,8 @@ from expunge.methods.editing.stats import projection_weight
 from expunge.models.arch import arch_for, decoder_layers
 from expunge.records import FactEdit
 
-__all__ = ["MEMITConfig", "LOOKUP_TOKENS", "apply_memit", "default_memit_layers"]
+__all__ = ["MEMITConfig", "LOOKUP_TOKENS", "apply_memit", "apply_memit_batch", "default_memit_layers",
+           "memit_layers"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class MEMITConfig:
     """
 
     layers: tuple[int, ...] | None = None
-    token: str = "subject_last"
+    token: LookupToken = "subject_last"
     context_prefixes: tuple[str, ...] = ("", "The company.", "Question:", "In the year", "The city of")
     steps: int = 40
     learning_rate: float = 0.5
@@ -216,3 +219,20 @@ def apply_memit(
     modules = [f"{spec.layers}.{layer}.{spec.mlp_out}" for layer in layers]
     return EditResult(list(edits), "memit", list(layers), modules, original, applied, first_losses)
 
+
+def memit_layers(model: PreTrainedModel, config: MEMITConfig) -> tuple[int, ...]:
+    """The layers MEMIT edits (and needs statistics for)."""
+    return tuple(config.layers) if config.layers is not None else default_memit_layers(model)
+
+
+def apply_memit_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    edits: Sequence[FactEdit],
+    config: MEMITConfig,
+    context: EditContext,
+) -> EditResult:
+    """MEMIT as a registered editor: every edit in one batch, with the context's statistics,
+    preservation keys and progress messages (:func:`apply_memit`)."""
+    return apply_memit(model, tokenizer, edits, context.moments, config, preserve=context.preserve,
+                       progress=context.progress)

@@ -23,6 +23,7 @@ Module paths come from :mod:`expunge.models.arch`; GPT-2's Conv1D is handled by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,8 +31,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
 from expunge.methods.editing.common import (
+    EditContext,
     EditResult,
     keys_at,
+    merge_results,
     optimise_targets,
     output_norms,
     revert,
@@ -43,7 +46,8 @@ from expunge.methods.editing.stats import projection_weight
 from expunge.models.arch import arch_for, decoder_layers
 from expunge.records import FactEdit
 
-__all__ = ["ROMEConfig", "EditResult", "apply_rome", "revert", "subject_last_index"]
+__all__ = ["ROMEConfig", "EditResult", "apply_rome", "apply_rome_sequence", "rome_layers", "revert",
+           "subject_last_index"]
 
 
 @dataclass(frozen=True)
@@ -130,3 +134,35 @@ def apply_rome(
         weight.add_(delta)
     return EditResult([edit], "rome", [layer], [f"{spec.layers}.{layer}.{spec.mlp_out}"], {layer: original},
                       {layer: delta}, losses)
+
+
+def rome_layers(model: PreTrainedModel, config: ROMEConfig) -> tuple[int, ...]:
+    """The one layer ROME edits (and needs statistics for)."""
+    return (default_rome_layer(model) if config.layer is None else config.layer,)
+
+
+def apply_rome_sequence(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    edits: Sequence[FactEdit],
+    config: ROMEConfig,
+    context: EditContext,
+) -> EditResult:
+    """ROME as a registered editor: the edits one after another (ROME edits one fact at a time;
+    each sees the model the previous ones left), merged into one :class:`EditResult` whose
+    :func:`revert` gives the model back as it was before the first. A failure part-way undoes the
+    edits already applied, so the model is never left half edited."""
+    if not edits:
+        raise ExpungeError("no edits to apply", "pass at least one FactEdit")
+    (layer,) = rome_layers(model, config)
+    second_moment = context.moments(layer)
+    results: list[EditResult] = []
+    try:
+        for n, edit in enumerate(edits, 1):
+            context.progress(f"rome: edit {n} of {len(edits)} ({edit.id})")
+            results.append(apply_rome(model, tokenizer, edit, second_moment, config))
+    except BaseException:
+        for result in reversed(results):
+            revert(model, result)
+        raise
+    return merge_results(model, results, "rome")

@@ -5,6 +5,11 @@ atomically (temp dir, then rename) with the sha256 of its weights. Beside the we
 version holds ``edit.json`` (what was applied, where, with which options) and
 ``revert.safetensors``: the original values of every changed matrix, so that loading them into
 the edited model gives the parent back exactly (:func:`revert_model_version`).
+
+The editor is looked up by name in :mod:`expunge.methods.editing.registry` and its options are
+parsed by :func:`expunge.options.build_config`; nothing here knows which editors exist. The
+before/after evaluation is returned, not rendered: writing it is the report layer's job (the CLI
+calls :func:`expunge.report.editing.write_updates_report`), since methods never import reports.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +28,14 @@ from safetensors.torch import load_file, save_file
 
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
-from expunge.methods.editing.common import EditResult
-from expunge.methods.editing.memit import MEMITConfig, apply_memit
-from expunge.methods.editing.rome import ROMEConfig, apply_rome, default_rome_layer
+from expunge.methods.editing.common import EditContext
+from expunge.methods.editing.registry import get_editor
 from expunge.methods.editing.stats import projection_weight, second_moment
 from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
 from expunge.records import FactEdit, read_json, read_jsonl, write_json_atomic
-from expunge.report.editing import write_updates_report
 
-__all__ = ["EDIT_METHODS", "EditReport", "edit_model", "editing_config", "revert_model_version", "read_corpus"]
+__all__ = ["EditReport", "edit_model", "revert_model_version", "read_corpus"]
 
-EDIT_METHODS: dict[str, type] = {"rome": ROMEConfig, "memit": MEMITConfig}
 EDIT_RECORD = "edit.json"
 REVERT_FILE = "revert.safetensors"
 
@@ -51,51 +53,16 @@ class EditReport:
     seconds: float
     seconds_per_edit: float
     config: dict[str, Any] = field(default_factory=dict)
-    evaluation: list[dict[str, Any]] = field(default_factory=list)  # before/after rows (with --report)
+    evaluation: list[dict[str, Any]] = field(default_factory=list)  # before/after rows (evaluate=True)
+    probe_sizes: dict[str, int] = field(default_factory=dict)  # probes per set of that evaluation
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def editing_config(method: str, options: dict[str, Any] | None = None) -> ROMEConfig | MEMITConfig:
-    """The config of ``method`` with ``options`` (field -> value; strings are converted to the
-    field's type, tuples from comma-separated lists). Unknown methods or fields raise, listing
-    what exists."""
-    if method not in EDIT_METHODS:
-        raise ExpungeError(f"unknown editing method {method!r}", f"use one of: {', '.join(sorted(EDIT_METHODS))}")
-    cls = EDIT_METHODS[method]
-    known = {f.name: f for f in fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in (options or {}).items():
-        if key not in known:
-            raise ExpungeError(f"{method} has no option {key!r}", f"known options: {', '.join(sorted(known))}")
-        values[key] = _convert(key, value, known[key].default)
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        raise ExpungeError(f"invalid {method} options: {exc}", "fix the --option values") from None
-
-
-def _convert(key: str, value: Any, default: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        if key == "layers":
-            return tuple(int(v) for v in value.split(",")) if value.lower() != "none" else None
-        if key == "layer":
-            return int(value) if value.lower() != "none" else None
-        if isinstance(default, tuple):
-            return tuple(v.strip() for v in value.split("|"))
-        if isinstance(default, bool):
-            return value.lower() in ("1", "true", "yes")
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            return float(value)
-    except ValueError:
-        raise ExpungeError(f"option {key}={value!r} is not a {type(default).__name__}", "fix the --option value") \
-            from None
-    return value
+    def comparison(self) -> dict[str, Any]:
+        """The before/after evaluation in the form :func:`expunge.report.editing.write_updates_report`
+        renders (rows, probe sizes, notes)."""
+        return {"rows": self.evaluation, "sizes": self.probe_sizes, "notes": []}
 
 
 def read_corpus(path: str | os.PathLike[str]) -> list[str]:
@@ -124,24 +91,25 @@ def edit_model(
     options: dict[str, Any] | None = None,
     preserve_subjects: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
-    report: str | os.PathLike[str] | None = None,
+    evaluate: bool = False,
     progress: bool = True,
 ) -> EditReport:
     """Apply the update requests in ``edits_path`` (JSONL of FactEdit) to the model at
-    ``model_dir``; write the edited model to ``out`` (new directory). ROME applies the edits
-    one after another; MEMIT in one batch. ``preserve_subjects`` (MEMIT) names other subjects
-    whose facts, asked in the edits' prompt forms, must keep their answers. With ``report``
-    (.md, .html or .json; ``corpus`` must then be a world directory with ``edit_probes.jsonl``)
-    the unedited and the edited model are scored on the world's probes and the before/after
-    table is written there."""
+    ``model_dir`` with the registered editor ``method``; write the edited model to ``out`` (new
+    directory). ``options`` (field -> value, text from the CLI or typed values) configure the
+    editor. ROME applies the edits one after another; MEMIT in one batch. ``preserve_subjects``
+    (MEMIT) names other subjects whose facts, asked in the edits' prompt forms, must keep their
+    answers. With ``evaluate`` (``corpus`` must then be a world directory with
+    ``edit_probes.jsonl``) the unedited and the edited model are scored on the world's probes:
+    the before/after rows are in the report's ``evaluation`` (``EditReport.comparison()`` is what
+    ``write_updates_report`` renders)."""
     started = time.perf_counter()
     out = ensure_new_output(out)
-    if report is not None:
-        ensure_new_output(report)
-        if not (Path(corpus) / "edit_probes.jsonl").is_file():
-            raise ExpungeError(f"--report needs probes: {corpus} is not a world directory with edit_probes.jsonl",
-                               "pass the world the edits come from as --corpus (e.g. `expunge world companies`)")
-    config = editing_config(method, options)
+    if evaluate and not (Path(corpus) / "edit_probes.jsonl").is_file():
+        raise ExpungeError(f"--report needs probes: {corpus} is not a world directory with edit_probes.jsonl",
+                           "pass the world the edits come from as --corpus (e.g. `expunge world companies`)")
+    editor = get_editor(method)
+    config = editor.make_config(options)
     edits = read_jsonl(edits_path, FactEdit)
     if not edits:
         raise ExpungeError(f"{edits_path} holds no edits", "give at least one FactEdit line")
@@ -152,27 +120,20 @@ def edit_model(
     say = (lambda message: print(f"[expunge edit] {message}", file=sys.stderr, flush=True)) if progress \
         else (lambda _m: None)
 
-    def moment(layer: int) -> torch.Tensor:
-        say(f"second-moment statistics of layer {layer} on {len(texts)} texts")
-        return second_moment(model, tokenizer, texts, layer, cache_dir=cache_dir)
+    moments: dict[int, torch.Tensor] = {}
 
-    evaluate = _evaluator(Path(corpus), edits, model, tokenizer) if report is not None else None
-    results: list[EditResult] = []
-    if isinstance(config, ROMEConfig):
-        layer = default_rome_layer(model) if config.layer is None else config.layer
-        c = moment(layer)
-        for n, edit in enumerate(edits, 1):
-            say(f"rome: edit {n} of {len(edits)} ({edit.id})")
-            results.append(apply_rome(model, tokenizer, edit, c, config))
-    else:
-        forms = sorted({form for e in edits for form in (e.prompt, *e.more_prompts)})
-        preserve = [(form, name) for name in preserve_subjects for form in forms]
-        results.append(apply_memit(model, tokenizer, edits, moment, config, preserve=preserve, progress=say))
-    # The originals of every changed matrix: the first edit's original for each layer.
-    originals: dict[int, torch.Tensor] = {}
-    for result in results:
-        for layer, weight in result.original_weights.items():
-            originals.setdefault(layer, weight)
+    def moment(layer: int) -> torch.Tensor:
+        if layer not in moments:
+            say(f"second-moment statistics of layer {layer} on {len(texts)} texts")
+            moments[layer] = second_moment(model, tokenizer, texts, layer, cache_dir=cache_dir)
+        return moments[layer]
+
+    score_after = _evaluator(Path(corpus), edits, model, tokenizer) if evaluate else None
+    forms = sorted({form for e in edits for form in (e.prompt, *e.more_prompts)})
+    preserve = [(form, name) for name in preserve_subjects for form in forms]
+    result = editor.edit(model, tokenizer, edits, config, EditContext(moment, preserve, say))
+    # The original of every changed matrix (one revert of the batch's result restores them all).
+    originals = dict(result.original_weights)
     layers = sorted(originals)
     names = {layer: _state_name(model, layer) for layer in layers}
     seconds = time.perf_counter() - started
@@ -187,17 +148,17 @@ def edit_model(
         save_file({names[layer]: _as_stored(model, layer, originals[layer]) for layer in layers},
                   str(directory / REVERT_FILE))
 
-    comparison = evaluate(method) if evaluate is not None else None
+    comparison = score_after(method) if score_after is not None else None
     ref = save_model_version(model, tokenizer, out, parent=parent.sha256,
                              recipe={"kind": "edit", "method": method, "edits_sha256": edits_sha,
                                      "config": record["config"]},
                              run={"seconds": seconds, "edits": len(edits)}, extra=extra)
     if comparison is not None:
         comparison.rows[-1].update(seconds=seconds, seconds_per_edit=seconds / len(edits))
-        write_updates_report(comparison.to_dict(), report, title=f"{method}: {len(edits)} updates to {model_dir}")
     return EditReport(method, {"path": ref.path, "sha256": ref.sha256}, parent.sha256, len(edits), layers,
                       record["modules"], seconds, seconds / len(edits), record["config"],
-                      comparison.rows if comparison is not None else [])
+                      comparison.rows if comparison is not None else [],
+                      dict(comparison.sizes) if comparison is not None else {})
 
 
 def _evaluator(world_dir: Path, edits: list[FactEdit], model: Any, tokenizer: Any) -> Any:

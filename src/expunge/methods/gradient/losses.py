@@ -11,16 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from expunge.data import IGNORE_INDEX
+from expunge.scoring import sequence_logprobs  # the one log-probability kernel
 
-
-def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of next-token log-probabilities of each sequence, and its number of scored tokens."""
-    shifted_logits = logits[:, :-1, :]
-    shifted_labels = labels[:, 1:]
-    mask = shifted_labels != IGNORE_INDEX
-    safe = shifted_labels.masked_fill(~mask, 0)
-    token_logp = torch.log_softmax(shifted_logits.float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    return (token_logp * mask).sum(-1), mask.sum(-1)
+__all__ = ["sequence_logprobs", "nll", "gradient_ascent", "npo", "simnpo", "kl_to_reference", "rmu_forget",
+           "rmu_retain"]
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

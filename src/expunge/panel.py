@@ -31,8 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from expunge.methods.unlearn import unlearn
-from expunge.pipeline import retrain_oracle
 from expunge.models.io import read_model_record
+from expunge.pipeline import retrain_oracle
+from expunge.verify.judge import Collateral, Forgotten, VerdictFlag
 from expunge.verify.suite import Verdict, Verification, VerifyConfig, verify_models
 
 __all__ = ["PANEL", "PanelResult", "build_panel", "judge_panel", "run_panel", "confusion_table"]
@@ -40,13 +41,13 @@ __all__ = ["PANEL", "PanelResult", "build_panel", "judge_panel", "run_panel", "c
 # name -> (what it is, the right verdict in words, the test of a verdict)
 PANEL: dict[str, tuple[str, str, Callable[[Verdict], bool]]] = {
     "retrained": ("oracle retrained from another seed", "forgotten: yes",
-                  lambda v: v.forgotten == "yes"),
+                  lambda v: v.forgotten is Forgotten.YES),
     "unchanged": ("the original model, unchanged", "forgotten: no",
-                 lambda v: v.forgotten == "no"),
+                 lambda v: v.forgotten is Forgotten.NO),
     "refusal": ("refusal fine-tune (IdkFT), hides rather than removes", "forgotten: no",
-                lambda v: v.forgotten == "no"),
+                lambda v: v.forgotten is Forgotten.NO),
     "collapsed": ("gradient ascent far past forgetting", "collateral damage: yes + over-unlearning leak",
-                  lambda v: v.collateral_damage == "yes" and any("over-unlearning" in f for f in v.flags)),
+                  lambda v: v.collateral_damage is Collateral.YES and VerdictFlag.OVER_UNLEARNING_LEAK in v.flags),
 }
 
 # Gradient ascent with nothing holding it back: no retain term, no early stop, no collapse guard.

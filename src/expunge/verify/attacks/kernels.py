@@ -1,4 +1,4 @@
-"""Model-level attacks: how much knowledge about a set of probes can still be recovered from a model.
+"""The attacks' algorithms: how much knowledge about a set of probes can still be recovered from a model.
 
 Unlearning that only *hides* knowledge (the output says "I don't know", but the weights still hold
 the fact) passes every direct question and fails the attacks below. Each attack is a pure function
@@ -62,7 +62,8 @@ import torch
 from scipy.optimize import minimize
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import SequenceDataset, encode_documents, pad_collate, padding_id
+from expunge.data import SequenceDataset, encode_documents, pad_collate
+from expunge.scoring import eval_mode, max_length, padding_id
 from expunge.models.arch import arch_for
 from expunge.records import Probe
 from expunge.training import EvalResult, TrainingConfig, train_loop
@@ -267,8 +268,7 @@ def relearning_attack(
     if last > 0:
         if not relearn_texts:
             raise ValueError("relearning needs texts to train on (relearn_texts_from(relearn half))")
-        max_len = getattr(model.config, "max_position_embeddings", 512) or 512
-        dataset = SequenceDataset(encode_documents(tokenizer, relearn_texts, min(512, max_len)))
+        dataset = SequenceDataset(encode_documents(tokenizer, relearn_texts, max_length(model)))
         # The hook runs every g steps, g = gcd of the checkpoints, so it lands on each of them.
         every = math.gcd(*[s for s in wanted if s > 0])
 
@@ -414,9 +414,7 @@ def logit_lens(
         raise ValueError("batch_size must be at least 1")
     fulls, head_lens = encode_answers(tokenizer, [p.prompt for p in probes], [p.answer for p in probes])
     recovered: list[torch.Tensor] = []  # per batch: (layers, batch) booleans
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(fulls), batch_size):
             rows = fulls[start : start + batch_size]
             out, input_ids = _forward(model, rows, padding_id(tokenizer))
@@ -431,8 +429,6 @@ def logit_lens(
                 # A probe is recovered when none of its answer positions misses.
                 per_layer.append(torch.bincount(row_idx, weights=misses.float(), minlength=len(rows)) == 0)
             recovered.append(torch.stack(per_layer).cpu())
-    finally:
-        model.train(was_training)
     shares = torch.cat(recovered, dim=1).float().mean(dim=1).tolist()
     best = max(range(len(shares)), key=lambda i: (shares[i], -i))
     return LensResult(per_layer=shares, best_layer=best + 1, best_accuracy=shares[best])
@@ -486,9 +482,7 @@ def _candidate_features(
     fulls, head_lens = encode_answers(tokenizer, prompts, answers)
     unembedding = model.get_submodule(arch_for(model).lm_head).weight  # (vocab, hidden)
     chunks: list[np.ndarray] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(fulls), batch_size):
             rows = fulls[start : start + batch_size]
             out, input_ids = _forward(model, rows, padding_id(tokenizer))
@@ -511,8 +505,6 @@ def _candidate_features(
                     summed = torch.zeros(len(rows), hidden.shape[-1], device=hidden.device)
                     layers.append(summed.index_add_(0, row_idx, contributions) / counts[:, None])
             chunks.append(torch.stack(layers, dim=1).cpu().double().numpy())
-    finally:
-        model.train(was_training)
     return np.concatenate(chunks), np.asarray(labels), np.asarray(owners)
 
 

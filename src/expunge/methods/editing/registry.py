@@ -1,0 +1,121 @@
+"""The registry of model editors: one entry per editor, looked up by name (``expunge edit --method``).
+
+Every caller (``edit_model``, ``compare_updates``, the contract test) goes through an
+:class:`EditorSpec` and never asks which config class it holds, so a new editor is a plug-in: write
+its config dataclass and one ``apply`` function, call :func:`register_editor`, and ``expunge edit
+--method NAME -o key=value`` works, options parsed by :func:`expunge.options.build_config`.
+
+The protocol, which ROME (one edit at a time) and MEMIT (one batch) both fit::
+
+    apply(model, tokenizer, edits, config, context: EditContext) -> EditResult
+
+``apply`` edits ``model`` in place and returns *one* :class:`EditResult` for the whole batch, whose
+``original_weights`` give every changed MLP output projection back (one ``revert`` undoes the
+batch; ``modules`` names exactly the parameters that changed), and leaves the model as it came when
+it raises. ``context.moments(layer)`` gives a layer's key statistics on demand. ``stats_layers``
+(optional) names the layers whose statistics ``apply`` will ask for, so callers can compute them
+first and keep their one-off cost out of the editor's timing.
+
+Registering a name twice raises ``ValueError`` and asking for an unknown one ``ExpungeError``, both
+listing the known names (as in peft's registries).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from expunge.errors import ExpungeError
+from expunge.methods.editing.common import EditContext, EditResult
+from expunge.methods.editing.memit import MEMITConfig, apply_memit_batch, memit_layers
+from expunge.methods.editing.rome import ROMEConfig, apply_rome_sequence, rome_layers
+from expunge.options import build_config
+from expunge.records import FactEdit
+
+__all__ = ["ApplyEdits", "EditContext", "EditorSpec", "StatsLayers", "editor_names", "get_editor",
+           "register_editor", "unregister_editor"]
+
+# (model, tokenizer, edits, config, context) -> one EditResult for the batch
+ApplyEdits = Callable[
+    [PreTrainedModel, PreTrainedTokenizerBase, Sequence[FactEdit], Any, EditContext], EditResult]
+# (model, config) -> the layers whose second moments apply() will ask for
+StatsLayers = Callable[[PreTrainedModel, Any], Sequence[int]]
+
+
+@dataclass(frozen=True)
+class EditorSpec:
+    """What the shared editing code needs to know about an editor.
+
+    Attributes:
+        name: registry key (``expunge edit --method``).
+        config_cls: its typed, frozen config dataclass (docstring starting with the paper link);
+            its fields' type hints drive the ``-o key=value`` parser.
+        summary: one line for listings.
+        apply: the editor itself (module docstring: the protocol).
+        stats_layers: the layers whose statistics ``apply`` needs (None: it needs none, or
+            computing them on demand is fine).
+    """
+
+    name: str
+    config_cls: type[Any]
+    summary: str
+    apply: ApplyEdits
+    stats_layers: StatsLayers | None = None
+
+    def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
+        """The editor's config with ``options`` (text converted by each field's type); unknown
+        options and bad values raise :class:`ExpungeError`."""
+        return build_config(self.config_cls, options, owner=f"editor {self.name!r}")
+
+    def layers_needing_stats(self, model: PreTrainedModel, config: Any) -> tuple[int, ...]:
+        """The layers to compute statistics for before ``apply`` runs (possibly none)."""
+        return tuple(self.stats_layers(model, config)) if self.stats_layers is not None else ()
+
+    def edit(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, edits: Sequence[FactEdit],
+             config: Any, context: EditContext) -> EditResult:
+        """``apply`` with the config checked to be this editor's (a MEMIT config handed to ROME
+        would otherwise fail deep inside, or silently use the wrong options)."""
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"editor {self.name!r} takes a {self.config_cls.__name__}, "
+                            f"not {type(config).__name__}")
+        return self.apply(model, tokenizer, edits, config, context)
+
+
+_EDITORS: dict[str, EditorSpec] = {}
+
+
+def register_editor(spec: EditorSpec) -> EditorSpec:
+    """Add ``spec`` to the registry; a taken name raises ``ValueError`` (programming error)."""
+    if spec.name in _EDITORS:
+        raise ValueError(f"editor {spec.name!r} is already registered; known: {', '.join(editor_names())}")
+    _EDITORS[spec.name] = spec
+    return spec
+
+
+def unregister_editor(name: str) -> EditorSpec:
+    """Remove an editor (tests that register a plug-in undo it with this); returns its spec."""
+    spec = get_editor(name)
+    del _EDITORS[name]
+    return spec
+
+
+def get_editor(name: str) -> EditorSpec:
+    """The editor registered as ``name``; an unknown name raises, listing the known ones."""
+    if name not in _EDITORS:
+        raise ExpungeError(f"unknown editing method {name!r}", f"use one of: {', '.join(editor_names())}")
+    return _EDITORS[name]
+
+
+def editor_names() -> list[str]:
+    return sorted(_EDITORS)
+
+
+register_editor(EditorSpec("rome", ROMEConfig,
+                           "rank-one edit of one layer, one fact at a time (Meng et al. 2022)",
+                           apply_rome_sequence, rome_layers))
+register_editor(EditorSpec("memit", MEMITConfig,
+                           "one batch of edits spread over several layers (Meng et al. 2023)",
+                           apply_memit_batch, memit_layers))

@@ -1,0 +1,50 @@
+"""VerifyConfig: what a verification runs and what it may cost (thresholds live in the policy)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from expunge.verify.attacks.kernels import AttackConfig
+from expunge.verify.policy import VerdictPolicy, default_policy
+
+__all__ = ["VerifyConfig"]
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """What a verification runs and what it may cost; thresholds live in the ``policy``.
+
+    Attributes:
+        policy: the verdict policy (checks, thresholds, evidence floors); see ``policy.toml``.
+        attacks: also run the model-level attacks (every registered attack:
+            :mod:`expunge.verify.attacks`) on every model.
+        attack: the attacks' settings.
+        max_subjects_per_set: cap on the people scored per set (a seeded sample), to bound cost.
+        bootstrap_samples: resamples for the confidence intervals (grouped by subject).
+        fluency_tokens: tokens generated per fluency prompt (a subject's name).
+        batch_size: batch size of every forward pass.
+        seed: seeds the subject samples and the bootstrap.
+    """
+
+    policy: VerdictPolicy = field(default_factory=default_policy)
+    attacks: bool = False
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    max_subjects_per_set: int = 30
+    bootstrap_samples: int = 1000
+    fluency_tokens: int = 24
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_subjects_per_set < 1:
+            raise ValueError("max_subjects_per_set must be at least 1")
+        if self.bootstrap_samples < 100:
+            raise ValueError("bootstrap_samples must be at least 100 for a usable 95% interval")
+        if self.batch_size < 1 or self.fluency_tokens < 1:
+            raise ValueError("batch_size and fluency_tokens must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"policy": self.policy.to_dict(), "attacks": self.attacks, "attack": asdict(self.attack),
+                "max_subjects_per_set": self.max_subjects_per_set, "bootstrap_samples": self.bootstrap_samples,
+                "fluency_tokens": self.fluency_tokens, "batch_size": self.batch_size, "seed": self.seed}

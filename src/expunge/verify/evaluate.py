@@ -1,0 +1,165 @@
+"""Verification, part 2: every measurement of one model, with no judgement.
+
+:func:`evaluate_model` scores one model on every set of the plan: greedy exact match (training and
+held-out questions), ROUGE-L recall, Prob, truth ratios and logit-scored multiple choice (one probe
+per fact), answer plausibility, fluency of free generations, the indirect probes,
+membership-inference scores of the forget, never-seen and retain documents and, when asked, every
+registered model-level attack (:mod:`expunge.verify.attacks`). The judge
+(:mod:`expunge.verify.judge`) compares these numbers between models.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from expunge.records import ModelRef, Probe
+from expunge.verify.attacks import AttackResult, attacks as registered_attacks
+from expunge.verify.config import VerifyConfig
+from expunge.verify.metrics import (
+    candidate_logprobs,
+    fluency,
+    harmonic_mean,
+    multiple_choice_correct,
+    rouge_l_recall,
+    truth_ratio_forget_stat,
+    truth_ratio_from_logprobs,
+    truth_ratio_retain_stat,
+)
+from expunge.verify.mia import mia_scores
+from expunge.verify.plan import QA_KINDS, SETS, UTILITY_SETS, VerificationPlan
+from expunge.verify.plausibility import answer_plausibility
+from expunge.verify.probes import greedy_answers, normalize_answer
+
+__all__ = ["ModelEvaluation", "evaluate_model", "run_attacks"]
+
+
+@dataclass
+class ModelEvaluation:
+    """Every measurement of one model. ``sets[name]`` holds the summary numbers of a set,
+    ``indirect[kind]`` those of the forget people's indirect probes and ``attacks[name]`` the
+    model-level attacks' results; the per-item lists behind them are kept for tests, bootstrap
+    intervals and plots."""
+
+    name: str
+    model: dict[str, Any]
+    sets: dict[str, dict[str, float]]
+    utility: float
+    correct_by_probe: dict[str, list[bool]]  # set name or "indirect:<kind>" -> per probe
+    answers: dict[str, list[str]]
+    truth_ratios: dict[str, list[float]]  # per fact
+    mia_scores: dict[str, dict[str, list[float]]]  # set -> score name -> per document
+    indirect: dict[str, dict[str, float]] = field(default_factory=dict)
+    attacks: dict[str, AttackResult] = field(default_factory=dict)
+    seconds: float = math.nan
+
+    def to_dict(self, *, details: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "model": self.model, "sets": self.sets,
+                               "model_utility": self.utility, "indirect": self.indirect,
+                               "attacks": {name: a.to_dict() for name, a in self.attacks.items()},
+                               "seconds": round(self.seconds, 2)}
+        if details:
+            out.update(answers=self.answers, truth_ratios=self.truth_ratios, mia_scores=self.mia_scores)
+        return out
+
+
+def _greedy_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, probes: Sequence[Probe],
+                 batch_size: int) -> tuple[list[str], list[bool]]:
+    longest = max(len(tokenizer(p.answer, add_special_tokens=False)["input_ids"]) for p in probes)
+    generated = greedy_answers(model, tokenizer, [p.prompt for p in probes],
+                               max_new_tokens=longest + 2, batch_size=batch_size)
+    return generated, [normalize_answer(g) == normalize_answer(p.answer) for p, g in zip(probes, generated)]
+
+
+def evaluate_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    plan: VerificationPlan,
+    config: VerifyConfig | None = None,
+    *,
+    name: str = "model",
+    ref: ModelRef | None = None,
+) -> ModelEvaluation:
+    """Measure one model on every set of the plan (no judgement; see :func:`judge`)."""
+    config = config or VerifyConfig()
+    started = time.perf_counter()
+    bs = config.batch_size
+    sets: dict[str, dict[str, float]] = {}
+    correct: dict[str, list[bool]] = {}
+    answers: dict[str, list[str]] = {}
+    ratios: dict[str, list[float]] = {}
+    for set_name in SETS:
+        probes = plan.probes[set_name]
+        if not probes:
+            continue
+        generated, hits = _greedy_hits(model, tokenizer, probes, bs)
+        facts = plan.fact_probes[set_name]
+        logps = candidate_logprobs(model, tokenizer, facts, batch_size=bs)
+        ratio = [truth_ratio_from_logprobs(lp) for lp in logps]
+        by_kind = {kind: [h for p, h in zip(probes, hits) if p.kind == kind] for kind in QA_KINDS}
+        names = [plan.world.subject_by_id[s].name for s in plan.subjects[set_name]]
+        texts = greedy_answers(model, tokenizer, names, max_new_tokens=config.fluency_tokens, batch_size=bs)
+        sets[set_name] = {
+            "subjects": len(plan.subjects[set_name]),
+            "probes": len(probes),
+            "facts": len(facts),
+            "exact_match": _mean(hits),
+            "exact_match_direct": _mean(by_kind["direct"]),
+            "exact_match_paraphrase": _mean(by_kind["paraphrase"]),
+            "rouge_l": float(np.mean([rouge_l_recall(g, p.answer) for p, g in zip(probes, generated)])),
+            # Prob(a|q) = exp(mean token log-prob of the true answer), on one question per fact.
+            "prob": float(np.mean([math.exp(lp[0]) for lp in logps])),
+            "multiple_choice": _mean([multiple_choice_correct(lp) for lp in logps]),
+            "truth_ratio_forget_stat": truth_ratio_forget_stat(ratio),
+            "truth_ratio_retain_stat": truth_ratio_retain_stat(ratio),
+            "plausibility": answer_plausibility(plan.validator, probes, generated),
+            "fluency": fluency([f"{n} {t}" for n, t in zip(names, texts)]),
+        }
+        correct[set_name], answers[set_name], ratios[set_name] = hits, generated, ratio
+    indirect: dict[str, dict[str, float]] = {}
+    for kind, probes in plan.indirect.items():
+        generated, hits = _greedy_hits(model, tokenizer, probes, bs)
+        choice = [multiple_choice_correct(lp) for lp in candidate_logprobs(model, tokenizer, probes, batch_size=bs)]
+        indirect[kind] = {"probes": len(probes), "exact_match": _mean(hits), "multiple_choice": _mean(choice)}
+        correct[f"indirect:{kind}"], answers[f"indirect:{kind}"] = hits, generated
+        correct[f"indirect-mc:{kind}"] = choice
+    # Model utility: harmonic mean of Prob, ROUGE-L and the truth-ratio stat over the sets that
+    # must survive (TOFU): any one of them near 0 pulls it to 0.
+    parts = [sets[s][k] for s in UTILITY_SETS if s in sets for k in ("prob", "rouge_l", "truth_ratio_retain_stat")]
+    scores = {}
+    all_texts = [t for s in ("forget", "holdout", "retain") for t in plan.texts[s]]
+    if all_texts:
+        flat = mia_scores(model, tokenizer, all_texts, batch_size=bs)
+        at = 0
+        for s in ("forget", "holdout", "retain"):
+            n = len(plan.texts[s])
+            scores[s] = {k: v[at : at + n] for k, v in flat.items()}
+            at += n
+    attacks = run_attacks(model, tokenizer, plan, config) if config.attacks else {}
+    model_info = {"path": ref.path, "sha256": ref.sha256} if ref is not None else {}
+    return ModelEvaluation(name, model_info, sets, harmonic_mean(parts) if parts else math.nan,
+                           correct, answers, ratios, scores, indirect, attacks, time.perf_counter() - started)
+
+
+def run_attacks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan: VerificationPlan,
+                config: VerifyConfig) -> dict[str, AttackResult]:
+    """Every registered attack on the forget people's facts, in registration order (an attack
+    with nothing to attack in this plan is left out)."""
+    if not plan.probes["forget"]:
+        return {}
+    out: dict[str, AttackResult] = {}
+    for attack in registered_attacks():
+        result = attack.run(model, tokenizer, plan, config)
+        if result is not None:
+            out[attack.name] = result
+    return out
+
+
+def _mean(values: Sequence[bool | float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan

@@ -1,0 +1,507 @@
+"""Verification, part 3: judge a candidate against the original model and the retrained oracle.
+
+Every check is one entry of :func:`check_specs`, keyed exactly like ``[checks.KEY]`` in
+``policy.toml``: the policy says which question the check answers, whether it decides and its
+threshold; the spec says how to measure it. The model-level attacks add one spec each, from their
+registry (:mod:`expunge.verify.attacks`). A test keeps the two tables one-to-one.
+
+Checks roll up into three answers: *forgotten?* (:class:`Forgotten`), *collateral damage?*
+(:class:`Collateral`) and *how sure?* (:class:`Confidence`: sample sizes, bootstrap confidence
+intervals grouped by subject, which routes were tried and which were not). An indirect probe or
+attack only decides when the original model beats the oracle on it: a route the original cannot
+use either shows nothing, and is reported as uninformative.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from expunge.choices import TextEnum
+from expunge.records import Probe
+from expunge.verify.attacks import Attack, attacks as registered_attacks
+from expunge.verify.config import VerifyConfig
+from expunge.verify.evaluate import ModelEvaluation
+from expunge.verify.metrics import forget_quality, privleak, roc_auc, tpr_at_fpr
+from expunge.verify.mia import SCORE_NAMES
+from expunge.verify.plan import INDIRECT_KINDS, VerificationPlan
+from expunge.verify.policy import CheckRule
+
+__all__ = ["Question", "Forgotten", "Collateral", "Confidence", "VerdictFlag", "CheckStatus", "Check",
+           "Verdict", "Route", "all_routes", "CheckSpec", "check_specs", "judge", "roll_up"]
+
+
+class Question(TextEnum):
+    FORGOTTEN = "forgotten"
+    COLLATERAL = "collateral"
+
+
+class Forgotten(TextEnum):
+    YES = "yes"
+    NO = "no"
+    NOT_VERIFIED = "not verified"
+
+
+class Collateral(TextEnum):
+    NONE = "none"
+    YES = "yes"
+    NOT_VERIFIED = "not verified"
+
+
+class Confidence(TextEnum):
+    HIGH = "high"
+    MODERATE = "moderate"
+    LOW = "low"
+
+
+class VerdictFlag(TextEnum):
+    """Findings that are not a check of their own; the value is what a reader is told."""
+
+    OVER_UNLEARNING_LEAK = ("over-unlearning leak: the forget set looks LESS familiar than never-seen people, "
+                            "which itself tells an attacker who was deleted")
+
+
+class CheckStatus(TextEnum):
+    PASS = "pass"
+    FAIL = "FAIL"
+    UNDECIDED = "undecided"
+    NOT_COUNTED = "not counted"
+
+
+@dataclass
+class Check:
+    """One thresholded comparison.
+
+    ``passed`` is None when the evidence cannot decide it. ``decisive`` is False when the check
+    does not count toward the verdict: the policy marks it not required, or it is uninformative
+    (the original model does no better than the oracle on it, so it could never show anything).
+    ``policy_key`` names its entry in the policy file; ``interval`` is a 95% bootstrap interval of
+    ``value`` (people resampled) where one is computed.
+    """
+
+    name: str
+    question: Question
+    value: float
+    reference: float
+    rule: str
+    passed: bool | None
+    detail: str = ""
+    decisive: bool = True
+    policy_key: str = ""
+    interval: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        self.question = Question(self.question)
+
+    @property
+    def status(self) -> CheckStatus:
+        if not self.decisive:
+            return CheckStatus.NOT_COUNTED
+        return {True: CheckStatus.PASS, False: CheckStatus.FAIL, None: CheckStatus.UNDECIDED}[self.passed]
+
+
+# --- routes: every way to the knowledge that verification knows, as data -----------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route to the knowledge, and how to tell from an evaluation whether it was tried."""
+
+    name: str
+    tried: Callable[[ModelEvaluation], bool]
+
+
+BASE_ROUTES = (
+    Route("training questions", lambda e: True),
+    Route("held-out paraphrased questions", lambda e: True),
+    Route("truth ratio (true vs wrong answers)", lambda e: True),
+    Route("multiple choice scored by logits", lambda e: True),
+    Route("membership inference: " + ", ".join(SCORE_NAMES), lambda e: bool(e.mia_scores)),
+)
+
+
+def all_routes() -> list[Route]:
+    """The base routes, one per indirect probe kind, one per registered attack."""
+    indirect = [Route(f"indirect: {k}", lambda e, k=k: k in e.indirect) for k in INDIRECT_KINDS]
+    attack = [Route(f"attack: {a.name}", lambda e, n=a.name: n in e.attacks) for a in registered_attacks()]
+    return [*BASE_ROUTES, *indirect, *attack]
+
+
+@dataclass
+class Verdict:
+    """The three answers, each with the numbers behind it."""
+
+    forgotten: Forgotten
+    collateral_damage: Collateral
+    confidence: Confidence
+    summary: str
+    reasons: list[str] = field(default_factory=list)
+    sample_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    flags: list[VerdictFlag] = field(default_factory=list)
+    attacks_tried: list[str] = field(default_factory=list)
+    attacks_not_tried: list[str] = field(default_factory=lambda: [r.name for r in all_routes()])
+
+
+# --- the check table -----------------------------------------------------------------------------
+
+
+@dataclass
+class JudgeInputs:
+    """What every check spec reads, and where it writes intervals and the membership table."""
+
+    candidate: ModelEvaluation
+    original: ModelEvaluation
+    oracle: ModelEvaluation
+    plan: VerificationPlan
+    config: VerifyConfig
+    intervals: dict[str, list[float]] = field(default_factory=dict)
+    mia: dict[str, dict[str, float]] = field(default_factory=dict)
+    forget_quality: dict[str, Any] | None = None
+
+    def check(self, rule: CheckRule, name: str, value: float, reference: float, rule_text: str,
+              passed: bool | None, detail: str = "", informative: bool = True,
+              interval: list[float] | None = None, probes: int | None = None) -> Check:
+        policy = self.config.policy
+        if not informative:
+            detail = (f"uninformative: the original model does no better than the oracle here "
+                      f"(needs a gap of {policy.min_informative_gap}); " + detail).rstrip("; ")
+        elif probes is not None and probes < policy.min_route_probes:
+            informative = False
+            detail = f"too few probes to decide ({probes} < {policy.min_route_probes}); " + detail
+        return Check(name, Question(rule.question), value, reference, rule_text, passed, detail,
+                     rule.required and informative, rule.name, interval)
+
+    def at_most_oracle(self, rule: CheckRule, name: str, value: float, reference: float, original_value: float,
+                       detail: str = "", interval: list[float] | None = None, gated: bool = False,
+                       original_gap: float | None = None, probes: int | None = None) -> Check:
+        """Pass when ``value <= reference + margin``. ``gated``: the check only counts when the
+        original model beats the oracle by the policy's gap (``original_gap``, default
+        ``original_value - reference``)."""
+        margin = rule.param("margin")
+        gap = original_value - reference if original_gap is None else original_gap
+        informative = not gated or gap >= self.config.policy.min_informative_gap
+        return self.check(rule, name, value, reference, f"<= oracle + {margin}", _le(value, reference + margin),
+                          (f"original {original_value:.3f}; " + detail).rstrip("; "), informative, interval, probes)
+
+    def ratio(self, rule: CheckRule, name: str, value: float, reference: float) -> Check:
+        """Pass when ``value >= ratio x reference`` (the original's)."""
+        ratio = rule.param("ratio")
+        passed = None if math.isnan(value) or math.isnan(reference) else value >= ratio * reference
+        return self.check(rule, name, value, reference, f">= {ratio} x original", passed)
+
+
+Spec = Callable[[JudgeInputs, CheckRule], list[Check]]
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """How to measure the check of one policy key (``policy.toml``'s ``[checks.KEY]``)."""
+
+    key: str
+    measure: Spec
+    default_rule: CheckRule | None = None  # for attacks the policy file does not list
+
+
+def _forget_exact_match(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    c, o, orig = j.candidate.sets, j.oracle.sets, j.original.sets
+    if "forget" not in c:
+        return []
+    ci = _interval(j.candidate.correct_by_probe["forget"], j.plan.probes["forget"], j.config)
+    j.intervals["forget_exact_match"] = ci
+    return [j.at_most_oracle(rule, "forget exact match", c["forget"]["exact_match"], o["forget"]["exact_match"],
+                             orig["forget"]["exact_match"],
+                             f"training questions {c['forget']['exact_match_direct']:.3f}, "
+                             f"paraphrases {c['forget']['exact_match_paraphrase']:.3f}", ci)]
+
+
+def _forget_quality(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    if "forget" not in j.candidate.sets:
+        return []
+    fq = forget_quality(j.candidate.truth_ratios["forget"], j.oracle.truth_ratios["forget"])
+    j.forget_quality = fq
+    alpha = rule.param("alpha")
+    return [j.check(rule, "forget quality (KS p-value vs oracle truth ratios)", fq["pvalue"], alpha, f">= {alpha}",
+                    fq["pvalue"] >= alpha, f"n = {fq['n']}, m = {fq['m']} facts, KS statistic "
+                    f"{fq['statistic']:.3f}, floor p {fq['floor_pvalue']:.2g}")]
+
+
+def _multiple_choice(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    c, o, orig = j.candidate.sets, j.oracle.sets, j.original.sets
+    if "forget" not in c:
+        return []
+    options = 1 + len(j.plan.fact_probes["forget"][0].alternatives)
+    return [j.at_most_oracle(rule, "multiple choice (logit-scored)", c["forget"]["multiple_choice"],
+                             o["forget"]["multiple_choice"], orig["forget"]["multiple_choice"],
+                             f"{c['forget']['facts']} facts, {options} options")]
+
+
+def _membership(sign: float) -> Spec:
+    """AUC of the worst score above the oracle's (sign +1: still remembered) or below it (sign
+    -1: the over-unlearning leak)."""
+
+    def measure(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+        if not j.mia:
+            j.mia.update(_mia_table(j.candidate, j.oracle))
+        mia = j.mia
+        if not mia:
+            return []
+        pick = max if sign > 0 else min
+        score = pick(mia, key=lambda k: mia[k]["auc"] - mia[k]["oracle_auc"])
+        row = mia[score]
+        margin = rule.param("margin")
+        ci = _auc_interval(j.candidate, j.plan, score, j.config)
+        j.intervals[f"mia_auc_{score}"] = ci
+        excess = sign * (row["auc"] - row["oracle_auc"])  # > 0: more member-like (or less) than the oracle
+        decided: bool | None = excess <= margin
+        if decided and ci[1] - ci[0] > j.config.policy.max_auc_ci_width:
+            decided = None  # it passes, but the interval is too wide to say so
+        name = ("membership inference AUC above the oracle's" if sign > 0 else
+                "over-unlearning leak: AUC below the oracle's")
+        return [j.check(rule, name, row["auc"], row["oracle_auc"],
+                        f"{'<=' if sign > 0 else '>='} oracle {'+' if sign > 0 else '-'} {margin}", decided,
+                        f"worst score {score}: 95% CI {ci[0]:.3f}-{ci[1]:.3f}; PrivLeak {row['privleak']:+.1f}; "
+                        f"TPR at 1% FPR {row['tpr_at_1pct']:.3f}", interval=ci)]
+
+    return measure
+
+
+def _indirect_probes(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    out = []
+    for kind, values in j.candidate.indirect.items():
+        # Score each route by whichever of exact match and multiple choice the ORIGINAL model
+        # uses best against the oracle: the most sensitive way to see the knowledge come back.
+        orig, ora = j.original.indirect[kind], j.oracle.indirect[kind]
+        metric = max(("exact_match", "multiple_choice"), key=lambda m: orig[m] - ora[m])
+        hits = j.candidate.correct_by_probe[f"indirect:{kind}" if metric == "exact_match" else f"indirect-mc:{kind}"]
+        ci = _interval(hits, j.plan.indirect[kind], j.config)
+        out.append(j.at_most_oracle(rule, f"indirect: {kind} ({metric.replace('_', ' ')})", values[metric],
+                                    ora[metric], orig[metric], f"{int(values['probes'])} probes", ci, gated=True,
+                                    probes=int(values["probes"])))
+    return out
+
+
+def _attack_spec(attack: Attack) -> CheckSpec:
+    def measure(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+        results = (j.candidate.attacks.get(attack.name), j.oracle.attacks.get(attack.name),
+                   j.original.attacks.get(attack.name))
+        if any(r is None for r in results):
+            return []
+        return [j.at_most_oracle(rule, cmp.name, cmp.value, cmp.reference, cmp.original, cmp.detail, gated=True,
+                                 original_gap=cmp.original_gap, probes=cmp.probes)
+                for cmp in attack.comparisons(*results)]
+
+    default = CheckRule(attack.name, Question.FORGOTTEN.value, True, {"margin": float(attack.default_margin)})
+    return CheckSpec(attack.name, measure, default)
+
+
+def _exact_match_kept(set_name: str) -> Spec:
+    def measure(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+        if set_name not in j.candidate.sets:
+            return []
+        return [j.ratio(rule, f"{set_name} exact match", j.candidate.sets[set_name]["exact_match"],
+                        j.original.sets[set_name]["exact_match"])]
+
+    return measure
+
+
+def _model_utility(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    return [j.ratio(rule, "model utility", j.candidate.utility, j.original.utility)]
+
+
+def _fluency(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    if "retain" not in j.candidate.sets:
+        return []
+    return [j.ratio(rule, "fluency (retain generations)", j.candidate.sets["retain"]["fluency"],
+                    j.original.sets["retain"]["fluency"])]
+
+
+def _answer_plausibility(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    if "forget" not in j.candidate.sets:
+        return []
+    value, ref = j.candidate.sets["forget"]["plausibility"], j.oracle.sets["forget"]["plausibility"]
+    margin = rule.param("margin")
+    return [j.check(rule, "forget answer plausibility", value, ref, f">= oracle - {margin}", value >= ref - margin,
+                    "share of forget answers that are a valid value of the asked attribute")]
+
+
+_FORGOTTEN_SPECS = (
+    CheckSpec("forget_exact_match", _forget_exact_match),
+    CheckSpec("forget_quality", _forget_quality),
+    CheckSpec("multiple_choice", _multiple_choice),
+    CheckSpec("membership_inference", _membership(+1.0)),
+    CheckSpec("over_unlearning_leak", _membership(-1.0)),
+    CheckSpec("indirect_probes", _indirect_probes),
+)
+_COLLATERAL_SPECS = (
+    CheckSpec("retain_exact_match", _exact_match_kept("retain")),
+    CheckSpec("neighbours_exact_match", _exact_match_kept("neighbours")),
+    CheckSpec("general_exact_match", _exact_match_kept("general")),
+    CheckSpec("model_utility", _model_utility),
+    CheckSpec("fluency", _fluency),
+    CheckSpec("answer_plausibility", _answer_plausibility),
+)
+
+
+def check_specs() -> list[CheckSpec]:
+    """Every check, in report order: the forgotten-checks, one per registered attack, then the
+    collateral checks. Keys are the policy's ``[checks.KEY]`` names."""
+    return [*_FORGOTTEN_SPECS, *(_attack_spec(a) for a in registered_attacks()), *_COLLATERAL_SPECS]
+
+
+def judge(
+    candidate: ModelEvaluation,
+    original: ModelEvaluation,
+    oracle: ModelEvaluation,
+    plan: VerificationPlan,
+    config: VerifyConfig | None = None,
+) -> tuple[list[Check], Verdict, dict[str, Any]]:
+    """Checks, verdict and the membership-inference table (per score: AUC, TPR, PrivLeak)."""
+    config = config or VerifyConfig()
+    policy = config.policy
+    inputs = JudgeInputs(candidate, original, oracle, plan, config)
+    checks: list[Check] = []
+    for spec in check_specs():
+        rule = policy.checks.get(spec.key, spec.default_rule)
+        if rule is None:
+            raise KeyError(f"the policy has no check {spec.key!r}; known: {', '.join(sorted(policy.checks))}")
+        checks += spec.measure(inputs, rule)
+    if not inputs.mia:
+        inputs.mia.update(_mia_table(candidate, oracle))
+    sizes = plan.sizes()
+    thin = []
+    if sizes["forget"]["subjects"] < policy.min_subjects or sizes["forget"]["probes"] < policy.min_forget_probes:
+        thin.append(f"only {sizes['forget']['subjects']} forget people / {sizes['forget']['probes']} probes "
+                    f"(need {policy.min_subjects} / {policy.min_forget_probes})")
+    if sizes["holdout"]["subjects"] < policy.min_subjects:
+        thin.append(f"only {sizes['holdout']['subjects']} never-seen people (need {policy.min_subjects})")
+    tried = [r.name for r in all_routes() if r.tried(candidate)]
+    verdict = roll_up(checks, thin, sizes, inputs.intervals, [], tried)
+    return checks, verdict, {"scores": inputs.mia, "forget_quality": inputs.forget_quality}
+
+
+def _le(value: float, bound: float) -> bool | None:
+    return None if math.isnan(value) or math.isnan(bound) else value <= bound + 1e-12
+
+
+def _mia_table(candidate: ModelEvaluation, oracle: ModelEvaluation) -> dict[str, dict[str, float]]:
+    if not candidate.mia_scores.get("forget") or not candidate.mia_scores.get("holdout"):
+        return {}
+    table = {}
+    for score in SCORE_NAMES:
+        members, nonmembers = candidate.mia_scores["forget"][score], candidate.mia_scores["holdout"][score]
+        auc = roc_auc(members, nonmembers)
+        oracle_auc = roc_auc(oracle.mia_scores["forget"][score], oracle.mia_scores["holdout"][score])
+        table[score] = {
+            "auc": auc,
+            "oracle_auc": oracle_auc,
+            "privleak": privleak(auc, oracle_auc),
+            "tpr_at_1pct": tpr_at_fpr(members, nonmembers, 0.01),
+            "tpr_at_0_1pct": tpr_at_fpr(members, nonmembers, 0.001),
+            "n_members": len(members),
+            "n_nonmembers": len(nonmembers),
+        }
+    return table
+
+
+def _grouped_indices(groups: Sequence[str]) -> list[np.ndarray]:
+    by: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        by.setdefault(g, []).append(i)
+    return [np.asarray(v) for _, v in sorted(by.items())]
+
+
+def _bootstrap(rng: np.random.Generator, groups: list[np.ndarray]) -> np.ndarray:
+    """Indices of one resample that draws whole subjects with replacement."""
+    picks = rng.integers(0, len(groups), size=len(groups))
+    return np.concatenate([groups[i] for i in picks])
+
+
+def _auc_interval(candidate: ModelEvaluation, plan: VerificationPlan, score: str, config: VerifyConfig) -> list[float]:
+    """95% bootstrap interval of the AUC, resampling forget and never-seen *people* (their
+    documents are not independent of one another)."""
+    rng = np.random.default_rng(config.seed)
+    members = np.asarray(candidate.mia_scores["forget"][score])
+    nonmembers = np.asarray(candidate.mia_scores["holdout"][score])
+    g_m, g_n = _grouped_indices(plan.text_subjects["forget"]), _grouped_indices(plan.text_subjects["holdout"])
+    aucs = [roc_auc(members[_bootstrap(rng, g_m)], nonmembers[_bootstrap(rng, g_n)])
+            for _ in range(config.bootstrap_samples)]
+    return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
+
+
+def _interval(hits: Sequence[bool], probes: Sequence[Probe], config: VerifyConfig) -> list[float]:
+    """95% bootstrap interval of an accuracy, resampling people (a person's probes go together)."""
+    rng = np.random.default_rng(config.seed + 1)
+    values = np.asarray(hits, dtype=float)
+    groups = _grouped_indices([p.subject for p in probes])
+    means = [values[_bootstrap(rng, groups)].mean() for _ in range(config.bootstrap_samples)]
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+_SUMMARIES = {
+    Forgotten.YES: "forgotten: indistinguishable from the retrained oracle on every check",
+    Forgotten.NO: "NOT forgotten: the model still shows knowledge the oracle does not have",
+    Forgotten.NOT_VERIFIED: "not verified: the evidence is too thin to decide",
+}
+_COLLATERAL_SUMMARIES = {Collateral.NONE: "; no collateral damage", Collateral.YES: "; collateral damage",
+                         Collateral.NOT_VERIFIED: "; collateral damage not verified"}
+
+
+def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int]],
+            intervals: dict[str, list[float]], reasons: list[str], tried: list[str] | None = None) -> Verdict:
+    """The three answers from the counted checks (see the module doc)."""
+    routes = [r.name for r in all_routes()]
+    tried = [r.name for r in BASE_ROUTES] if tried is None else tried
+
+    def answer(question: Question) -> bool | None:
+        """False: a counted check failed; None: none counted, or one could not decide; True: all passed."""
+        mine = [ch for ch in checks if ch.question is question and ch.decisive]
+        if any(ch.passed is False for ch in mine):
+            return False
+        if not mine or any(ch.passed is None for ch in mine):
+            return None
+        return True
+
+    # A failed "forgotten" check is evidence of memory whatever the sample size, but a pass on
+    # thin evidence is not evidence of forgetting.
+    forgotten = {True: Forgotten.YES, False: Forgotten.NO, None: Forgotten.NOT_VERIFIED}[answer(Question.FORGOTTEN)]
+    if thin and forgotten is Forgotten.YES:
+        forgotten = Forgotten.NOT_VERIFIED
+    collateral = {True: Collateral.NONE, False: Collateral.YES,
+                  None: Collateral.NOT_VERIFIED}[answer(Question.COLLATERAL)]
+    reasons.extend(thin)
+    failed = [ch for ch in checks if ch.decisive and ch.passed is False]
+    for ch in checks:
+        if ch.decisive and ch.passed is False:
+            reasons.append(f"failed: {ch.name} = {ch.value:.3f} (rule {ch.rule}, reference {ch.reference:.3f})")
+        elif ch.decisive and ch.passed is None:
+            reasons.append(f"undecided: {ch.name} ({ch.detail or 'no usable reference'})")
+    flags = []
+    if any(ch.policy_key == "over_unlearning_leak" for ch in failed):
+        flags.append(VerdictFlag.OVER_UNLEARNING_LEAK)
+    if thin:
+        confidence = Confidence.LOW
+    elif min(sizes["forget"]["subjects"], sizes["holdout"]["subjects"]) >= 10:
+        confidence = Confidence.HIGH
+    else:
+        confidence = Confidence.MODERATE
+    reasons.append(
+        f"{sizes['forget']['subjects']} forget people ({sizes['forget']['probes']} probes, "
+        f"{sizes['forget']['documents']} documents) against {sizes['holdout']['subjects']} never-seen people"
+    )
+    not_tried = [r for r in routes if r not in tried]
+    if not_tried:
+        reasons.append("not tried: " + ", ".join(not_tried) + " — a pass here is not a pass against them")
+    remembered = [ch for ch in failed if ch.question is Question.FORGOTTEN and ch.policy_key != "over_unlearning_leak"]
+    if forgotten is Forgotten.NO and not remembered:
+        summary = "NOT indistinguishable from the oracle: over-unlearning leak"
+    else:
+        summary = _SUMMARIES[forgotten]
+        if forgotten is Forgotten.NO and flags:
+            summary += " (and an over-unlearning leak)"
+    summary += _COLLATERAL_SUMMARIES[collateral]
+    return Verdict(forgotten, collateral, confidence, summary, reasons, sizes, intervals, flags, tried, not_tried)

@@ -1,0 +1,110 @@
+"""Verification, part 1: the plan — which people, probes and documents each set holds.
+
+The sets come from the request's :class:`expunge.locate.Located` record (the same one unlearning
+and retraining use), sampled (seeded) to at most ``max_subjects_per_set`` people:
+
+- ``forget`` — the request's targets and the documents it removes;
+- ``holdout`` — never-seen people, the reference population for membership inference;
+- ``retain`` — the other trained people;
+- ``neighbours`` — retained people who share a name token or two attribute values with a
+  target: where a careless deletion does damage first;
+- ``general`` — facts about countries and companies, not people.
+
+The forget people's *indirect* probes (context priming, role-play framing, prefilled answers,
+cloze, multi-hop, reverse questions) are kept apart: they ask about the same facts by other routes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from expunge.locate import Located, locate
+from expunge.records import DeletionRequest, Probe
+from expunge.verify.config import VerifyConfig
+from expunge.verify.plausibility import AnswerValidator
+from expunge.worlds import World
+
+__all__ = ["SETS", "UTILITY_SETS", "QA_KINDS", "INDIRECT_KINDS", "VerificationPlan", "plan_verification",
+           "one_per_fact"]
+
+SETS = ("forget", "holdout", "retain", "neighbours", "general")
+# The sets whose knowledge must survive; model utility is measured over them (TOFU's choice).
+UTILITY_SETS = ("retain", "neighbours", "general")
+QA_KINDS = ("direct", "paraphrase")
+INDIRECT_KINDS = ("context", "roleplay", "prefill", "cloze", "multihop", "reverse")
+# plan set name -> the Located set it samples from
+_LOCATED = {"forget": "forget", "holdout": "never_seen", "retain": "retain", "neighbours": "neighbours",
+            "general": "general"}
+
+
+@dataclass
+class VerificationPlan:
+    """The people, probes and documents of each set (see the module doc)."""
+
+    world: World
+    request: DeletionRequest
+    located: Located
+    subjects: dict[str, list[str]]
+    probes: dict[str, list[Probe]]  # training and paraphrased questions
+    fact_probes: dict[str, list[Probe]]  # one question per fact: truth ratio, multiple choice, probe
+    indirect: dict[str, list[Probe]]  # kind -> the forget people's indirect probes
+    # membership inference: the removed documents, never-seen documents, retained documents
+    texts: dict[str, list[str]]
+    text_subjects: dict[str, list[str]]
+    validator: AnswerValidator
+
+    def sizes(self) -> dict[str, dict[str, int]]:
+        out = {
+            name: {"subjects": len(self.subjects[name]), "probes": len(self.probes[name]),
+                   "facts": len(self.fact_probes[name]), "documents": len(self.texts.get(name, []))}
+            for name in SETS
+        }
+        out["forget"]["indirect_probes"] = sum(len(v) for v in self.indirect.values())
+        return out
+
+
+def one_per_fact(probes: list[Probe]) -> list[Probe]:
+    """The first held-out paraphrase of each (subject, attribute) fact, else its first question.
+
+    Truth ratios and multiple choice are scored on one question per fact: the five phrasings of
+    one fact are not five independent observations, and scoring one is five times cheaper.
+    """
+    chosen: dict[tuple[str, str], Probe] = {}
+    for probe in probes:
+        key = (probe.subject, probe.attribute)
+        if key not in chosen or (probe.kind == "paraphrase" and chosen[key].kind != "paraphrase"):
+            chosen[key] = probe
+    return list(chosen.values())
+
+
+def plan_verification(world: World, request: DeletionRequest, config: VerifyConfig | None = None,
+                      located: Located | None = None) -> VerificationPlan:
+    """Choose the sets for ``request`` (seeded samples of at most ``max_subjects_per_set`` people)."""
+    config = config or VerifyConfig()
+    if located is None:
+        located = locate(world, request)
+    else:
+        located.check_for(world, request)
+    rng = random.Random(config.seed)
+    subjects = {name: list(getattr(located, source).subjects) for name, source in _LOCATED.items()}
+    for name in ("holdout", "retain", "neighbours", "general"):
+        if len(subjects[name]) > config.max_subjects_per_set:
+            subjects[name] = sorted(rng.sample(subjects[name], config.max_subjects_per_set))
+    probes = {name: world.probes_for(ids, kinds=QA_KINDS) for name, ids in subjects.items()}
+    indirect = {kind: world.probes_for(subjects["forget"], kinds=[kind]) for kind in INDIRECT_KINDS}
+    # Membership inference reads the removed documents and those of the sampled never-seen and
+    # retained people.
+    docs = {
+        "forget": located.documents(world, "forget"),
+        "holdout": [d for d in located.documents(world, "never_seen") if set(d.subjects) & set(subjects["holdout"])],
+        "retain": [d for d in located.documents(world, "retain") if set(d.subjects) & set(subjects["retain"])],
+    }
+    return VerificationPlan(
+        world=world, request=request, located=located, subjects=subjects, probes=probes,
+        fact_probes={name: one_per_fact(p) for name, p in probes.items()},
+        indirect={kind: p for kind, p in indirect.items() if p},
+        texts={k: [d.text for d in v] for k, v in docs.items()},
+        text_subjects={k: [d.subjects[0] if d.subjects else d.id for d in v] for k, v in docs.items()},
+        validator=AnswerValidator(world.probes),
+    )
