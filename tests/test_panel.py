@@ -64,4 +64,4 @@ def test_report_has_the_attacks_section_and_recovery_curves(panel) -> None:
     assert html.count("data:image/png;base64,") == 4  # the relearning curves join the three plots
     assert "Attacks: accuracy recovered" in html and "Indirect probes" in html
     markdown = to_markdown(data)
-    assert "Relearning curves" in markdown and "| cloze |" in markdown
+    assert "Curves of the relearning attack" in markdown and "| cloze |" in markdown

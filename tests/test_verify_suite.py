@@ -187,5 +187,5 @@ def test_leak_flag_and_uncounted_checks() -> None:
     assert verdict.forgotten == "no" and verdict.flags and "over-unlearning" in verdict.summary
     assert not any(r.startswith("failed: cloze") for r in verdict.reasons)
     assert ignored.status == "not counted" and leak.status == "FAIL" and passed.status == "pass"
-    clean = _roll_up([passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
+    clean = roll_up([passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
     assert clean.forgotten == "yes" and not clean.flags

@@ -69,17 +69,20 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(labels[:, t+1] | tokens <= t) for every position, as a (batch, time-1) float32 tensor;
-    0 where the label is IGNORE_INDEX.
+    """log p(labels[:, t+1] | tokens <= t) for every position, as a (batch, time-1) tensor; 0 where
+    the label is IGNORE_INDEX.
 
-    The one kernel every score and loss in expunge goes through: log-softmax in float32 (half
-    precision logits are upcast: their rounding would show in mean log-probabilities), then the
-    label's entry. Training losses differentiate through it.
+    The one kernel every score and loss in expunge goes through: log-softmax in the logits' own
+    precision, at least float32 (half precision is upcast: its rounding would show in mean
+    log-probabilities), then the label's entry. Training losses differentiate through it.
     """
+    logits = logits[:, :-1, :]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     shifted_labels = labels[:, 1:]
     mask = shifted_labels != IGNORE_INDEX
     safe = shifted_labels.masked_fill(~mask, 0)
-    picked = torch.log_softmax(logits[:, :-1, :].float(), dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     return picked * mask
 
 
