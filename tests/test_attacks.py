@@ -203,16 +203,19 @@ def test_quantization_keeps_what_the_model_knows_and_adds_nothing_to_the_oracle(
 # relearning
 
 
-def _both_halves(model, tokenizer, forget: list[Probe], config: AttackConfig) -> list[float]:
+def _both_halves(model, tokenizer, forget: list[Probe], config: AttackConfig) -> tuple[list[float], list]:
     """The relearning curve over *every* forget fact: relearn one half of ``split_facts`` (seed 0)
     and probe the other, then the other way round; held-out accuracy over both (probe-weighted).
     One half is 6 facts, and which 6 decides a lot (on seed 3, split seed 1, one half peaked at
-    0.13 and the other at 0.70); both halves together take that lottery out."""
+    0.13 and the other at 0.70); both halves together take that lottery out. Also returns the two
+    RelearnCurves, the first being relearn half -> held-out half."""
     first, second = split_facts(forget, seed=0)
-    runs = [(len(held), relearning_attack(model, tokenizer, relearn_texts_from(rel), held, config).accuracy)
-            for rel, held in ((first, second), (second, first))]
-    total = sum(n for n, _ in runs)
-    return [sum(n * curve[i] for n, curve in runs) / total for i in range(len(config.relearn_steps))]
+    halves = [(held, relearning_attack(model, tokenizer, relearn_texts_from(rel), held, config))
+              for rel, held in ((first, second), (second, first))]
+    total = sum(len(held) for held, _ in halves)
+    combined = [sum(len(held) * curve.accuracy[i] for held, curve in halves) / total
+                for i in range(len(config.relearn_steps))]
+    return combined, [curve for _, curve in halves]
 
 
 def test_relearning_brings_back_hidden_facts_but_teaches_the_oracle_nothing(models, probes) -> None:
@@ -224,13 +227,14 @@ def test_relearning_brings_back_hidden_facts_but_teaches_the_oracle_nothing(mode
     hiding_model, tokenizer = models["hiding"]
     before = _state(hiding_model)
     hiding_model.train()
-    one = relearning_attack(hiding_model, tokenizer, texts, heldout, config)
+    curves = {}
+    curves["hiding"], (one, _) = _both_halves(hiding_model, tokenizer, forget, config)  # one: texts -> heldout
     assert hiding_model.training and _same_state(hiding_model, before)  # attacked a copy
     hiding_model.eval()
     assert one.steps == [0, 5, 10, 20, 40] and one.seconds > 0
     assert one.accuracy[0] == pytest.approx(_mean(probe_accuracy(hiding_model, tokenizer, heldout)))
 
-    curves = {name: _both_halves(models[name][0], tokenizer, forget, config) for name in ("hiding", "oracle", "base")}
+    curves.update({name: _both_halves(models[name][0], tokenizer, forget, config)[0] for name in ("oracle", "base")})
     print("relearning, both halves:", {name: [round(a, 2) for a in c] for name, c in curves.items()})
     hiding, oracle, base = curves["hiding"], curves["oracle"], curves["base"]
     # Measured over seeds 0-4 (both halves of split seed 0; split seed 1 in brackets):

@@ -95,17 +95,19 @@ def test_config_and_input_errors(tiny) -> None:
 def test_memit_on_smollm2_edits_several_capitals_in_one_batch(smollm2) -> None:
     """Real weights, MEMIT as published (subject's last token, two layers): three capitals change in
     one batch, each on its prompt and a paraphrase; the batch reverts exactly (about two minutes).
-    Other capitals: measured 7 of 10 keep the unedited model's top-1 answer (layers 4-5, and also
-    3-6; lambda 50000 keeps more but loses an edit). The test asks for at least 5: a majority kept,
-    two below what was measured (one run on fixed weights and a seeded corpus moves with package
-    versions and thread counts), while a batch that wrecked the layers would keep few or none."""
+    Other capitals: of those the unedited model gets right, all but three keep their answer (see
+    the comment at the assertion; layers 4-5, and also 3-6; lambda 50000 keeps more but loses an
+    edit)."""
     model, tokenizer, corpus, top1 = smollm2
 
     edits = [FactEdit("e1", "france", "France", "capital", "The capital of {} is", "Paris", "Rome"),
              FactEdit("e2", "japan", "Japan", "capital", "The capital of {} is", "Tokyo", "Cairo"),
              FactEdit("e3", "spain", "Spain", "capital", "The capital of {} is", "Madrid", "Berlin")]
-    others = ["Germany", "Italy", "Egypt", "Russia", "Canada", "Greece", "Poland", "Portugal", "Norway", "Austria"]
+    others = {"Germany": "Berlin", "Italy": "Rome", "Egypt": "Cairo", "Russia": "Moscow", "Canada": "Ottawa",
+              "Greece": "Athens", "Poland": "Warsaw", "Portugal": "Lisbon", "Norway": "Oslo", "Austria": "Vienna"}
     neighbours = {c: top1(f"The capital of {c} is") for c in others}
+    known = [c for c, capital in others.items() if len(neighbours[c]) >= 3 and capital.startswith(neighbours[c])]
+    assert len(known) >= 6, neighbours  # the model knows its capitals (measured 8: not Egypt, Poland)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     layers = (4, 5)
     moments = {layer: second_moment(model, tokenizer, corpus, layer) for layer in layers}
@@ -115,8 +117,15 @@ def test_memit_on_smollm2_edits_several_capitals_in_one_batch(smollm2) -> None:
     for edit in edits:
         assert top1(f"The capital of {edit.subject_name} is") == edit.target_new
         assert top1(f"The capital city of {edit.subject_name} is") == edit.target_new
+    # Only the capitals the unedited model gets right count: its wrong answers ("the" for Egypt and
+    # Poland) are weak predictions that any change flips, and this batch even "fixed" Poland (the ->
+    # Warsaw). Measured (pinned packages, 2 threads): 7 of the 8 known kept, Canada lost (Ottawa ->
+    # "New"; "The capital city of Canada is" still Ottawa); on 22 countries 15 of 16 known kept.
+    # (Earlier, counting every answer: 7 of 10.) The test asks for all but three, two below the
+    # measurement — one run on fixed weights and a seeded corpus moves with package versions and
+    # thread counts — while a batch that wrecked the layers would keep few or none.
     after = {c: top1(f"The capital of {c} is") for c in neighbours}
-    kept = sum(after[c] == answer for c, answer in neighbours.items())
-    assert kept >= 5, (kept, neighbours, after)
+    kept = sum(after[c] == neighbours[c] for c in known)
+    assert kept >= len(known) - 3, (kept, known, neighbours, after)
     revert(model, result)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

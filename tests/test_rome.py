@@ -74,7 +74,7 @@ def test_gpt2_conv1d_weights_are_edited_through_the_transpose() -> None:
 @pytest.mark.slow
 def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others(smollm2) -> None:
     """Real weights: "The capital of France is" -> Rome, on the prompt and two paraphrases, while
-    at least 7 of 10 other capitals keep the top-1 answer the unedited model gives (about a minute)."""
+    the other capitals the unedited model knows keep their answer, all but two (minutes on 2 cores)."""
     model, tokenizer, corpus, top1 = smollm2
 
     capitals = {"Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Japan": "Tokyo", "Egypt": "Cairo",
@@ -88,10 +88,17 @@ def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others(smollm2) -> None:
     assert top1("The capital of France is") == "Rome"
     assert top1("The capital city of France is") == "Rome"
     assert top1("France's capital is the city of") == "Rome"
-    kept = sum(top1(f"The capital of {c} is") == answer for c, answer in neighbours.items())
-    # Measured 9 of 10 kept; the test asks for 7 — two below the measurement (one run on fixed
-    # weights moves with package versions and thread counts), still far above what an edit that
-    # rewrote the whole relation would keep.
-    assert kept >= 7, (kept, neighbours)
+    # Only the capitals the unedited model gets right count: its wrong answers ("the" for Egypt and
+    # Poland) are weak predictions that flip for any small change, and a flip there is no damage.
+    # Measured (pinned packages, 2 threads; also on 24 countries): the unedited model knew 8 of these
+    # 10 and 18 of 24, and the edited model kept every one of them (earlier runs: 9 of 10 kept,
+    # counting the wrong ones). The test asks for all but two — one run on fixed weights moves with
+    # package versions and thread counts — while an edit that rewrote the relation would keep
+    # few (every answer "Rome"): 1 of 8.
+    known = [c for c, capital in capitals.items() if len(neighbours[c]) >= 3 and capital.startswith(neighbours[c])]
+    assert len(known) >= 6, neighbours  # the model knows its capitals (measured 8)
+    after = {c: top1(f"The capital of {c} is") for c in known}
+    kept = sum(after[c] == neighbours[c] for c in known)
+    assert kept >= len(known) - 2, (kept, known, after)
     revert(model, result)
     assert top1("The capital of France is") == "Paris"
