@@ -45,7 +45,6 @@ from expunge.methods.gradient.base import UnlearnConfig, forward, generic_anchor
 from expunge.methods.refusals import REFUSALS
 from expunge.methods.registry import (
     ExtraKind,
-    MethodSpec,
     Need,
     Preparation,
     SequenceExtra,

@@ -97,7 +97,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: Path) -> dict[s
     merged = copy.deepcopy(base)
     for top, value in override.items():
         if top not in base:
-            raise ExpungeError(f"{path}: unknown table [{top}]", f"use [evidence] or [checks.NAME]")
+            raise ExpungeError(f"{path}: unknown table [{top}]", "use [evidence] or [checks.NAME]")
         if top == "evidence":
             for key, v in value.items():
                 if key not in _EVIDENCE:
