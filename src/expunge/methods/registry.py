@@ -17,15 +17,15 @@ of known names.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from expunge.choices import TextEnum
 from typing import Any
 
 import torch
 
-from expunge.errors import ExpungeError
+from expunge.registry import Registry
 from expunge.methods.gradient.base import UnlearnConfig, retain_default
 
 __all__ = [
@@ -170,40 +170,28 @@ class MethodSpec:
         return build_config(self.config_cls, overrides, owner=f"method {self.name!r}")
 
 
-_METHODS: dict[str, MethodSpec] = {}
+_METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
-    if spec.name in _METHODS:
-        raise ValueError(f"method {spec.name!r} is already registered; known: {', '.join(sorted(_METHODS))}")
-    _METHODS[spec.name] = spec
-    return spec
+    return _METHODS.register(spec.name, spec)
 
 
 def unregister_method(name: str) -> None:
-    if name not in _METHODS:
-        raise ValueError(f"method {name!r} is not registered; known: {', '.join(sorted(_METHODS))}")
-    del _METHODS[name]
+    _METHODS.unregister(name)
 
 
-@contextmanager
-def registered_method(spec: MethodSpec) -> Iterator[MethodSpec]:
+def registered_method(spec: MethodSpec) -> AbstractContextManager[MethodSpec]:
     """Register ``spec`` for the duration of a block (tests, experiments)."""
-    register_method(spec)
-    try:
-        yield spec
-    finally:
-        unregister_method(spec.name)
+    return _METHODS.registered(spec.name, spec)
 
 
 def get_method(name: str) -> MethodSpec:
-    if name not in _METHODS:
-        raise ExpungeError(f"unknown method {name!r}", f"use one of: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return _METHODS.get(name)
 
 
 def method_names() -> list[str]:
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 DEFAULT_METHOD = "simnpo"

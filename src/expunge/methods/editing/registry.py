@@ -28,7 +28,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.errors import ExpungeError
+from expunge.registry import Registry
 from expunge.methods.editing.common import EditContext, EditResult
 from expunge.methods.editing.memit import MEMITConfig, apply_memit_batch, memit_layers
 from expunge.methods.editing.rome import ROMEConfig, apply_rome_sequence, rome_layers
@@ -84,33 +84,27 @@ class EditorSpec:
         return self.apply(model, tokenizer, edits, config, context)
 
 
-_EDITORS: dict[str, EditorSpec] = {}
+_EDITORS: Registry[EditorSpec] = Registry("editor", unknown="editing method")
 
 
 def register_editor(spec: EditorSpec) -> EditorSpec:
     """Add ``spec`` to the registry; a taken name raises ``ValueError`` (programming error)."""
-    if spec.name in _EDITORS:
-        raise ValueError(f"editor {spec.name!r} is already registered; known: {', '.join(editor_names())}")
-    _EDITORS[spec.name] = spec
-    return spec
+    return _EDITORS.register(spec.name, spec)
 
 
 def unregister_editor(name: str) -> EditorSpec:
     """Remove an editor (tests that register a plug-in undo it with this); returns its spec."""
-    spec = get_editor(name)
-    del _EDITORS[name]
-    return spec
+    get_editor(name)  # an unknown name is the user's ExpungeError, as for a lookup
+    return _EDITORS.unregister(name)
 
 
 def get_editor(name: str) -> EditorSpec:
     """The editor registered as ``name``; an unknown name raises, listing the known ones."""
-    if name not in _EDITORS:
-        raise ExpungeError(f"unknown editing method {name!r}", f"use one of: {', '.join(editor_names())}")
-    return _EDITORS[name]
+    return _EDITORS.get(name)
 
 
 def editor_names() -> list[str]:
-    return sorted(_EDITORS)
+    return _EDITORS.names()
 
 
 register_editor(EditorSpec("rome", ROMEConfig,

@@ -14,14 +14,13 @@ policy file does not list is judged by its ``default_margin``) and its route in 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.errors import ExpungeError
+from expunge.registry import Registry
 
 if TYPE_CHECKING:
     from expunge.verify.config import VerifyConfig
@@ -81,42 +80,30 @@ class Attack(Protocol):
         """The checks of a candidate's result against the oracle's and the original's."""
 
 
-_ATTACKS: dict[str, Attack] = {}
+_ATTACKS: Registry[Attack] = Registry("attack", ordered=True)
 
 
 def register_attack(attack: Attack) -> Attack:
-    if attack.name in _ATTACKS:
-        raise ValueError(f"attack {attack.name!r} is already registered; known: {', '.join(_ATTACKS)}")
-    _ATTACKS[attack.name] = attack
-    return attack
+    return _ATTACKS.register(attack.name, attack)
 
 
 def unregister_attack(name: str) -> None:
-    if name not in _ATTACKS:
-        raise ValueError(f"attack {name!r} is not registered; known: {', '.join(_ATTACKS)}")
-    del _ATTACKS[name]
+    _ATTACKS.unregister(name)
 
 
-@contextmanager
-def registered_attack(attack: Attack) -> Iterator[Attack]:
+def registered_attack(attack: Attack) -> AbstractContextManager[Attack]:
     """Register ``attack`` for the duration of a block (tests, experiments)."""
-    register_attack(attack)
-    try:
-        yield attack
-    finally:
-        unregister_attack(attack.name)
+    return _ATTACKS.registered(attack.name, attack)
 
 
 def get_attack(name: str) -> Attack:
-    if name not in _ATTACKS:
-        raise ExpungeError(f"unknown attack {name!r}", f"use one of: {', '.join(_ATTACKS)}")
-    return _ATTACKS[name]
+    return _ATTACKS.get(name)
 
 
 def attack_names() -> list[str]:
     """Registered attacks in registration order (the order they run and are reported in)."""
-    return list(_ATTACKS)
+    return _ATTACKS.names()
 
 
 def attacks() -> list[Attack]:
-    return list(_ATTACKS.values())
+    return _ATTACKS.items()
