@@ -12,13 +12,12 @@ from expunge.models import load_model
 from expunge.pipeline import retrain_oracle, train_base
 
 
-def test_oracle_forgets_requested_people_only(tiny_world_dir, tiny_world, tiny_request_path, tiny_base,
-                                              tmp_path: Path) -> None:
-    oracle = retrain_oracle(tiny_world_dir, tiny_request_path, tmp_path / "oracle",
-                            base=tiny_base.model.path, progress=False)
+def test_oracle_forgets_requested_people_only(tiny_world, tiny_request_path, tiny_base, tiny_oracle) -> None:
+    # The session's oracle: retrain_oracle(world, request, out, base=tiny_base).
+    oracle = tiny_oracle
     request = load_request(tiny_request_path, tiny_world)
     assert oracle.removed_documents == len(request.document_ids) > 0
-    _, _, ref = load_model(tmp_path / "oracle")
+    _, _, ref = load_model(oracle.model.path)
     base_recipe = tiny_base.model.recipe
     # Identical recipe and seed; only the data differ.
     assert ref.recipe["preset"] == base_recipe["preset"] and ref.recipe["seed"] == base_recipe["seed"]
