@@ -2,7 +2,7 @@
 
 Layers, bottom to top (docs/architecture.md draws the same picture):
 
-0. errors, choices, fsutil, records — plain data and files
+0. errors, choices, fsutil, records, registry, integrity — plain data, files and their hashes
 1. data, scoring, options, models, worlds, ledger, training, presets, retrieval
 2. locate — the request's sets
 3. verify — plan, evaluate, judge, attacks, metrics
@@ -25,7 +25,7 @@ import expunge
 
 PACKAGE = Path(expunge.__file__).parent
 LAYERS = {
-    "errors": 0, "choices": 0, "fsutil": 0, "records": 0, "registry": 0,
+    "errors": 0, "choices": 0, "fsutil": 0, "records": 0, "registry": 0, "integrity": 0,
     "data": 1, "scoring": 1, "options": 1, "models": 1, "worlds": 1, "ledger": 1, "training": 1,
     "presets": 1, "retrieval": 1,
     "locate": 2,

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
 from expunge.errors import ExpungeError
+from expunge.integrity import MODEL_RECORD, UnverifiedModelWarning, check_model_dir
 from expunge.models import ModelPreset, build_llama, load_model, save_model_version, weights_sha256
 from expunge.pipeline import world_tokenizer
 
@@ -75,8 +80,49 @@ def test_tampered_weights_are_refused(small, tmp_path: Path) -> None:
     with torch.no_grad():
         model.model.norm.weight.mul_(2)
     model.save_pretrained(tmp_path / "m")  # overwrite the weights behind expunge's back
+    # Found by the file's own hash, before anything is loaded, naming the file.
+    with pytest.raises(ExpungeError, match=r"m/model.safetensors: sha256 differs from the one in expunge_model.json"):
+        check_model_dir(tmp_path / "m")
+    with pytest.raises(ExpungeError, match=r"model.safetensors: sha256 differs"):
+        load_model(tmp_path / "m")
+    # A record without file hashes (written before they existed) still has the tensors' hash.
+    record = json.loads((tmp_path / "m" / MODEL_RECORD).read_text())
+    del record["files"]
+    (tmp_path / "m" / MODEL_RECORD).write_text(json.dumps(record))
     with pytest.raises(ExpungeError, match="do not match the sha256"):
         load_model(tmp_path / "m")
+
+
+def test_recorded_file_hashes_are_what_sha256sum_prints(small, tmp_path: Path) -> None:
+    model, tokenizer = small
+    ref = save_model_version(model, tokenizer, tmp_path / "m", parent=None, recipe={})
+    record = json.loads((tmp_path / "m" / MODEL_RECORD).read_text())
+    on_disk = {p.name for p in (tmp_path / "m").iterdir()} - {MODEL_RECORD}
+    assert set(record["files"]) == on_disk and "model.safetensors" in on_disk
+    for name, digest in record["files"].items():
+        assert hashlib.sha256((tmp_path / "m" / name).read_bytes()).hexdigest() == digest, name
+    if shutil.which("sha256sum"):
+        printed = subprocess.run(["sha256sum", "model.safetensors"], cwd=tmp_path / "m", capture_output=True,
+                                 text=True, check=True).stdout.split()[0]
+        assert printed == record["files"]["model.safetensors"]
+    # The version's identity is the tensors' hash, and the record says so.
+    assert record["sha256"] == ref.sha256 == weights_sha256(model) and "weight tensors" in record["sha256_covers"]
+    # A listed file that disappeared is named.
+    (tmp_path / "m" / "config.json").rename(tmp_path / "config.json")
+    (tmp_path / "m" / "config.json").write_text((tmp_path / "config.json").read_text())  # same bytes: fine
+    check_model_dir(tmp_path / "m")
+    (tmp_path / "m" / "tokenizer.json").unlink()
+    with pytest.raises(ExpungeError, match="tokenizer.json is missing"):
+        check_model_dir(tmp_path / "m")
+
+
+def test_a_directory_without_a_record_loads_as_unverified(small, tmp_path: Path) -> None:
+    model, tokenizer = small
+    save_model_version(model, tokenizer, tmp_path / "m", parent=None, recipe={})
+    (tmp_path / "m" / MODEL_RECORD).unlink()  # deleting the record must not turn the check off silently
+    with pytest.warns(UnverifiedModelWarning, match="no expunge_model.json: loaded as a plain Hugging Face model"):
+        loaded, _, ref = load_model(tmp_path / "m")
+    assert ref.recipe == {} and ref.parent is None and ref.sha256 == weights_sha256(loaded)
 
 
 def test_mismatched_tokenizer_is_refused(small, tiny_world, tmp_path: Path) -> None:
@@ -85,8 +131,10 @@ def test_mismatched_tokenizer_is_refused(small, tiny_world, tmp_path: Path) -> N
     bigger = world_tokenizer(tiny_world)
     bigger.add_tokens([f"extra{i}" for i in range(50)])
     bigger.save_pretrained(tmp_path / "m")
-    with pytest.raises(ExpungeError, match="tokenizer has"):
+    with pytest.raises(ExpungeError, match="tokenizer.json: sha256 differs"):  # the files say so first
         load_model(tmp_path / "m")
+    with pytest.raises(ExpungeError, match="tokenizer has"):
+        load_model(tmp_path / "m", verify_hash=False)
 
 
 def test_missing_or_foreign_directory(tmp_path: Path) -> None:

@@ -75,3 +75,48 @@ def test_malformed_request_file(tiny_world, tmp_path: Path) -> None:
                                 "world_fingerprint": tiny_world.fingerprint}))
     with pytest.raises(ExpungeError, match="removes nothing"):
         load_request(path, tiny_world)
+
+
+def _edited(path: Path, **changes) -> Path:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    out = path.with_name("edited-" + path.name)
+    out.write_text(json.dumps(data))
+    return out
+
+
+def test_a_hand_edited_request_is_refused_naming_both_sides(tiny_world, tmp_path: Path) -> None:
+    people = [s.id for s in tiny_world.people("train")]
+    request = make_request(tiny_world, subjects=[people[0]])
+    write_request(request, tmp_path / "r.json")
+    # The targets changed but not the document ids: expunge would unlearn person 0 under person 1's name.
+    edited = _edited(tmp_path / "r.json", targets=[people[1]])
+    with pytest.raises(ExpungeError, match="disagrees with the world's provenance") as info:
+        load_request(edited, tiny_world)
+    message = str(info.value)
+    assert f"targets {people[1]} resolve to" in message  # what the world says...
+    assert f"about {people[0]}" in message  # ...and what the file holds instead
+    assert "never edit a request file by hand" in info.value.fix
+    # A document dropped from document_ids (the oracle would keep it).
+    dropped = _edited(tmp_path / "r.json", document_ids=list(request.document_ids[1:]))
+    with pytest.raises(ExpungeError, match=rf"not in document_ids: {request.document_ids[0]}"):
+        load_request(dropped, tiny_world)
+    # A document about someone else slipped in.
+    other = next(d.id for d in tiny_world.training_documents() if people[0] not in d.subjects)
+    added = _edited(tmp_path / "r.json", document_ids=sorted([*request.document_ids, other]))
+    with pytest.raises(ExpungeError, match=rf"about no target and not named: {other}"):
+        load_request(added, tiny_world)
+    # Targets and documents edited consistently, but not the id.
+    swapped = make_request(tiny_world, subjects=[people[1]])
+    forged = _edited(tmp_path / "r.json", targets=list(swapped.targets), document_ids=list(swapped.document_ids))
+    with pytest.raises(ExpungeError, match=f"request id '{request.id}' does not match its content"):
+        load_request(forged, tiny_world)
+
+
+def test_named_documents_round_trip(tiny_world, tmp_path: Path) -> None:
+    person = tiny_world.people("train")[0].id
+    doc = next(d.id for d in tiny_world.training_documents() if person not in d.subjects)
+    request = make_request(tiny_world, subjects=[person], documents=[doc])
+    assert request.named_documents == (doc,) and doc in request.document_ids
+    write_request(request, tmp_path / "r.json")
+    assert load_request(tmp_path / "r.json", tiny_world) == request

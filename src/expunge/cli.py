@@ -2,7 +2,9 @@
 
 Every command prints a human summary by default and a JSON object with ``--json`` (progress bars
 go to stderr, so stdout stays parseable). Bad input exits with status 2 and one line on stderr
-naming the problem and the fix.
+naming the problem and the fix: expunge's own errors, filesystem faults (disk full, read-only,
+name too long, permission denied) and the option parser's usage errors alike. Ctrl-C says, for
+each command, what was kept and what running it again does.
 """
 
 from __future__ import annotations
@@ -10,17 +12,52 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
-from expunge.errors import ExpungeError
+try:  # typer 0.2x carries its own copy of click; older typers use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors
+
+from expunge.errors import ExpungeError, io_error
+
+
+class _OneLineErrors(TyperGroup):
+    """The command group, with usage errors (a bad option value, a missing option, an unknown
+    command) printed as one line on stderr, like every other error, instead of a usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _print_warning
+                code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_errors.UsageError as exc:
+            command = exc.ctx.command_path if exc.ctx is not None else "expunge"
+            if exc.format_message().strip():  # empty when the help was printed instead (no arguments)
+                _print_error(f"{exc.format_message()} — fix: see `{command} --help`")
+            code = exc.exit_code
+        except click_errors.ClickException as exc:
+            _print_error(exc.format_message())
+            code = exc.exit_code
+        except click_errors.Abort:
+            _print_error("aborted")
+            code = 1
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="expunge",
     help="Make a trained language model forget specific things, and prove it.",
     no_args_is_help=True,
@@ -36,22 +73,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
 
+# What Ctrl-C leaves behind, per command (the default: nothing was written).
+NOTHING_WRITTEN = "interrupted: nothing was written (outputs appear only when complete); run the command again"
+RESUMES = ("interrupted: the last checkpoint is kept beside --out; run the same command again to resume from it")
+DEMO_RESUMES = ("interrupted: finished stages are cached in the workspace and a model in training resumes from its "
+                "last checkpoint; run the same command again")
 
-def friendly_errors(func: F) -> F:
-    """Turn ExpungeError (and Ctrl-C) into one line on stderr and a non-zero exit."""
 
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ExpungeError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.one_line()}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted: run the same command again to resume from the last checkpoint")
-            raise typer.Exit(130) from None
+def _print_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}", markup=True, highlight=False, soft_wrap=True)
 
-    return wrapper  # type: ignore[return-value]
+
+def _print_error(message: str) -> None:
+    # The message is text, never markup: "[checks.x]" in a message must print as written.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+
+
+def friendly_errors(func: F | None = None, *, interrupted: str = NOTHING_WRITTEN) -> Any:
+    """Turn ExpungeError, filesystem faults and Ctrl-C into one line on stderr and a non-zero
+    exit. ``interrupted`` is the command's truthful Ctrl-C message."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            except ExpungeError as exc:
+                _print_error(exc.one_line())
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                err_console.print(interrupted, highlight=False, soft_wrap=True)
+                raise typer.Exit(130) from None
+            except Exception as exc:
+                converted = io_error(exc)
+                if converted is None:
+                    raise
+                _print_error(converted.one_line())
+                raise typer.Exit(2) from None
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(func) if func is not None else decorate
 
 
 def _emit(as_json: bool, data: dict[str, Any], human: Callable[[], None]) -> None:
@@ -131,11 +193,11 @@ def request_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """File a deletion request: subjects or documents, resolved to training documents by provenance."""
+    from expunge.fsutil import ensure_new_output
     from expunge.ledger.requests import make_request, write_request
     from expunge.worlds import load_world
 
-    if out.exists():
-        raise ExpungeError(f"output {out} already exists", "choose a new --out path")
+    ensure_new_output(out)
     loaded = load_world(world)
     request = make_request(loaded, subjects=_split_ids(subjects), documents=_split_ids(documents),
                            random_fraction=random_fraction, seed=seed, basis=basis)
@@ -148,7 +210,7 @@ def request_cmd(
 
 
 @app.command("train")
-@friendly_errors
+@friendly_errors(interrupted=RESUMES)
 def train_cmd(
     world: Path = typer.Option(..., "--world", help="World directory."),
     out: Path = typer.Option(..., "--out", help="New model directory."),
@@ -166,7 +228,7 @@ def train_cmd(
 
 
 @app.command("retrain")
-@friendly_errors
+@friendly_errors(interrupted=RESUMES)
 def retrain_cmd(
     world: Path = typer.Option(..., "--world", help="World directory."),
     request: Path = typer.Option(..., "--request", help="Request file from `expunge request`."),
@@ -337,7 +399,7 @@ def policy_cmd(
 
 
 @app.command("demo")
-@friendly_errors
+@friendly_errors(interrupted=DEMO_RESUMES)
 def demo_cmd(
     workspace: Path = typer.Option(Path("expunge-workspace"), "--workspace", help="Where worlds and models are cached."),
     preset: str = typer.Option("default", "--preset", help="Model size and recipe: tiny or default."),

@@ -1,4 +1,9 @@
-"""Writing outputs so that a crash never leaves half a result and nothing is ever overwritten."""
+"""Writing outputs so that a crash never leaves half a result and nothing is ever overwritten.
+
+:func:`ensure_new_output` checks an output location before any work (taken? name too long? can a
+directory be made there?), and the writers turn a fault while writing (disk full, read-only
+filesystem) into one line naming the path, having removed what they had half-written.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,54 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from expunge.errors import ExpungeError
+from expunge.errors import ExpungeError, io_error
 
 
 def ensure_new_output(out: str | os.PathLike[str]) -> Path:
-    """Fail early (before any work) when the output path is already taken."""
+    """Fail early (before any work) when the output path cannot be a new file or directory: it
+    exists, one of its names is too long for the filesystem, or the directory it would be made in
+    is not writable (read-only filesystem, no permission, or a file in the way)."""
     out = Path(out)
-    if out.exists():
+    # Names first: asking whether an over-long name exists is itself an error.
+    for part in out.parts:
+        if len(os.fsencode(part)) > 255:  # NAME_MAX of every common filesystem
+            raise ExpungeError(
+                f"output {out.parent / (part[:24] + '…')}: a name of {len(os.fsencode(part))} bytes; "
+                "the filesystem allows at most 255",
+                "use a shorter --out name",
+            )
+    if out.exists() or out.is_symlink():
         raise ExpungeError(
             f"output {out} already exists",
             "choose a new --out path; expunge never writes over an existing directory",
         )
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ExpungeError(f"output {out}: {ancestor} is a file, not a directory", "choose --out inside a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        if _read_only(ancestor):
+            raise ExpungeError(f"output {out}: {ancestor} is on a read-only filesystem",
+                               "choose --out on a writable filesystem")
+        raise ExpungeError(f"output {out}: no permission to write in {ancestor}",
+                           "choose --out in a directory you can write to")
     return out
+
+
+def _read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _reraise_io(exc: BaseException, path: Path) -> None:
+    """Raise the one-line error for a filesystem fault (disk full, read-only, ...) at ``path``."""
+    if not isinstance(exc, ExpungeError):
+        converted = io_error(exc, path)
+        if converted is not None:
+            raise converted from None
 
 
 @contextlib.contextmanager
@@ -34,10 +75,10 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
     out = ensure_new_output(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.partial-", dir=out.parent))
     except OSError as exc:
-        raise ExpungeError(f"cannot create {out} ({exc.strerror})",
-                           "choose an output path in a writable directory") from None
+        _reraise_io(exc, out)
+        raise
     try:
         yield tmp
         if out.exists():  # someone else created it while we worked: keep theirs, drop ours
@@ -46,8 +87,9 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
                 "run again with a new --out path",
             )
         os.rename(tmp, out)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _reraise_io(exc, out)
         raise
 
 
@@ -59,9 +101,10 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: boo
         raise ExpungeError(f"{path} already exists", "choose a new output path or delete the old file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise ExpungeError(f"cannot write {path} ({exc.strerror})", "choose an output path in a writable directory") from None
+        _reraise_io(exc, path)
+        raise
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -73,5 +116,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: boo
                 os.link(tmp, path)
             except FileExistsError:
                 raise ExpungeError(f"{path} already exists", "choose a new output path") from None
+    except OSError as exc:
+        _reraise_io(exc, path)
+        raise
     finally:
         Path(tmp).unlink(missing_ok=True)

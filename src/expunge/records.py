@@ -142,8 +142,10 @@ class DeletionRequest:
     """What must go: the request a data subject (or a court, or an owner) makes.
 
     ``targets`` are subject ids; ``document_ids`` are the training documents resolved from them
-    (plus any named directly). ``world_fingerprint`` ties the request to the world it was made for,
-    so that applying it to another world fails loudly instead of removing the wrong people.
+    through provenance, plus ``named_documents`` (named directly). ``world_fingerprint`` ties the
+    request to the world it was made for, so that applying it to another world fails loudly
+    instead of removing the wrong people; loading re-resolves it from that world (see
+    :func:`expunge.ledger.load_request`), so a hand-edited file is refused, never trusted.
     """
 
     id: str
@@ -153,6 +155,7 @@ class DeletionRequest:
     world_fingerprint: str
     basis: str = ""
     received_at: str = ""
+    named_documents: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_choice(self.kind, REQUEST_KINDS, "kind")

@@ -6,7 +6,10 @@ A request file (``request.json``) is one JSON object::
      "world_fingerprint": "…", "basis": "GDPR Art. 17", "received_at": "2026-11-28T04:00:00+00:00"}
 
 ``document_ids`` are resolved from the targets through document provenance when the request is
-made, so the file states exactly what the oracle is retrained without.
+made (plus any ``named_documents``), so the file states exactly what the oracle is retrained
+without. Nothing in the file is trusted: :func:`load_request` resolves the targets again from the
+world and refuses a file whose ``document_ids`` or ``id`` disagree with that resolution (a request
+edited by hand would otherwise unlearn something other than what it names).
 """
 
 from __future__ import annotations
@@ -69,25 +72,35 @@ def make_request(
                 f"document id {doc_id!r} is not a training document of this world",
                 "use ids of documents.jsonl lines whose split is 'train'",
             )
-    resolved = sorted({d.id for d in world.documents_about(targets)} | set(documents))
+    named = tuple(dict.fromkeys(documents))
+    resolved = _resolve(world, targets, named)
     if not resolved:
         raise ExpungeError(
             "the request removes nothing: no subject or document was named",
             "pass --subjects ID,ID, --documents ID,ID or --random-fraction 0.1",
         )
     received = received_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    digest = hashlib.sha256(
-        json.dumps([kind, targets, resolved, world.fingerprint], sort_keys=True).encode()
-    ).hexdigest()
     return DeletionRequest(
-        id=f"req-{digest[:12]}",
+        id=_request_id(kind, targets, resolved, world.fingerprint),
         kind=kind,
         targets=tuple(targets),
         document_ids=tuple(resolved),
         world_fingerprint=world.fingerprint,
         basis=basis,
         received_at=received,
+        named_documents=named,
     )
+
+
+def _resolve(world: World, targets: Sequence[str], named: Sequence[str]) -> list[str]:
+    """The training documents a request removes: every one about a target, and the named ones."""
+    return sorted({d.id for d in world.documents_about(targets)} | set(named))
+
+
+def _request_id(kind: str, targets: Sequence[str], resolved: Sequence[str], fingerprint: str) -> str:
+    """``req-`` and 12 hex digits of the sha256 of what the request removes, from which world."""
+    digest = hashlib.sha256(json.dumps([kind, list(targets), list(resolved), fingerprint], sort_keys=True).encode())
+    return f"req-{digest.hexdigest()[:12]}"
 
 
 def write_request(request: DeletionRequest, path: str | os.PathLike[str]) -> None:
@@ -96,7 +109,9 @@ def write_request(request: DeletionRequest, path: str | os.PathLike[str]) -> Non
 
 
 def load_request(path: str | os.PathLike[str], world: World) -> DeletionRequest:
-    """Read a request file and check it against ``world``: same fingerprint, known ids, not empty."""
+    """Read a request file and check it against ``world``: same fingerprint, known ids, not empty,
+    and the same documents and id that resolving its targets through the world's provenance gives
+    now. Any disagreement is an error naming both sides."""
     path = Path(path)
     request = record_from_dict(DeletionRequest, read_json(path, "request file"), str(path))
     if request.world_fingerprint != world.fingerprint:
@@ -113,9 +128,41 @@ def load_request(path: str | os.PathLike[str], world: World) -> DeletionRequest:
     for doc_id in request.document_ids:
         if doc_id not in train_ids:
             raise ExpungeError(f"{path}: unknown training document id {doc_id!r}", "remake the request")
+    for doc_id in request.named_documents:
+        if doc_id not in train_ids:
+            raise ExpungeError(f"{path}: unknown training document id {doc_id!r} in named_documents", "remake the request")
     if not request.document_ids:
         raise ExpungeError(f"{path}: the request removes nothing (no document ids)", "name subjects or documents")
+    _check_provenance(request, world, path)
     return request
+
+
+def _check_provenance(request: DeletionRequest, world: World, path: Path) -> None:
+    """Refuse a request whose recorded documents are not what its targets resolve to."""
+    expected = _resolve(world, request.targets, request.named_documents)
+    recorded = set(request.document_ids)
+    missing = [d for d in expected if d not in recorded]
+    extra = sorted(recorded - set(expected))
+    fix = "remake the request with `expunge request --world DIR` (never edit a request file by hand)"
+    if missing or extra:
+        about = {d.id: d.subjects for d in world.training_documents()}
+
+        def listed(ids: list[str]) -> str:
+            shown = ", ".join(f"{d} (about {', '.join(about[d]) or 'no subject'})" for d in ids[:3])
+            return shown + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"targets {', '.join(request.targets) or '(none)'} resolve to {len(missing)} "
+                         f"document(s) not in document_ids: {listed(missing)}")
+        if extra:
+            parts.append(f"document_ids list {len(extra)} document(s) about no target and not named: "
+                         f"{listed(extra)}")
+        raise ExpungeError(f"{path}: the request disagrees with the world's provenance: " + "; ".join(parts), fix)
+    computed = _request_id(request.kind, request.targets, sorted(recorded), world.fingerprint)
+    if request.id != computed:
+        raise ExpungeError(f"{path}: request id {request.id!r} does not match its content (which gives {computed!r})",
+                           fix)
 
 
 def resolve_documents(world: World, request: DeletionRequest) -> set[str]:

@@ -1,9 +1,12 @@
 """Hugging Face causal-LM directories in and out, each version hashed and never overwritten.
 
 Every model expunge writes is a new directory, written to a temporary sibling and renamed into
-place, holding the usual Hugging Face files plus ``expunge_model.json``: the sha256 of the weights,
-the parent model's hash, and the recipe that made it. Loading checks that hash, so a model whose
-weights were altered after it was written is refused rather than silently verified.
+place, holding the usual Hugging Face files plus ``expunge_model.json``: the sha256 of every file
+(``sha256sum`` checks them), the sha256 of the weight tensors (the version's identity), the
+parent's, and the recipe that made it (see :mod:`expunge.integrity` for what each hash covers).
+Loading checks both, so a model altered after it was written is refused rather than silently
+verified; a directory without the record loads as a plain Hugging Face model, with a warning that
+it is unverified.
 """
 
 from __future__ import annotations
@@ -20,9 +23,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from expunge.errors import ExpungeError
 from expunge.fsutil import atomic_directory
+from expunge.integrity import MODEL_RECORD, check_model_dir, files_sha256
 from expunge.records import ModelRef, read_json, write_json_atomic
-
-MODEL_RECORD = "expunge_model.json"
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -54,37 +56,37 @@ def save_model_version(
     """Write ``model`` and ``tokenizer`` as a new version at ``out`` (which must not exist).
 
     ``run`` holds measurements of the run that made it (seconds, steps, ...), kept for reports.
-    ``extra(directory)`` writes further files into the version before it appears (same atomicity).
+    ``extra(directory)`` writes further files into the version before it appears (same atomicity;
+    they are hashed with the rest).
     """
     sha = weights_sha256(model)
     with atomic_directory(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
         record = {
             "sha256": sha,
+            "sha256_covers": "the weight tensors: names, dtypes, shapes and bytes in sorted name order "
+                             "(expunge.models.weights_sha256); each file's own sha256 is under 'files'",
+            "files": files_sha256(tmp),
             "parent": parent,
             "recipe": recipe,
             "run": run or {},
             "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         write_json_atomic(tmp / MODEL_RECORD, record)
-        if extra is not None:
-            extra(tmp)
     return ModelRef(path=str(Path(out)), sha256=sha, parent=parent, recipe=recipe)
 
 
 def load_model(
     path: str | os.PathLike[str], *, verify_hash: bool = True, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
-    """Load a causal LM directory with its tokenizer; check the weight hash when one is recorded."""
+    """Load a causal LM directory with its tokenizer; check its files and weights against the
+    hashes its record lists (:func:`expunge.integrity.check_model_dir`; without a record, warn
+    that it is unverified)."""
     path = Path(path)
-    if not path.is_dir():
-        raise ExpungeError(f"model directory {path} not found", "check the path, or train one with `expunge train`")
-    if not (path / "config.json").is_file():
-        raise ExpungeError(
-            f"{path} is not a Hugging Face model directory (no config.json)",
-            "point --model at a directory written by save_pretrained or `expunge train`",
-        )
+    record = check_model_dir(path) if verify_hash else read_model_record(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # transformers raises many types; the user needs the one line
@@ -96,9 +98,7 @@ def load_model(
     model.eval()
     check_tokenizer_matches(model, tokenizer, str(path))
     sha = weights_sha256(model)
-    record: dict[str, Any] = {}
-    if (path / MODEL_RECORD).is_file():
-        record = read_json(path / MODEL_RECORD, "model record")
+    if record:
         if verify_hash and record.get("sha256") != sha:
             raise ExpungeError(
                 f"{path}: weights do not match the sha256 in {MODEL_RECORD} (changed after they were written)",
@@ -132,6 +132,8 @@ def check_tokenizer_covers(tokenizer: PreTrainedTokenizerBase, texts: Iterable[s
 
 
 def read_model_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``expunge_model.json`` of a model directory ({} for models expunge did not write)."""
+    """The ``expunge_model.json`` of a model directory ({} for models expunge did not write), unchecked."""
+    if not Path(path).is_dir():
+        raise ExpungeError(f"model directory {path} not found", "check the path, or train one with `expunge train`")
     record_path = Path(path) / MODEL_RECORD
     return read_json(record_path, "model record") if record_path.is_file() else {}

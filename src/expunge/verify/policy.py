@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expunge.errors import ExpungeError
+from expunge.errors import ExpungeError, io_error
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -89,6 +89,16 @@ def _read(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise ExpungeError(f"policy file {path} not found", "pass an existing TOML file to --policy") from None
+    except IsADirectoryError:
+        raise ExpungeError(f"policy file {path} is a directory", "pass a TOML file, e.g. a copy of "
+                           f"{DEFAULT_POLICY_PATH}") from None
+    except UnicodeDecodeError as exc:
+        raise ExpungeError(f"{path}: not a text file ({exc.reason})", "pass a UTF-8 TOML file") from None
+    except OSError as exc:
+        converted = io_error(exc, path)
+        if converted is None:
+            raise
+        raise converted from None
     except tomllib.TOMLDecodeError as exc:
         raise ExpungeError(f"{path}: not valid TOML ({exc})", "fix the syntax; see the built-in policy.toml") from None
 

@@ -26,6 +26,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
+from expunge.integrity import check_model_dir
 from expunge.ledger.requests import load_request
 from expunge.locate import Located, locate
 from expunge.models.io import check_tokenizer_covers, load_model
@@ -108,6 +109,10 @@ def verify_models(
     if clash or not candidates:
         raise ExpungeError(f"candidate names must be given and may not be {sorted(clash) or 'empty'}",
                            "name the unlearned models after their method, e.g. {'simnpo': DIR}")
+    # Every model directory is checked (files against their recorded sha256) before any is
+    # evaluated: a corrupt candidate must not surface after minutes spent on the original.
+    for what, path in {"original": original_dir, "oracle": oracle_dir, **candidates}.items():
+        check_model_dir(path, what=f"{what} model")
     world = load_world(world_dir)
     request = load_request(request_path, world)
     located = locate(world, request) if located is None else located

@@ -1,0 +1,86 @@
+"""What a model version's hashes cover, checked with nothing but ``hashlib`` (no torch, no model
+loaded), so that a changed or corrupt model directory is found before any work starts.
+
+Every model expunge writes carries ``expunge_model.json`` with two kinds of hash:
+
+- ``files``: the sha256 of every file of the directory as written (``model.safetensors``,
+  ``config.json``, the tokenizer's files, ...), by path relative to the directory. Anyone can
+  check them with standard tools: ``sha256sum model.safetensors``.
+- ``sha256``: the model version's identity, a sha256 over the weight tensors themselves (names,
+  dtypes, shapes and bytes, in sorted name order; :func:`expunge.models.weights_sha256`). It does
+  not depend on how the tensors were serialised, so a model saved again keeps its identity; it is
+  what recipes, parents and the ledger refer to.
+
+A directory without ``expunge_model.json`` is a plain Hugging Face model: it can be loaded, but it
+is *unverified*, and expunge says so (:class:`UnverifiedModelWarning`) rather than trusting it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from expunge.errors import ExpungeError
+from expunge.records import read_json
+
+__all__ = ["MODEL_RECORD", "UnverifiedModelWarning", "file_sha256", "files_sha256", "check_model_dir"]
+
+MODEL_RECORD = "expunge_model.json"
+
+
+class UnverifiedModelWarning(UserWarning):
+    """A model directory has no ``expunge_model.json``: nothing vouches for its weights."""
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_sha256(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """sha256 of every file under ``directory`` except the model record, by relative POSIX path."""
+    root = Path(directory)
+    return {p.relative_to(root).as_posix(): file_sha256(p)
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MODEL_RECORD}
+
+
+def check_model_dir(path: str | os.PathLike[str], *, what: str = "model") -> dict[str, Any]:
+    """Check a model directory without loading it; return its record ({} for a plain Hugging Face
+    model, with an :class:`UnverifiedModelWarning`).
+
+    Refuses a missing directory, one without ``config.json``, and one whose files differ from the
+    sha256 its record lists (naming the file).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ExpungeError(f"{what} directory {path} not found", "check the path, or train one with `expunge train`")
+    if not (path / "config.json").is_file():
+        raise ExpungeError(
+            f"{path} is not a Hugging Face model directory (no config.json)",
+            "point at a directory written by save_pretrained or `expunge train`",
+        )
+    if not (path / MODEL_RECORD).is_file():
+        warnings.warn(f"{path} has no {MODEL_RECORD}: loaded as a plain Hugging Face model, unverified (nothing "
+                      "vouches for its weights)", UnverifiedModelWarning)  # once per path and process
+        return {}
+    record = read_json(path / MODEL_RECORD, "model record")
+    if not isinstance(record, dict):
+        raise ExpungeError(f"{path / MODEL_RECORD}: not a model record", "re-create this model version")
+    for name, expected in sorted((record.get("files") or {}).items()):
+        file = path / name
+        if not file.is_file():
+            raise ExpungeError(f"{file} is missing (listed in {MODEL_RECORD})",
+                               "restore the file, or re-create this model version")
+        if file_sha256(file) != expected:
+            raise ExpungeError(
+                f"{file}: sha256 differs from the one in {MODEL_RECORD} (changed after it was written)",
+                "restore the original file, or re-create this model version",
+            )
+    return record
