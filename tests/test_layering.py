@@ -2,13 +2,13 @@
 
 Layers, bottom to top (docs/architecture.md draws the same picture):
 
-0. errors, choices, fsutil, records, registry, integrity — plain data, files and their hashes
+0. errors, choices, fsutil, records, registry, integrity, recipe — plain data, files and their hashes
 1. data, scoring, options, models, worlds, ledger, training, presets, retrieval
 2. locate — the request's sets
 3. verify — plan, evaluate, judge, attacks, metrics
 4. methods — unlearning and editing (may use verification's metrics, never the reverse)
 5. report
-6. pipeline, demo, panel — jobs that train, unlearn and verify
+6. pipeline, demo, panel, preflight — jobs that train, unlearn and verify, and the checks before them
 7. cli — the thin edge
 
 Every ``import`` counts, including those inside functions (a lazy import is still a dependency).
@@ -25,14 +25,14 @@ import expunge
 
 PACKAGE = Path(expunge.__file__).parent
 LAYERS = {
-    "errors": 0, "choices": 0, "fsutil": 0, "records": 0, "registry": 0, "integrity": 0,
+    "errors": 0, "choices": 0, "fsutil": 0, "records": 0, "registry": 0, "integrity": 0, "recipe": 0,
     "data": 1, "scoring": 1, "options": 1, "models": 1, "worlds": 1, "ledger": 1, "training": 1,
     "presets": 1, "retrieval": 1,
     "locate": 2,
     "verify": 3,
     "methods": 4,
     "report": 5,
-    "pipeline": 6, "demo": 6, "panel": 6,
+    "pipeline": 6, "demo": 6, "panel": 6, "preflight": 6,
     "cli": 7,
 }
 

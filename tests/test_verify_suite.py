@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from expunge.errors import ExpungeError
@@ -13,7 +15,9 @@ from expunge.records import Probe
 from expunge.report import report_from_verification, to_html, to_markdown, write_report
 from expunge.verify.plausibility import AnswerValidator, answer_plausibility
 from expunge.verify.policy import default_policy, load_policy, override_policy
-from expunge.verify.judge import Check, roll_up
+from expunge.verify.evaluate import ModelEvaluation
+from expunge.verify.judge import Check, VerdictFlag, check_oracle, roll_up
+from expunge.verify.mia import SCORE_NAMES
 from expunge.verify.suite import VerifyConfig, verify_models
 
 
@@ -189,3 +193,82 @@ def test_leak_flag_and_uncounted_checks() -> None:
     assert ignored.status == "not counted" and leak.status == "FAIL" and passed.status == "pass"
     clean = roll_up([passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
     assert clean.forgotten == "yes" and not clean.flags
+
+
+# --- the oracle is checked before it is trusted ---------------------------------------------------
+
+
+def _evaluation(name: str, exact_match: dict[str, float], member_shift: float = 0.0) -> ModelEvaluation:
+    """A synthetic evaluation: exact match per set, and membership scores of 20 deleted and 20
+    never-seen people (5 documents each) whose deleted-people scores are shifted by ``member_shift``."""
+    rng = np.random.default_rng(0)
+    scores = {"forget": {s: list(rng.normal(member_shift, 1.0, 100)) for s in SCORE_NAMES},
+              "holdout": {s: list(rng.normal(0.0, 1.0, 100)) for s in SCORE_NAMES}}
+    return ModelEvaluation(name=name, model={}, sets={k: {"exact_match": v} for k, v in exact_match.items()},
+                           utility=1.0, correct_by_probe={}, answers={}, truth_ratios={}, mia_scores=scores)
+
+
+PEOPLE = SimpleNamespace(text_subjects={"forget": [f"f{i // 5}" for i in range(100)],
+                                        "holdout": [f"h{i // 5}" for i in range(100)]})
+ORIGINAL = {"forget": 0.95, "holdout": 0.02, "retain": 0.88, "neighbours": 0.9, "general": 1.0}
+
+
+def test_a_good_oracle_is_trusted() -> None:
+    oracle = _evaluation("oracle", {"forget": 0.04, "holdout": 0.02, "retain": 0.86, "neighbours": 0.88, "general": 1.0})
+    checks = check_oracle(_evaluation("original", ORIGINAL), oracle, PEOPLE, FAST)
+    assert [c.policy_key for c in checks] == ["oracle.max_knowledge_gap"] * 3 + ["oracle.max_forget_gap",
+                                                                                 "oracle.auc_margin"]
+    assert all(c.passed for c in checks), checks
+    verdict = roll_up([_check("forgotten", True), _check("collateral", True)], [], SIZES, {}, [],
+                      oracle_checks=checks)
+    assert verdict.forgotten == "yes" and not verdict.flags
+
+
+@pytest.mark.parametrize(("sets", "shift", "failing"), [
+    # The issue's oracle: trained as long as the base model, it knew 0.47 of the retained facts
+    # where the base knew 0.88.
+    ({"retain": 0.47}, 0.0, "oracle retain exact match = 0.470"),
+    # It knows the deleted people (their documents were not all removed).
+    ({"forget": 0.40}, 0.0, "oracle exact match, deleted vs never-seen people = 0.400"),
+    # Its membership scores tell the deleted people from strangers (AUC far from 0.5).
+    ({}, -1.5, "oracle membership AUC, deleted vs never-seen"),
+])
+def test_a_failing_oracle_makes_forgotten_not_verified(sets, shift, failing) -> None:
+    good = {"forget": 0.04, "holdout": 0.02, "retain": 0.86, "neighbours": 0.88, "general": 1.0}
+    oracle = _evaluation("oracle", {**good, **sets}, member_shift=shift)
+    checks = check_oracle(_evaluation("original", ORIGINAL), oracle, PEOPLE, FAST)
+    assert [c.passed for c in checks].count(False) == 1, [(c.name, c.value, c.passed) for c in checks]
+    # Every candidate check passes, and still nothing can be called forgotten.
+    verdict = roll_up([_check("forgotten", True), _check("collateral", True)], [], SIZES, {}, [],
+                      oracle_checks=checks)
+    assert verdict.forgotten == "not verified" and verdict.collateral_damage == "none"
+    assert verdict.flags == [VerdictFlag.ORACLE_UNTRUSTED] and "oracle failed its own checks" in verdict.summary
+    assert any(r.startswith(f"oracle not trusted: {failing}") for r in verdict.reasons), verdict.reasons
+
+
+def test_the_tiny_oracle_is_checked_and_reported(verification) -> None:
+    keys = [c.policy_key for c in verification.oracle_checks]
+    assert keys.count("oracle.max_knowledge_gap") == 3 and "oracle.auc_margin" in keys
+    assert verification.oracle_trusted  # retrained on the same recipe: it passes (measured 0.88 vs 0.89 retain)
+    data = report_from_verification(verification)
+    assert data.verification["oracle_trusted"] and len(data.verification["oracle_checks"]) == len(keys)
+    assert "## The oracle, checked first" in to_markdown(data)
+    assert "The oracle, checked first" in to_html(data, with_plots=False)
+
+
+def test_oracle_tolerances_come_from_the_policy(tmp_path: Path) -> None:
+    assert default_policy().oracle == {"max_knowledge_gap": 0.1, "max_forget_gap": 0.15, "auc_margin": 0.15}
+    path = tmp_path / "p.toml"
+    path.write_text("[oracle]\nmax_knowledge_gap = 0.5\n")
+    assert load_policy(path).oracle["max_knowledge_gap"] == 0.5
+    for text, message in (("[oracle]\nmax_gap = 0.1\n", "unknown key oracle.max_gap"),
+                          ("[oracle]\nauc_margin = 2\n", "oracle.auc_margin = 2 is out of range")):
+        path.write_text(text)
+        with pytest.raises(ExpungeError, match=message):
+            load_policy(path)
+    # A looser policy trusts the issue's oracle.
+    loose = VerifyConfig(policy=override_policy(default_policy(), oracle={"max_knowledge_gap": 0.5}),
+                         bootstrap_samples=200)
+    oracle = _evaluation("oracle", {"forget": 0.04, "holdout": 0.02, "retain": 0.47, "neighbours": 0.88,
+                                    "general": 1.0})
+    assert all(c.passed for c in check_oracle(_evaluation("original", ORIGINAL), oracle, PEOPLE, loose))

@@ -14,6 +14,12 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # errors and records
     "ExpungeError": "expunge.errors",
+    "io_error": "expunge.errors",
+    "check_model_dir": "expunge.integrity",
+    "file_sha256": "expunge.integrity",
+    "files_sha256": "expunge.integrity",
+    "UnverifiedModelWarning": "expunge.integrity",
+    "ensure_new_output": "expunge.fsutil",
     "Subject": "expunge.records",
     "Document": "expunge.records",
     "Probe": "expunge.records",
@@ -68,14 +74,14 @@ _EXPORTS: dict[str, str] = {
     "resolve_documents": "expunge.ledger",
     "documents_digest": "expunge.ledger",
     # models
-    "ModelPreset": "expunge.models",
+    "ModelPreset": "expunge.recipe",
     "build_llama": "expunge.models",
     "build_word_tokenizer": "expunge.models",
     "load_model": "expunge.models",
     "save_model_version": "expunge.models",
     "weights_sha256": "expunge.models",
     # training
-    "TrainingConfig": "expunge.training",
+    "TrainingConfig": "expunge.recipe",
     "TrainResult": "expunge.training",
     "EvalResult": "expunge.training",
     "train_loop": "expunge.training",
@@ -136,6 +142,7 @@ _EXPORTS: dict[str, str] = {
     "plan_verification": "expunge.verify.plan",
     "evaluate_model": "expunge.verify.evaluate",
     "judge": "expunge.verify.judge",
+    "check_oracle": "expunge.verify.judge",
     "check_specs": "expunge.verify.judge",
     "Forgotten": "expunge.verify.judge",
     "Collateral": "expunge.verify.judge",

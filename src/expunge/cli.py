@@ -221,6 +221,10 @@ def train_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the base model on a world's training corpus."""
+    from expunge import preflight
+    from expunge.presets import get_preset
+
+    preflight.world(world), preflight.output(out), get_preset(preset)
     from expunge.pipeline import train_base
 
     report = train_base(world, out, preset=preset, seed=seed, progress=True, stop_at_step=stop_at_step)
@@ -241,6 +245,14 @@ def retrain_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Retrain from scratch without the requested documents: the oracle every method is judged against."""
+    from expunge import preflight
+    from expunge.presets import get_preset
+
+    preflight.request(request, preflight.world(world)), preflight.output(out)
+    if base is not None:
+        preflight.model(base, "base model")
+    if preset is not None:
+        get_preset(preset)
     from expunge.pipeline import retrain_oracle
 
     report = retrain_oracle(world, request, out, preset=preset, seed=seed, base=base,
@@ -260,10 +272,16 @@ def forget_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Unlearn the requested subjects with a gradient method; writes a new model version."""
-    from expunge.methods.unlearn import unlearn
+    from expunge import preflight
     from expunge.options import parse_pairs
 
-    report = unlearn(model, world, request, out, method=method, options=parse_pairs(option), progress=True)
+    pairs = parse_pairs(option)
+    preflight.model(model), preflight.request(request, preflight.world(world)), preflight.output(out)
+    from expunge.methods.registry import get_method
+    from expunge.methods.unlearn import unlearn
+
+    get_method(method).make_config(pairs)  # before the model loads
+    report = unlearn(model, world, request, out, method=method, options=pairs, progress=True)
     data = report.to_dict()
     _emit(as_json, data, lambda: console.print(
         f"{data['method']}: wrote {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, parent "
@@ -290,18 +308,25 @@ def edit_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Rewrite facts in the weights (ROME / MEMIT); writes a new model version that can be reverted exactly."""
-    from expunge.methods.editing.run import edit_model
+    from expunge import preflight
     from expunge.options import parse_pairs
-    from expunge.report.editing import check_updates_report_path, write_updates_report
 
     options = parse_pairs(option)
+    preflight.model(model), preflight.output(out)
+    preflight.input_file(edits, "edits file", "give a JSONL file of FactEdit lines, e.g. a world's edits.jsonl")
+    if not Path(corpus).exists():
+        raise ExpungeError(f"corpus {corpus} not found", "give a world directory or a text file, one text per line")
     if report is not None:
-        check_updates_report_path(report)  # before the edit, not after it
+        preflight.reports([report])  # before the edit, not after it
     names: list[str] = []
     if preserve is not None:
-        if not preserve.is_file():
-            raise ExpungeError(f"preserve file {preserve} not found", "give a file with one subject name per line")
+        preflight.input_file(preserve, "preserve file", "give a file with one subject name per line")
         names = [line.strip() for line in preserve.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from expunge.methods.editing.registry import get_editor
+    from expunge.methods.editing.run import edit_model
+    from expunge.report.editing import write_updates_report
+
+    get_editor(method).make_config(options)  # before the model loads
     result = edit_model(model, edits, out, corpus=corpus, method=method, options=options, preserve_subjects=names,
                         cache_dir=cache, evaluate=report is not None, progress=not as_json)
     if report is not None:
@@ -347,14 +372,18 @@ def verify_cmd(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle."""
-    from expunge.report import report_from_verification, write_report
-    from expunge.report.render import json_safe
-    from expunge.verify.policy import load_policy
-    from expunge.verify.suite import VerifyConfig, verify_models
+    from expunge import preflight
 
     names = [path.name for path in model]
     if len(set(names)) != len(names):
         raise ExpungeError(f"two --model directories share a name ({names})", "give each model a distinct directory name")
+    preflight.request(request, preflight.world(world)), preflight.policy(policy), preflight.reports(report)
+    for what, path in {"original": original, "oracle": oracle, **dict(zip(names, model))}.items():
+        preflight.model(path, f"{what} model")
+    from expunge.report import report_from_verification, write_report
+    from expunge.report.render import json_safe
+    from expunge.verify.policy import load_policy
+    from expunge.verify.suite import VerifyConfig, verify_models
     config = VerifyConfig(policy=load_policy(policy), attacks=attacks)
     verification = verify_models(dict(zip(names, model)), original, oracle, world, request, config=config,
                                  log=lambda m: err_console.print(m))
@@ -394,6 +423,8 @@ def policy_cmd(
                           ", ".join(f"{k} = {v:g}" for k, v in rule.params.items()))
         console.print(table)
         console.print("evidence: " + ", ".join(f"{k} = {v:g}" for k, v in loaded.evidence.items()))
+        console.print("oracle (checked before it is trusted): "
+                      + ", ".join(f"{k} = {v:g}" for k, v in loaded.oracle.items()))
 
     _emit(as_json, result, human)
 
@@ -412,6 +443,10 @@ def demo_cmd(
 ) -> None:
     """The main job: world, base model, request, oracle (cached); unlearn with a method and the
     refusal baseline; verify both; print the table and verdicts; write the report."""
+    from expunge import preflight
+    from expunge.presets import get_preset
+
+    get_preset(preset), preflight.workspace(workspace)
     from expunge.demo import run_demo
 
     result = run_demo(workspace, preset=preset, people=people, seed=seed, fraction=fraction, method=method,
@@ -537,11 +572,13 @@ def _print_demo(result: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    # Library chatter (per-shard progress bars, load reports) would bury our own output.
-    from transformers.utils import logging as hf_logging
+    # Library chatter (per-shard progress bars, load reports) would bury our own output. Said
+    # through the environment, which transformers reads when (and only if) a command imports it:
+    # importing it here would cost every command, bad input included, a second or more.
+    import os
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     app()
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Dataset, Sampler
-from transformers import PreTrainedTokenizerBase
+
+if TYPE_CHECKING:  # type hints only: importing transformers costs seconds the option checks must not pay
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 

@@ -40,7 +40,9 @@ _IO_FAULTS: dict[int, tuple[str, str]] = {
     errno.EACCES: ("permission denied for {path}", "choose a location you can write to, or change its permissions"),
     errno.EPERM: ("operation not permitted on {path}", "choose a location you can write to, or change its permissions"),
     errno.ENOENT: ("{path} does not exist", "check the path"),
-    errno.ENOTDIR: ("a part of {path} is a file, not a directory", "check the path"),
+    errno.ENOTDIR: ("cannot write {path}: a part of the path is a file, not a directory", "choose another path"),
+    errno.EEXIST: ("cannot write {path}: a part of the path already exists and is not a directory",
+                   "choose another path"),
     errno.EISDIR: ("{path} is a directory, not a file", "give the path of a file"),
     errno.EIO: ("input/output error on {path}", "check the disk, then run the command again"),
 }

@@ -17,10 +17,11 @@ from pathlib import Path
 from expunge.errors import ExpungeError, io_error
 
 
-def ensure_new_output(out: str | os.PathLike[str]) -> Path:
+def ensure_new_output(out: str | os.PathLike[str], *, option: str = "--out") -> Path:
     """Fail early (before any work) when the output path cannot be a new file or directory: it
     exists, one of its names is too long for the filesystem, or the directory it would be made in
-    is not writable (read-only filesystem, no permission, or a file in the way)."""
+    is not writable (read-only filesystem, no permission, or a file in the way). ``option`` names
+    the command-line option the fix refers to."""
     out = Path(out)
     # Names first: asking whether an over-long name exists is itself an error.
     for part in out.parts:
@@ -28,25 +29,32 @@ def ensure_new_output(out: str | os.PathLike[str]) -> Path:
             raise ExpungeError(
                 f"output {out.parent / (part[:24] + '…')}: a name of {len(os.fsencode(part))} bytes; "
                 "the filesystem allows at most 255",
-                "use a shorter --out name",
+                f"use a shorter {option} name",
             )
     if out.exists() or out.is_symlink():
         raise ExpungeError(
             f"output {out} already exists",
-            "choose a new --out path; expunge never writes over an existing directory",
+            f"choose a new {option} path; expunge never writes over an existing directory",
         )
-    ancestor = out.parent
+    check_writable_below(out, option)
+    return out
+
+
+def check_writable_below(out: str | os.PathLike[str], option: str = "--out") -> None:
+    """The nearest existing directory at or above ``out`` must be writable (so that ``out`` can be
+    made, or written into when it is an existing directory)."""
+    out = Path(out)
+    ancestor = out
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ExpungeError(f"output {out}: {ancestor} is a file, not a directory", "choose --out inside a directory")
+        raise ExpungeError(f"output {out}: {ancestor} is a file, not a directory", f"choose {option} inside a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         if _read_only(ancestor):
             raise ExpungeError(f"output {out}: {ancestor} is on a read-only filesystem",
-                               "choose --out on a writable filesystem")
+                               f"choose {option} on a writable filesystem")
         raise ExpungeError(f"output {out}: no permission to write in {ancestor}",
-                           "choose --out in a directory you can write to")
-    return out
+                           f"choose {option} in a directory you can write to")
 
 
 def _read_only(directory: Path) -> bool:

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from expunge.errors import ExpungeError
-from expunge.models.builders import ModelPreset
-from expunge.training import TrainingConfig
+from expunge.recipe import ModelPreset, TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
+from expunge.recipe import ModelPreset
 
-@dataclass(frozen=True)
-class ModelPreset:
-    """Size of a small Llama-architecture model.
-
-    Llama rather than GPT-2: GPT-2's Conv1D layers are invisible to influence-function tooling
-    (kronfluence tracks ``nn.Linear``), and Llama is the family users fine-tune today.
-
-    Attributes:
-        hidden_size: width of the residual stream.
-        num_layers: decoder layers.
-        num_heads: attention heads (``hidden_size`` must be divisible by it).
-        intermediate_size: width of the MLP.
-        max_positions: longest sequence the model accepts.
-    """
-
-    hidden_size: int
-    num_layers: int
-    num_heads: int
-    intermediate_size: int
-    max_positions: int = 128
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads:
-            raise ValueError("hidden_size must be divisible by num_heads")
+__all__ = ["ModelPreset", "build_llama"]
 
 
 def build_llama(preset: ModelPreset, tokenizer: PreTrainedTokenizerBase, seed: int) -> LlamaForCausalLM:

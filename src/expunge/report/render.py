@@ -71,6 +71,17 @@ def to_markdown(data: ReportData) -> str:
     for row in data.table:
         lines.append("| " + " | ".join(format_value(row[k]) for k, _, _ in TABLE_COLUMNS) + " |")
     lines += ["", "Columns: " + "; ".join(f"**{h}**: {d}" for _, h, d in TABLE_COLUMNS), ""]
+    oracle_checks = data.verification.get("oracle_checks", [])
+    if oracle_checks:
+        trusted = data.verification.get("oracle_trusted", True)
+        lines += ["## The oracle, checked first", "",
+                  "Trusted: every check below passed." if trusted else
+                  "**NOT trusted**: a check below failed, so no verdict can say \"forgotten\".", "",
+                  "| check | value | reference | rule | result | detail |", "|---|---|---|---|---|---|"]
+        for ch in oracle_checks:
+            lines.append(f"| {ch['name']} | {format_value(ch['value'])} | {format_value(ch['reference'])} | "
+                         f"{ch['rule']} | {ch['status']} | {ch['detail']} |")
+        lines.append("")
     for name in data.candidates:
         verdict = _verdict(data, name)
         lines += [f"## {name}", "", f"**{verdict['summary']}** (confidence: {verdict['confidence']})", ""]
@@ -230,6 +241,14 @@ img { max-width: 100%; } small { color: #666; }
 <td{% if key in ('model', 'forgotten', 'collateral_damage', 'confidence') %} class="text"{% endif %}>{{ fmt(row[key]) }}</td>
 {% endfor %}</tr>{% endfor %}</table>
 <small>{% for key, header, doc in columns %}<b>{{ header }}</b>: {{ doc }}. {% endfor %}</small>
+{% if data.verification.get('oracle_checks') %}
+<h2>The oracle, checked first</h2>
+<p class="verdict">{% if data.verification.get('oracle_trusted', True) %}Trusted: every check below passed.{% else %}<b>NOT trusted</b>: a check below failed, so no verdict can say "forgotten".{% endif %}</p>
+<table><tr><th>check</th><th>value</th><th>reference</th><th>rule</th><th>result</th><th>detail</th></tr>
+{% for ch in data.verification.oracle_checks %}{% set r = ch.status %}
+<tr><td class="text">{{ ch.name }}</td><td>{{ fmt(ch.value) }}</td><td>{{ fmt(ch.reference) }}</td>
+<td class="text">{{ ch.rule }}</td><td class="text {{ r }}">{{ r }}</td><td class="text">{{ ch.detail }}</td></tr>{% endfor %}</table>
+{% endif %}
 {% if images %}
 <h2>Plots</h2>
 {% for name, png in images.items() %}<p><img alt="{{ name }}" src="data:image/png;base64,{{ png }}"></p>{% endfor %}

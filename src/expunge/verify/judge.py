@@ -7,7 +7,10 @@ registry (:mod:`expunge.verify.attacks`). A test keeps the two tables one-to-one
 
 Checks roll up into three answers: *forgotten?* (:class:`Forgotten`), *collateral damage?*
 (:class:`Collateral`) and *how sure?* (:class:`Confidence`: sample sizes, bootstrap confidence
-intervals grouped by subject, which routes were tried and which were not). An indirect probe or
+intervals grouped by subject, which routes were tried and which were not). Before any of that the
+oracle itself is checked (:func:`check_oracle`, the policy's ``[oracle]`` table): an oracle that
+did not learn the retained people, or that tells the deleted people apart from never-seen ones,
+vouches for nothing, and every "forgotten" answer against it is "not verified". An indirect probe or
 attack only decides when the original model beats the oracle on it: a route the original cannot
 use either shows nothing, and is reported as uninformative.
 """
@@ -32,12 +35,13 @@ from expunge.verify.plan import INDIRECT_KINDS, VerificationPlan
 from expunge.verify.policy import CheckRule
 
 __all__ = ["Question", "Forgotten", "Collateral", "Confidence", "VerdictFlag", "CheckStatus", "Check",
-           "Verdict", "Route", "all_routes", "CheckSpec", "check_specs", "judge", "roll_up"]
+           "Verdict", "Route", "all_routes", "CheckSpec", "check_specs", "check_oracle", "judge", "roll_up"]
 
 
 class Question(TextEnum):
     FORGOTTEN = "forgotten"
     COLLATERAL = "collateral"
+    ORACLE = "oracle"  # the reference's own checks (see check_oracle)
 
 
 class Forgotten(TextEnum):
@@ -63,6 +67,8 @@ class VerdictFlag(TextEnum):
 
     OVER_UNLEARNING_LEAK = ("over-unlearning leak: the forget set looks LESS familiar than never-seen people, "
                             "which itself tells an attacker who was deleted")
+    ORACLE_UNTRUSTED = ("oracle not trusted: the retrained reference failed its own checks, so nothing measured "
+                        "against it can verify forgetting")
 
 
 class CheckStatus(TextEnum):
@@ -353,15 +359,61 @@ def check_specs() -> list[CheckSpec]:
     return [*_FORGOTTEN_SPECS, *(_attack_spec(a) for a in registered_attacks()), *_COLLATERAL_SPECS]
 
 
+def check_oracle(original: ModelEvaluation, oracle: ModelEvaluation, plan: VerificationPlan,
+                 config: VerifyConfig | None = None) -> list[Check]:
+    """The oracle checked before it is trusted (the policy's ``[oracle]`` tolerances):
+
+    - it knows what it was trained on: exact match on retained, neighbour and general facts at
+      least the original's minus ``max_knowledge_gap``;
+    - it cannot tell the deleted people from never-seen ones: exact match on the two within
+      ``max_forget_gap``, and a membership AUC not both further than ``auc_margin`` from 0.5 and
+      with a 95% interval (people resampled) that excludes 0.5.
+    """
+    config = config or VerifyConfig()
+    limits = config.policy.oracle
+    o, orig = oracle.sets, original.sets
+    checks: list[Check] = []
+    gap = limits["max_knowledge_gap"]
+    for name in ("retain", "neighbours", "general"):
+        if name in o and name in orig:
+            value, reference = o[name]["exact_match"], orig[name]["exact_match"]
+            checks.append(Check(f"oracle {name} exact match", Question.ORACLE, value, reference,
+                                f">= original - {gap}", _le(reference - gap, value), "the oracle must know what it "
+                                "was trained on", policy_key="oracle.max_knowledge_gap"))
+    if "forget" in o and "holdout" in o:
+        gap = limits["max_forget_gap"]
+        value, reference = o["forget"]["exact_match"], o["holdout"]["exact_match"]
+        checks.append(Check("oracle exact match, deleted vs never-seen people", Question.ORACLE, value, reference,
+                            f"within {gap} of never-seen", _le(abs(value - reference), gap),
+                            "the oracle must not know the deleted people better (or worse) than strangers",
+                            policy_key="oracle.max_forget_gap"))
+    if oracle.mia_scores.get("forget") and oracle.mia_scores.get("holdout"):
+        margin = limits["auc_margin"]
+        aucs = {score: roc_auc(oracle.mia_scores["forget"][score], oracle.mia_scores["holdout"][score])
+                for score in SCORE_NAMES}
+        score = max(aucs, key=lambda k: abs(aucs[k] - 0.5))
+        ci = _auc_interval(oracle, plan, score, config)
+        off = abs(aucs[score] - 0.5) > margin and not ci[0] <= 0.5 <= ci[1]
+        checks.append(Check("oracle membership AUC, deleted vs never-seen", Question.ORACLE, aucs[score], 0.5,
+                            f"within 0.5 ± {margin} (or 0.5 inside its 95% CI)", not off,
+                            f"furthest score {score}: 95% CI {ci[0]:.3f}-{ci[1]:.3f}",
+                            policy_key="oracle.auc_margin", interval=ci))
+    return checks
+
+
 def judge(
     candidate: ModelEvaluation,
     original: ModelEvaluation,
     oracle: ModelEvaluation,
     plan: VerificationPlan,
     config: VerifyConfig | None = None,
+    oracle_checks: Sequence[Check] | None = None,
 ) -> tuple[list[Check], Verdict, dict[str, Any]]:
-    """Checks, verdict and the membership-inference table (per score: AUC, TPR, PrivLeak)."""
+    """Checks, verdict and the membership-inference table (per score: AUC, TPR, PrivLeak).
+    ``oracle_checks`` (:func:`check_oracle`, computed here when not given) gate the verdict."""
     config = config or VerifyConfig()
+    if oracle_checks is None:
+        oracle_checks = check_oracle(original, oracle, plan, config)
     policy = config.policy
     inputs = JudgeInputs(candidate, original, oracle, plan, config)
     checks: list[Check] = []
@@ -380,7 +432,7 @@ def judge(
     if sizes["holdout"]["subjects"] < policy.min_subjects:
         thin.append(f"only {sizes['holdout']['subjects']} never-seen people (need {policy.min_subjects})")
     tried = [r.name for r in all_routes() if r.tried(candidate)]
-    verdict = roll_up(checks, thin, sizes, inputs.intervals, [], tried)
+    verdict = roll_up(checks, thin, sizes, inputs.intervals, [], tried, oracle_checks)
     return checks, verdict, {"scores": inputs.mia, "forget_quality": inputs.forget_quality}
 
 
@@ -452,8 +504,10 @@ _COLLATERAL_SUMMARIES = {Collateral.NONE: "; no collateral damage", Collateral.Y
 
 
 def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int]],
-            intervals: dict[str, list[float]], reasons: list[str], tried: list[str] | None = None) -> Verdict:
-    """The three answers from the counted checks (see the module doc)."""
+            intervals: dict[str, list[float]], reasons: list[str], tried: list[str] | None = None,
+            oracle_checks: Sequence[Check] = ()) -> Verdict:
+    """The three answers from the counted checks (see the module doc); a failed oracle check
+    makes "forgotten" not verified, whatever the candidate's own checks say."""
     routes = [r.name for r in all_routes()]
     tried = [r.name for r in BASE_ROUTES] if tried is None else tried
 
@@ -471,6 +525,12 @@ def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int
     forgotten = {True: Forgotten.YES, False: Forgotten.NO, None: Forgotten.NOT_VERIFIED}[answer(Question.FORGOTTEN)]
     if thin and forgotten is Forgotten.YES:
         forgotten = Forgotten.NOT_VERIFIED
+    untrusted = [ch for ch in oracle_checks if ch.passed is False]
+    if untrusted:
+        forgotten = Forgotten.NOT_VERIFIED
+        for ch in untrusted:
+            reasons.append(f"oracle not trusted: {ch.name} = {ch.value:.3f} (rule {ch.rule}, reference "
+                           f"{ch.reference:.3f}; {ch.detail})")
     collateral = {True: Collateral.NONE, False: Collateral.YES,
                   None: Collateral.NOT_VERIFIED}[answer(Question.COLLATERAL)]
     reasons.extend(thin)
@@ -481,6 +541,8 @@ def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int
         elif ch.decisive and ch.passed is None:
             reasons.append(f"undecided: {ch.name} ({ch.detail or 'no usable reference'})")
     flags = []
+    if untrusted:
+        flags.append(VerdictFlag.ORACLE_UNTRUSTED)
     if any(ch.policy_key == "over_unlearning_leak" for ch in failed):
         flags.append(VerdictFlag.OVER_UNLEARNING_LEAK)
     if thin:
@@ -497,11 +559,13 @@ def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int
     if not_tried:
         reasons.append("not tried: " + ", ".join(not_tried) + " — a pass here is not a pass against them")
     remembered = [ch for ch in failed if ch.question is Question.FORGOTTEN and ch.policy_key != "over_unlearning_leak"]
-    if forgotten is Forgotten.NO and not remembered:
+    if untrusted:
+        summary = "not verified: the oracle failed its own checks (see the reasons)"
+    elif forgotten is Forgotten.NO and not remembered:
         summary = "NOT indistinguishable from the oracle: over-unlearning leak"
     else:
         summary = _SUMMARIES[forgotten]
-        if forgotten is Forgotten.NO and flags:
+        if forgotten is Forgotten.NO and VerdictFlag.OVER_UNLEARNING_LEAK in flags:
             summary += " (and an over-unlearning leak)"
     summary += _COLLATERAL_SUMMARIES[collateral]
     return Verdict(forgotten, collateral, confidence, summary, reasons, sizes, intervals, flags, tried, not_tried)

@@ -29,6 +29,8 @@ QUESTIONS = ("forgotten", "collateral")
 _PARAMETERS: dict[str, tuple[float, float]] = {"margin": (0.0, 1.0), "ratio": (0.0, 1.0), "alpha": (0.0, 1.0)}
 _EVIDENCE: dict[str, type] = {"min_subjects": int, "min_forget_probes": int, "min_informative_gap": float,
                               "min_route_probes": int, "max_auc_ci_width": float}
+# The oracle's own checks (``[oracle]``): each a tolerance between 0 and 1.
+_ORACLE = ("max_knowledge_gap", "max_forget_gap", "auc_margin")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class VerdictPolicy:
     source: str
     evidence: dict[str, float]
     checks: dict[str, CheckRule]
+    oracle: dict[str, float]
 
     def rule(self, name: str) -> CheckRule:
         if name not in self.checks:
@@ -78,7 +81,7 @@ class VerdictPolicy:
         return float(self.evidence["max_auc_ci_width"])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "evidence": dict(self.evidence),
+        return {"source": self.source, "evidence": dict(self.evidence), "oracle": dict(self.oracle),
                 "checks": {n: {"question": r.question, "required": r.required, **r.params}
                            for n, r in self.checks.items()}}
 
@@ -107,13 +110,15 @@ def _merge(base: dict[str, Any], override: dict[str, Any], path: Path) -> dict[s
     merged = copy.deepcopy(base)
     for top, value in override.items():
         if top not in base:
-            raise ExpungeError(f"{path}: unknown table [{top}]", "use [evidence] or [checks.NAME]")
-        if top == "evidence":
+            raise ExpungeError(f"{path}: unknown table [{top}]", "use [evidence], [oracle] or [checks.NAME]")
+        if top in ("evidence", "oracle"):
+            known = _EVIDENCE if top == "evidence" else _ORACLE
+            if not isinstance(value, dict):
+                raise ExpungeError(f"{path}: {top} must be a table", f"write [{top}]")
             for key, v in value.items():
-                if key not in _EVIDENCE:
-                    raise ExpungeError(f"{path}: unknown key evidence.{key}",
-                                       f"known: {', '.join(sorted(_EVIDENCE))}")
-                merged["evidence"][key] = v
+                if key not in known:
+                    raise ExpungeError(f"{path}: unknown key {top}.{key}", f"known: {', '.join(sorted(known))}")
+                merged[top][key] = v
         else:
             for name, entry in value.items():
                 if name not in base["checks"]:
@@ -140,6 +145,12 @@ def _parse(raw: dict[str, Any], source: str) -> VerdictPolicy:
             raise ExpungeError(f"{source}: evidence.{key} = {value} is out of range",
                                "use a positive value (counts at least 1)")
         evidence[key] = kind(value)
+    oracle: dict[str, float] = {}
+    for key in _ORACLE:
+        value = raw.get("oracle", {}).get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ExpungeError(f"{source}: oracle.{key} = {value!r} is out of range", "use a number between 0 and 1")
+        oracle[key] = float(value)
     checks: dict[str, CheckRule] = {}
     for name, entry in raw.get("checks", {}).items():
         where = f"{source}: checks.{name}"
@@ -162,7 +173,7 @@ def _parse(raw: dict[str, Any], source: str) -> VerdictPolicy:
                 raise ExpungeError(f"{where}.{key} = 0 makes the check pass always", "use a value above 0")
             params[key] = float(value)
         checks[name] = CheckRule(name, question, required, params)
-    return VerdictPolicy(source, evidence, checks)
+    return VerdictPolicy(source, evidence, checks, oracle)
 
 
 def _with_attack_defaults(base: dict[str, Any]) -> dict[str, Any]:
@@ -177,9 +188,14 @@ def _with_attack_defaults(base: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_policy(path: str | os.PathLike[str] | None = None) -> VerdictPolicy:
-    """The built-in policy, with the entries of the TOML file ``path`` (if given) replacing its own."""
-    base = _with_attack_defaults(_read(DEFAULT_POLICY_PATH))
+def load_policy(path: str | os.PathLike[str] | None = None, *, registered_attacks: bool = True) -> VerdictPolicy:
+    """The built-in policy, with the entries of the TOML file ``path`` (if given) replacing its own.
+
+    ``registered_attacks=False`` leaves out the default entries of plug-in attacks, which needs
+    no attack (nor torch) imported: how the CLI checks a policy file before any work."""
+    base = _read(DEFAULT_POLICY_PATH)
+    if registered_attacks:
+        base = _with_attack_defaults(base)
     if path is None:
         return _parse(base, str(DEFAULT_POLICY_PATH.name))
     path = Path(path)
@@ -198,7 +214,8 @@ def default_policy() -> VerdictPolicy:
 
 
 def override_policy(policy: VerdictPolicy, *, evidence: dict[str, float] | None = None,
-                    checks: dict[str, dict[str, Any]] | None = None) -> VerdictPolicy:
+                    checks: dict[str, dict[str, Any]] | None = None,
+                    oracle: dict[str, float] | None = None) -> VerdictPolicy:
     """A copy of ``policy`` with some entries replaced, validated like a policy file, e.g.
     ``override_policy(p, evidence={"min_subjects": 2}, checks={"forget_exact_match": {"margin": 0.1}})``."""
     raw = {k: v for k, v in policy.to_dict().items() if k != "source"}
@@ -207,4 +224,6 @@ def override_policy(policy: VerdictPolicy, *, evidence: dict[str, float] | None 
         changes["evidence"] = evidence
     if checks:
         changes["checks"] = checks
+    if oracle:
+        changes["oracle"] = oracle
     return _parse(_merge(raw, changes, Path(f"{policy.source} (overridden)")), f"{policy.source} (overridden)")

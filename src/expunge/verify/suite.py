@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from expunge.models.io import check_tokenizer_covers, load_model
 from expunge.records import ModelRef
 from expunge.verify.config import VerifyConfig
 from expunge.verify.evaluate import ModelEvaluation, evaluate_model, run_attacks
-from expunge.verify.judge import Check, Verdict, judge
+from expunge.verify.judge import Check, Verdict, check_oracle, judge
 from expunge.verify.metrics import roc_curve
 from expunge.verify.plan import VerificationPlan, plan_verification
 from expunge.worlds import World, load_world
@@ -69,6 +69,12 @@ class Verification:
     verdicts: dict[str, Verdict]
     mia: dict[str, dict[str, Any]]
     roc: dict[str, dict[str, list[float]]]
+    oracle_checks: list[Check] = field(default_factory=list)
+
+    @property
+    def oracle_trusted(self) -> bool:
+        """Whether the oracle passed its own checks (:func:`expunge.verify.judge.check_oracle`)."""
+        return all(ch.passed is not False for ch in self.oracle_checks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +84,8 @@ class Verification:
             "config": self.config,
             "original": self.original.to_dict(),
             "oracle": self.oracle.to_dict(),
+            "oracle_trusted": self.oracle_trusted,
+            "oracle_checks": [{**asdict(ch), "status": ch.status} for ch in self.oracle_checks],
             "candidates": {
                 name: {
                     **evaluation.to_dict(),
@@ -133,6 +141,11 @@ def verify_models(
     loaded_oracle = load_model(oracle_dir)
     _check_oracle(loaded_oracle[2], world, located, oracle_dir)
     evaluations = {"original": evaluate("original", loaded_original), "oracle": evaluate("oracle", loaded_oracle)}
+    oracle_checks = check_oracle(evaluations["original"], evaluations["oracle"], plan, config)
+    for ch in oracle_checks:
+        if ch.passed is False:
+            log(f"the oracle fails a check of its own: {ch.name} = {ch.value:.3f} (rule {ch.rule}, reference "
+                f"{ch.reference:.3f}); no verdict against it can say 'forgotten'")
     results: dict[str, ModelEvaluation] = {}
     checks: dict[str, list[Check]] = {}
     verdicts: dict[str, Verdict] = {}
@@ -140,10 +153,10 @@ def verify_models(
     for name, path in candidates.items():
         results[name] = evaluate(name, load_model(path))
         checks[name], verdicts[name], mia[name] = judge(results[name], evaluations["original"],
-                                                         evaluations["oracle"], plan, config)
+                                                         evaluations["oracle"], plan, config, oracle_checks)
     roc = {name: _roc_points(e) for name, e in {**evaluations, **results}.items()}
     return Verification(plan.sizes(), request.id, world.fingerprint, config.to_dict(), evaluations["original"],
-                        evaluations["oracle"], results, checks, verdicts, mia, roc)
+                        evaluations["oracle"], results, checks, verdicts, mia, roc, oracle_checks)
 
 
 def verify(
