@@ -208,3 +208,21 @@ def test_ctrl_c_tells_the_truth(command: str, target: str, says: str, monkeypatc
                        tiny_request_path, "--out", tmp_path / "m")}[command]
     result = run(*args)
     assert result.exit_code == 130 and says in result.stderr, result.stderr
+
+
+def test_verify_checks_every_tokenizer_before_evaluating(tiny_world_dir: Path, tiny_request_path: Path, tiny_base,
+                                                         tiny_oracle, tmp_path: Path) -> None:
+    from expunge.pipeline import world_tokenizer
+    from expunge.worlds import PrivacyWorldConfig, build_privacy_world
+
+    candidate = tmp_path / "candidate"
+    shutil.copytree(tiny_base.model.path, candidate)
+    (candidate / "expunge_model.json").unlink()  # a plain Hugging Face model (loads, with a warning)
+    other = build_privacy_world(tmp_path / "other", PrivacyWorldConfig(seed=5, people=8))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (candidate / name).unlink(missing_ok=True)
+    world_tokenizer(other).save_pretrained(candidate)
+    result = run("verify", "--model", candidate, "--original", tiny_base.model.path, "--oracle",
+                 tiny_oracle.model.path, "--world", tiny_world_dir, "--request", tiny_request_path)
+    line = one_line(result)  # before "evaluated original in ..."
+    assert f"the tokenizer of candidate ({candidate}) differs from the original model's" in line

@@ -93,6 +93,8 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_report_suffixes_match_the_renderers() -> None:
+    from expunge.report.editing import _RENDERERS as UPDATE_RENDERERS
     from expunge.report.render import RENDERERS
 
-    assert set(preflight.REPORT_SUFFIXES) == set(RENDERERS)
+    # Both the verification report and the edit report: a suffix passed early must render later.
+    assert set(preflight.REPORT_SUFFIXES) == set(RENDERERS) == set(UPDATE_RENDERERS)

@@ -87,6 +87,9 @@ _EXPORTS: dict[str, str] = {
     "train_loop": "expunge.training",
     "causal_lm_loss": "expunge.training",
     "Preset": "expunge.presets",
+    "TrainingLength": "expunge.recipe",
+    "registered_preset": "expunge.presets",
+    "register_preset": "expunge.presets",
     "get_preset": "expunge.presets",
     "preset_names": "expunge.presets",
     # pipeline

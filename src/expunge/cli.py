@@ -547,7 +547,16 @@ def _print_training(data: dict[str, Any]) -> None:
         f"{data['final_loss']:.4f}" + (f", {data['removed_documents']} documents removed" if data["removed_documents"] else ""),
         highlight=False,
     )
+    convergence = data.get("convergence") or {}
+    if convergence.get("converged") is not None:
+        console.print(
+            f"  {'converged' if convergence['converged'] else 'NOT converged'}: held-out questions about the trained "
+            f"people {convergence['heldout_exact_match']:.3f} (target {convergence['target']}) after "
+            f"{convergence['epochs']:.1f} passes" + (" (stopped once known)" if convergence.get("stopped_early") else ""),
+            highlight=False)
     console.print(_knowledge_table("what the model knows (greedy exact match)", data["knowledge"]))
+    for note in data.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
 
 
 def _print_demo(result: dict[str, Any]) -> None:

@@ -113,6 +113,7 @@ def prepare_workspace(
         run = record.get("run", {})
         stages[stage] = {"model": {"path": str(directory), "sha256": record["sha256"]}, "cached": cached,
                          "seconds": run.get("seconds"), "steps": run.get("steps"),
+                         "epochs": run.get("epochs"), "converged": run.get("converged"),
                          "tokens_per_second": run.get("tokens_per_second"), "final_loss": run.get("final_loss")}
     return Workspace(root, world, world_dir, request, request_path, base_dir, oracle_dir, stages, located)
 

@@ -2,8 +2,10 @@
 
 Both train a fresh model on a world's training corpus with the one training loop; the oracle
 (``retrain_oracle``) simply leaves out the documents a deletion request names. Same preset, same
-seed, same initial weights, same number of steps: the only difference is the data, which is what
-makes the oracle the gold standard every unlearning method is compared with.
+seed, same initial weights, same rule for how long to train (passes over the data, and for the
+default preset "stop once the held-out questions about the trained people are known"): the only
+difference is the data, which is what makes the oracle the gold standard every unlearning method is
+compared with. Each report says whether the model converged (met the rule's target).
 
 Interrupted runs resume: checkpoints live beside the output, in ``.<out>.checkpoints/``, tagged
 with a hash of the recipe, and running the same command again continues from the last one.
@@ -15,8 +17,9 @@ import hashlib
 import json
 import math
 import os
+import random
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,10 @@ from expunge.models.builders import build_llama
 from expunge.models.io import load_model, save_model_version
 from expunge.models.tokenizer import build_word_tokenizer
 from expunge.presets import Preset, get_preset
+from expunge.recipe import TrainingLength
 from expunge.records import ModelRef, Probe, read_jsonl
 from expunge.methods.refusals import REFUSALS
-from expunge.training import StopKind, TrainResult, train_loop
+from expunge.training import EvalResult, StopKind, TrainResult, train_loop
 from expunge.verify.probes import answer_probes
 from expunge.worlds import World, chance_exact_match, load_world
 
@@ -51,6 +55,12 @@ class TrainingReport:
     request_id: str | None = None
     removed_documents: int = 0
     notes: list[str] = field(default_factory=list)
+    convergence: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool | None:
+        """Whether the model met its recipe's "known" target (None: not measured)."""
+        return self.convergence.get("converged")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +74,8 @@ class TrainingReport:
             "tokens_per_second": round(self.run.tokens_per_second, 1),
             "final_loss": self.run.final_loss,
             "resumed_from_step": self.run.resumed_from_step,
+            "converged": self.converged,
+            "convergence": self.convergence,
             "knowledge": self.knowledge,
             "notes": self.notes,
         }
@@ -183,9 +195,21 @@ def _train_on(
     if accelerator.is_main_process:
         _claim_checkpoint_dir(checkpoints, recipe)
     accelerator.wait_for_everyone()
-    config = replace(preset.training, seed=seed)
+    # How long: from the data. A pass is every document once, on every process together.
+    length = preset.length
+    batches = math.ceil(len(dataset) / preset.training.batch_size)
+    steps_per_epoch = max(1, math.ceil(batches / (accelerator.num_processes * preset.training.gradient_accumulation_steps)))
+    max_steps = min(preset.training.max_steps, math.ceil(length.max_epochs * steps_per_epoch))
+    hook, every = None, 0
+    if length.stop_when_known:
+        monitor = _monitor_probes(world, excluded_subjects(world, excluded), length.monitor_people, seed)
+        if monitor:
+            hook = _known_hook(tokenizer, monitor, length, steps_per_epoch)
+            every = max(1, round(length.check_every_epochs * steps_per_epoch))
+    config = replace(preset.training, seed=seed, max_steps=max_steps, eval_every=every,
+                     warmup_steps=min(preset.training.warmup_steps, max_steps - 1))
     run = train_loop(
-        model, dataset, config, pad_id=tokenizer.pad_token_id, checkpoint_dir=checkpoints,
+        model, dataset, config, pad_id=tokenizer.pad_token_id, eval_hook=hook, checkpoint_dir=checkpoints,
         stop_at_step=stop_at_step, progress=progress, description=f"{kind} training",
         accelerator=accelerator,
     )
@@ -196,11 +220,64 @@ def _train_on(
         return TrainingReport(kind, None, run, {}, notes=[
             f"stopped at step {run.steps}; run the same command again to resume from {checkpoints}"])
     knowledge = measure_knowledge(model, tokenizer, world, located=located)
+    convergence = _convergence(knowledge, length, run, steps_per_epoch, max_steps)
     run_stats = {"seconds": run.seconds, "steps": run.steps, "tokens_per_second": run.tokens_per_second,
-                 "final_loss": run.final_loss, "resumed_from_step": run.resumed_from_step}
+                 "final_loss": run.final_loss, "resumed_from_step": run.resumed_from_step,
+                 "converged": convergence["converged"], "epochs": convergence["epochs"]}
     ref = save_model_version(model, tokenizer, out, parent=None, recipe=recipe, run=run_stats)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    return TrainingReport(kind, ref, run, knowledge)
+    notes = [] if convergence["converged"] is not False else [
+        f"NOT converged: held-out questions about the trained people answered "
+        f"{convergence['heldout_exact_match']:.3f} < {length.known_target} after {convergence['epochs']:.1f} passes; "
+        "a larger max_epochs (a preset of your own) or a bigger model may be needed"]
+    return TrainingReport(kind, ref, run, knowledge, notes=notes, convergence=convergence)
+
+
+def excluded_subjects(world: World, excluded_documents: set[str]) -> set[str]:
+    """The people none of whose documents is trained on any more."""
+    remaining = {s for d in world.training_documents() if d.id not in excluded_documents for s in d.subjects}
+    return {s.id for s in world.people("train") if s.id not in remaining}
+
+
+def _monitor_probes(world: World, left_out: set[str], count: int, seed: int) -> list[Probe]:
+    """One held-out question per fact of at most ``count`` trained people (seeded): what the stop
+    rule asks."""
+    people = [s.id for s in world.people("train") if s.id not in left_out]
+    chosen = sorted(random.Random(seed).sample(people, min(count, len(people))))
+    first: dict[tuple[str, str], Probe] = {}
+    for probe in world.probes_for(chosen, kinds=["paraphrase"]):
+        first.setdefault((probe.subject, probe.attribute), probe)
+    return list(first.values())
+
+
+def _known_hook(tokenizer: PreTrainedTokenizerBase, probes: list[Probe], length: TrainingLength,
+                steps_per_epoch: int) -> Callable[[Any, int], EvalResult]:
+    """The shared stop rule: stop once the held-out questions are answered to the target."""
+
+    def hook(model: Any, step: int) -> EvalResult:
+        answers = answer_probes(model, tokenizer, probes)
+        known = sum(a.correct for a in answers) / len(answers)
+        epochs = step / steps_per_epoch
+        metrics = {"heldout_exact_match": known, "epochs": epochs}
+        if known >= length.known_target and epochs >= length.min_epochs:
+            return EvalResult(metrics, f"converged: held-out questions about {len({p.subject for p in probes})} "
+                              f"trained people answered {known:.3f} >= {length.known_target} after "
+                              f"{epochs:.1f} passes", StopKind.EARLY_STOP)
+        return EvalResult(metrics)
+
+    return hook
+
+
+def _convergence(knowledge: dict[str, dict[str, float]], length: TrainingLength, run: TrainResult,
+                 steps_per_epoch: int, max_steps: int) -> dict[str, Any]:
+    """Did the model meet its recipe's target? Asked of every trained person at the end."""
+    retained = knowledge.get("retain", {})
+    value = retained.get("paraphrase_exact_match")
+    converged = None if value is None or math.isnan(value) else bool(value >= length.known_target)
+    return {"converged": converged, "heldout_exact_match": value, "target": length.known_target,
+            "epochs": run.steps / steps_per_epoch, "max_epochs": length.max_epochs, "steps_per_epoch": steps_per_epoch,
+            "max_steps": max_steps, "stopped_early": run.stop is StopKind.EARLY_STOP,
+            "checks": [{"step": step, **metrics} for step, metrics in run.eval_history]}
 
 
 def _claim_checkpoint_dir(directory: Path, recipe: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
-"""What a training run is, as plain data: the model's size and the loop's hyper-parameters.
+"""What a training run is, as plain data: the model's size, the loop's hyper-parameters, and how
+long it trains (:class:`TrainingLength`: from the data, never a bare step count).
 
 Kept apart from the loop (:mod:`expunge.training`) and the model builder
 (:mod:`expunge.models.builders`), which both need torch, so that presets can be listed and
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ModelPreset", "TrainingConfig"]
+__all__ = ["ModelPreset", "TrainingConfig", "TrainingLength"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +91,46 @@ class TrainingConfig:
             raise ValueError("keep_checkpoints must be at least 1")
         if self.warmup_steps < 0 or self.warmup_steps >= self.max_steps:
             raise ValueError("warmup_steps must be >= 0 and smaller than max_steps")
+
+
+@dataclass(frozen=True)
+class TrainingLength:
+    """How long a recipe trains, measured in the data rather than in steps: at most ``max_epochs``
+    passes over the training documents (and never more than the training config's ``max_steps``,
+    a compute budget), and, with ``stop_when_known``, no longer than it takes the model to know
+    what it was trained on.
+
+    "Known" is the stop rule the base model and its oracle share: greedy exact match of at least
+    ``known_target`` on the held-out (paraphrased, never trained) questions about the people the
+    model was trained on. A fixed step count does not grow with the data, and its result sits on a
+    knife edge: the same steps that teach 100 people teach 400 people badly, and an oracle with 5%
+    less data can land on the other side. Whether the target was met at the end is reported as
+    ``converged`` for every model, stopped early or not.
+
+    Attributes:
+        max_epochs: passes over the training documents at most (fractions allowed).
+        known_target: exact match on held-out questions about trained people that counts as known.
+        stop_when_known: stop at the first check that finds the target met (else train the whole
+            length and only report whether it converged).
+        check_every_epochs: passes between checks (with ``stop_when_known``).
+        min_epochs: never stop before this many passes.
+        monitor_people: a check asks one held-out question per fact of at most this many trained
+            people (a seeded sample; the final report asks about all of them).
+    """
+
+    max_epochs: float
+    known_target: float = 0.9
+    stop_when_known: bool = False
+    check_every_epochs: float = 2.0
+    min_epochs: float = 0.0
+    monitor_people: int = 40
+
+    def __post_init__(self) -> None:
+        if not self.max_epochs > 0:
+            raise ValueError("max_epochs must be positive")
+        if not 0 < self.known_target <= 1:
+            raise ValueError("known_target must be in (0, 1]")
+        if not self.check_every_epochs > 0 or self.min_epochs < 0 or self.min_epochs > self.max_epochs:
+            raise ValueError("check_every_epochs must be positive and 0 <= min_epochs <= max_epochs")
+        if self.monitor_people < 1:
+            raise ValueError("monitor_people must be at least 1")

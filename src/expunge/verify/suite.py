@@ -130,6 +130,10 @@ def verify_models(
                            "verification needs a request for people of this world (`expunge request --subjects`)")
     loaded_original = load_model(original_dir)
     vocab = loaded_original[1].get_vocab()
+    # Every tokenizer against the original's before anything is evaluated (tokenizers load in
+    # milliseconds; a mismatch found after the original and the oracle were scored wastes minutes).
+    for name, path in {"oracle": oracle_dir, **candidates}.items():
+        _check_tokenizer(_load_tokenizer(path), vocab, world, name, str(path))
 
     def evaluate(name: str, loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]) -> ModelEvaluation:
         model, tokenizer, ref = loaded
@@ -193,6 +197,15 @@ def _check_oracle(ref: ModelRef, world: World, located: Located, path: Any) -> N
     if recipe.get("excluded_sha256") != located.forget.digest:
         raise ExpungeError(f"the oracle {path} was retrained without different documents than this request removes",
                            "retrain the oracle for this request: `expunge retrain --request FILE`")
+
+
+def _load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises many types; the user needs the one line
+        raise ExpungeError(f"{path}: cannot load the tokenizer ({exc})", "save the tokenizer next to the model") from None
 
 
 def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, vocab: dict[str, int], world: World, name: str,
