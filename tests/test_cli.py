@@ -101,6 +101,8 @@ def test_train_and_retrain_json(cli_world: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     base = json.loads(result.stdout)
     assert base["completed"] and base["steps"] == 800 and base["model"]["sha256"]
+    # The tiny recipe trains to its 800-step budget and says whether the model converged.
+    assert isinstance(base["converged"], bool) and base["convergence"]["steps_per_epoch"] > 0
     assert set(base["knowledge"]) == {"retain", "holdout", "general"}
     assert (tmp_path / "base" / "expunge_model.json").is_file()
 

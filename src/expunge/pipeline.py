@@ -202,7 +202,7 @@ def _train_on(
     max_steps = min(preset.training.max_steps, math.ceil(length.max_epochs * steps_per_epoch))
     hook, every = None, 0
     if length.stop_when_known:
-        monitor = _monitor_probes(world, excluded_subjects(world, excluded), length.monitor_people, seed)
+        monitor = _monitor_probes(world, _excluded_subjects(world, excluded), length.monitor_people, seed)
         if monitor:
             hook = _known_hook(tokenizer, monitor, length, steps_per_epoch)
             every = max(1, round(length.check_every_epochs * steps_per_epoch))
@@ -233,7 +233,7 @@ def _train_on(
     return TrainingReport(kind, ref, run, knowledge, notes=notes, convergence=convergence)
 
 
-def excluded_subjects(world: World, excluded_documents: set[str]) -> set[str]:
+def _excluded_subjects(world: World, excluded_documents: set[str]) -> set[str]:
     """The people none of whose documents is trained on any more."""
     remaining = {s for d in world.training_documents() if d.id not in excluded_documents for s in d.subjects}
     return {s.id for s in world.people("train") if s.id not in remaining}

@@ -119,7 +119,7 @@ class TrainingLength:
     """
 
     max_epochs: float
-    known_target: float = 0.9
+    known_target: float = 0.8
     stop_when_known: bool = False
     check_every_epochs: float = 2.0
     min_epochs: float = 0.0
