@@ -77,7 +77,7 @@ def test_the_stop_rule_ends_training_once_the_held_out_questions_are_known(tiny_
 
 def test_presets_are_expressed_in_passes() -> None:
     default = get_preset("default")
-    assert default.length.stop_when_known and default.length.known_target == 0.8
+    assert not default.length.stop_when_known and default.length.known_target == 0.8
     # The step budget never binds on the worlds the default preset is for (400 people: 15,165
     # documents, 237 steps a pass).
     assert default.training.max_steps >= default.length.max_epochs * 237

@@ -105,7 +105,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: boo
     """Write a text file via a temp file beside it, refusing to replace an existing file unless
     ``overwrite``. Readers see either the old state or the complete new file."""
     path = Path(path)
-    if path.exists() and not overwrite:
+    try:
+        taken = path.exists()  # raises for a name too long for the filesystem
+    except OSError as exc:
+        _reraise_io(exc, path)
+        raise
+    if taken and not overwrite:
         raise ExpungeError(f"{path} already exists", "choose a new output path or delete the old file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
