@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         "forget: output exists": ["forget", "--model", m, "--world", w, "--request", r, "--out", str(tmp / "taken")],
         "forget: -o learning_rate=abc": ["forget", "--model", m, "--world", w, "--request", r, "--out",
                                          str(tmp / "f"), "-o", "learning_rate=abc"],
+        "edit: -o layers=abc": ["edit", "--model", m, "--edits", str(tmp / "edited.json"), "--out", str(tmp / "e"),
+                                "--corpus", w, "-o", "layers=abc"],
         "verify: report format .pdf": ["verify", "--model", m, "--original", m, "--oracle", m, "--world", w,
                                        "--request", r, "--report", str(tmp / "r.pdf")],
         "policy: a directory": ["policy", str(tmp)],

@@ -277,10 +277,11 @@ def forget_cmd(
 
     pairs = parse_pairs(option)
     preflight.model(model), preflight.request(request, preflight.world(world)), preflight.output(out)
-    from expunge.methods.registry import get_method
+    from expunge.methods.registry import get_method  # torch, not yet transformers
+
+    get_method(method).make_config(pairs)  # before the model (or transformers) loads
     from expunge.methods.unlearn import unlearn
 
-    get_method(method).make_config(pairs)  # before the model loads
     report = unlearn(model, world, request, out, method=method, options=pairs, progress=True)
     data = report.to_dict()
     _emit(as_json, data, lambda: console.print(
@@ -322,11 +323,12 @@ def edit_cmd(
     if preserve is not None:
         preflight.input_file(preserve, "preserve file", "give a file with one subject name per line")
         names = [line.strip() for line in preserve.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from expunge.methods.editing.registry import get_editor
+    from expunge.methods.editing.registry import get_editor  # torch, not yet transformers
+
+    get_editor(method).make_config(options)  # before the model (or transformers) loads
     from expunge.methods.editing.run import edit_model
     from expunge.report.editing import write_updates_report
 
-    get_editor(method).make_config(options)  # before the model loads
     result = edit_model(model, edits, out, corpus=corpus, method=method, options=options, preserve_subjects=names,
                         cache_dir=cache, evaluate=report is not None, progress=not as_json)
     if report is not None:
@@ -409,6 +411,9 @@ def policy_cmd(
 ) -> None:
     """Show the verdict policy (checks, thresholds, evidence floors); with a FILE, validate it
     against the built-in one. Copy the printed file's path to start your own."""
+    from expunge import preflight
+
+    preflight.policy(path)  # the file itself, before the attack registry (and torch) loads
     from expunge.verify.policy import DEFAULT_POLICY_PATH, load_policy
 
     loaded = load_policy(path)

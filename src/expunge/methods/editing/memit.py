@@ -30,11 +30,14 @@ weight is returned, so :func:`expunge.methods.editing.common.revert` undoes the 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
 from expunge.methods.editing.common import (

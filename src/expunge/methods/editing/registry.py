@@ -24,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.registry import Registry
 from expunge.methods.editing.common import EditContext, EditResult
@@ -40,9 +41,9 @@ __all__ = ["ApplyEdits", "EditContext", "EditorSpec", "StatsLayers", "editor_nam
 
 # (model, tokenizer, edits, config, context) -> one EditResult for the batch
 ApplyEdits = Callable[
-    [PreTrainedModel, PreTrainedTokenizerBase, Sequence[FactEdit], Any, EditContext], EditResult]
+    ["PreTrainedModel", "PreTrainedTokenizerBase", Sequence[FactEdit], Any, EditContext], EditResult]
 # (model, config) -> the layers whose second moments apply() will ask for
-StatsLayers = Callable[[PreTrainedModel, Any], Sequence[int]]
+StatsLayers = Callable[["PreTrainedModel", Any], Sequence[int]]
 
 
 @dataclass(frozen=True)

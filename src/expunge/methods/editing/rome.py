@@ -23,11 +23,14 @@ Module paths come from :mod:`expunge.models.arch`; GPT-2's Conv1D is handled by
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
 from expunge.methods.editing.common import (

@@ -9,17 +9,19 @@ the model's weights hash, the layer and the corpus, because it costs a pass over
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.data import encode_documents, pad_collate, padding_id
 from expunge.models.arch import arch_for, layer_module
-from expunge.models.io import weights_sha256
 
 __all__ = ["projection_weight", "second_moment"]
 
@@ -48,6 +50,8 @@ def second_moment(
     cache = None
     if cache_dir is not None:
         corpus = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+        from expunge.models.io import weights_sha256  # here: importing it loads transformers
+
         cache = Path(cache_dir) / f"mom2-{weights_sha256(model)[:16]}-l{layer}-{corpus}.pt"
         if cache.exists():
             return torch.load(cache)
