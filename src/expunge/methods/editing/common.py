@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import torch
+
 if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+
 if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
 if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 

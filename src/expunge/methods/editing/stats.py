@@ -9,14 +9,14 @@ the model's weights hash, the layer and the corpus, because it costs a pass over
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
 if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
