@@ -87,10 +87,7 @@ def load_model(
     that it is unverified)."""
     path = Path(path)
     record = check_model_dir(path) if verify_hash else read_model_record(path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # transformers raises many types; the user needs the one line
-        raise ExpungeError(f"{path}: cannot load the tokenizer ({exc})", "save the tokenizer next to the model") from None
+    tokenizer = load_tokenizer(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except Exception as exc:
@@ -105,6 +102,14 @@ def load_model(
                 "restore the original weights, or re-create this model version",
             )
     return model, tokenizer, ModelRef(str(path), sha, record.get("parent"), record.get("recipe", {}))
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a model directory; any failure is one line naming the directory."""
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # transformers raises many types; the user needs the one line
+        raise ExpungeError(f"{path}: cannot load the tokenizer ({exc})", "save the tokenizer next to the model") from None
 
 
 def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str) -> None:

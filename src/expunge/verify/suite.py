@@ -29,7 +29,7 @@ from expunge.errors import ExpungeError
 from expunge.integrity import check_model_dir
 from expunge.ledger.requests import load_request
 from expunge.locate import Located, locate
-from expunge.models.io import check_tokenizer_covers, load_model
+from expunge.models.io import check_tokenizer_covers, load_model, load_tokenizer
 from expunge.records import ModelRef
 from expunge.verify.config import VerifyConfig
 from expunge.verify.evaluate import ModelEvaluation, evaluate_model, run_attacks
@@ -133,7 +133,7 @@ def verify_models(
     # Every tokenizer against the original's before anything is evaluated (tokenizers load in
     # milliseconds; a mismatch found after the original and the oracle were scored wastes minutes).
     for name, path in {"oracle": oracle_dir, **candidates}.items():
-        _check_tokenizer(_load_tokenizer(path), vocab, world, name, str(path))
+        _check_tokenizer(load_tokenizer(path), vocab, world, name, str(path))
 
     def evaluate(name: str, loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]) -> ModelEvaluation:
         model, tokenizer, ref = loaded
@@ -197,15 +197,6 @@ def _check_oracle(ref: ModelRef, world: World, located: Located, path: Any) -> N
     if recipe.get("excluded_sha256") != located.forget.digest:
         raise ExpungeError(f"the oracle {path} was retrained without different documents than this request removes",
                            "retrain the oracle for this request: `expunge retrain --request FILE`")
-
-
-def _load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer
-
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:  # transformers raises many types; the user needs the one line
-        raise ExpungeError(f"{path}: cannot load the tokenizer ({exc})", "save the tokenizer next to the model") from None
 
 
 def _check_tokenizer(tokenizer: PreTrainedTokenizerBase, vocab: dict[str, int], world: World, name: str,
