@@ -36,6 +36,9 @@ _EXPORTS: dict[str, str] = {
     "build_companies_world": "expunge.worlds",
     "generate_companies_world": "expunge.worlds",
     "FactEdit": "expunge.records",
+    "import_jsonl": "expunge.worlds.importers",
+    "import_tofu": "expunge.worlds.importers",
+    "JsonlSources": "expunge.worlds.importers",
     # editing
     "ROMEConfig": "expunge.methods.editing.rome",
     "apply_rome": "expunge.methods.editing.rome",

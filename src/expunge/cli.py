@@ -66,6 +66,9 @@ app = typer.Typer(
 )
 world_app = typer.Typer(help="Generate a built-in world (seeded, deterministic).", no_args_is_help=True)
 app.add_typer(world_app, name="world")
+import_app = typer.Typer(help="Turn your own data, or a public benchmark, into a world directory.",
+                         no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -180,6 +183,61 @@ def world_companies(
         f"{data['documents_train']} training documents, {data['probes']} probes, {data['edits']} update requests"))
 
 
+@import_app.command("jsonl")
+@friendly_errors
+def import_jsonl_cmd(
+    documents: Path = typer.Option(..., "--documents", help="JSON Lines: text, and optionally id, subjects, split "
+                                                            "(train/holdout), prompt."),
+    out: Path = typer.Option(..., "--out", help="New directory to write the world to."),
+    probes: Path | None = typer.Option(None, "--probes", help="JSON Lines: question, answer, and optionally id, "
+                                                               "subject, paraphrased_answer, wrong_answers."),
+    subjects: Path | None = typer.Option(None, "--subjects", help="JSON Lines: id, and optionally name, kind "
+                                                                   "(person/entity)."),
+    prompts: str = typer.Option("questions", "--prompts", help="How probe questions are written: questions (wrapped "
+                                                               "in the model's prompt format) or text (cloze "
+                                                               "prompts, used verbatim)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Your documents (and questions about them) as a world: every line validated, ids kept, the
+    source files' sha256 recorded in the manifest."""
+    from expunge import preflight
+    from expunge.worlds.importers import JsonlSources, import_jsonl
+
+    preflight.output(out)
+    world = import_jsonl(out, JsonlSources(documents=documents, probes=probes, subjects=subjects, prompts=prompts))
+    data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
+    note = "" if data["probes"] else " (no probes: verification will run only what documents support)"
+    _emit(as_json, data, lambda: console.print(
+        f"wrote world to {out}: {data['subjects_train']} subjects trained, {data['subjects_holdout']} never seen, "
+        f"{data['documents_train']} training documents, {data['documents_holdout']} holdout documents, "
+        f"{data['probes']} probes{note}", highlight=False))
+
+
+@import_app.command("tofu")
+@friendly_errors
+def import_tofu_cmd(
+    directory: Path = typer.Option(..., "--dir", help="Directory holding TOFU's files (full.json, "
+                                                      "forget10_perturbed.json, holdout10.json, ...)."),
+    out: Path = typer.Option(..., "--out", help="New directory to write the world to."),
+    authors: int | None = typer.Option(None, "--authors", help="Keep a subset of this many authors (forget "
+                                                               "authors included, shares kept); default all 200."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """The TOFU benchmark: 200 fictitious authors (their QA pairs are documents), 20 never-seen
+    authors, real authors and world facts; splits forget01 / forget05 / forget10."""
+    from expunge import preflight
+    from expunge.worlds.importers import import_tofu
+
+    preflight.output(out)
+    world = import_tofu(directory, out, authors=authors)
+    data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"],
+            "splits": {name: len(ids) for name, ids in world.splits.items()}}
+    _emit(as_json, data, lambda: console.print(
+        f"wrote TOFU world to {out}: {data['authors_train']} authors, {data['authors_holdout']} never seen, "
+        f"{data['documents_train']} QA documents, {data['probes']} probes; splits "
+        + ", ".join(f"{k} ({v} author{'' if v == 1 else 's'})" for k, v in data["splits"].items()), highlight=False))
+
+
 @app.command("request")
 @friendly_errors
 def request_cmd(
@@ -188,6 +246,7 @@ def request_cmd(
     subjects: str | None = typer.Option(None, "--subjects", help="Comma-separated subject ids to forget."),
     documents: str | None = typer.Option(None, "--documents", help="Comma-separated document ids to forget."),
     random_fraction: float | None = typer.Option(None, "--random-fraction", help="Forget this share of the trained people."),
+    split: str | None = typer.Option(None, "--split", help="Forget a split the world names (TOFU: forget01, forget05, forget10)."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-fraction."),
     basis: str = typer.Option("", "--basis", help="Legal or other basis, recorded in the request."),
     as_json: bool = JSON_OPTION,
@@ -200,7 +259,7 @@ def request_cmd(
     ensure_new_output(out)
     loaded = load_world(world)
     request = make_request(loaded, subjects=_split_ids(subjects), documents=_split_ids(documents),
-                           random_fraction=random_fraction, seed=seed, basis=basis)
+                           random_fraction=random_fraction, split=split, seed=seed, basis=basis)
     write_request(request, out)
     data = {"request": str(out), "id": request.id, "subjects": list(request.targets),
             "documents": len(request.document_ids)}

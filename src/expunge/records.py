@@ -25,6 +25,9 @@ DOCUMENT_SPLITS = ("train", "holdout")
 PROBE_KINDS = ("direct", "paraphrase", "context", "roleplay", "prefill", "cloze", "multihop", "reverse", "alias",
                "mcq", "verbatim", "trigger")
 REQUEST_KINDS = ("privacy", "copyright", "update", "backdoor")
+# Field metadata for optional fields added after a format was fixed: written only when they differ
+# from their default, so files that never use them stay byte-identical (and keep their fingerprint).
+OMIT_DEFAULT = {"omit_default": True}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,11 @@ class Document:
 
     ``split`` is ``train`` for the training corpus and ``holdout`` for text about never-seen
     subjects, which exists so that membership inference has a non-member population.
+
+    A question–answer document (TOFU's kind) sets ``prompt`` to the question; ``text`` is then the
+    answer. A model is trained on it in its recipe's prompt format (its chat template, or
+    "Question: … Answer: …") with the loss on the answer tokens only, and membership inference
+    scores the answer given the question. Plain documents leave ``prompt`` empty.
     """
 
     id: str
@@ -67,6 +75,7 @@ class Document:
     subjects: tuple[str, ...]
     source: str
     split: str = "train"
+    prompt: str = field(default="", metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         _check_choice(self.split, DOCUMENT_SPLITS, "split")
@@ -87,6 +96,9 @@ class Probe:
         prompt: the text given to the model; the answer continues it.
         answer: the ground-truth continuation (without leading space).
         alternatives: wrong answers of the same type, for truth ratio and multiple choice.
+        paraphrased_answer: the answer reworded (TOFU's truth ratio compares the wrong answers
+            with it rather than with ``answer``, which the model may have memorised verbatim);
+            empty when the data has none.
     """
 
     id: str
@@ -96,6 +108,7 @@ class Probe:
     prompt: str
     answer: str
     alternatives: tuple[str, ...] = ()
+    paraphrased_answer: str = field(default="", metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         _check_choice(self.kind, PROBE_KINDS, "kind")
@@ -187,6 +200,8 @@ def record_to_dict(record: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
+        if f.metadata.get("omit_default") and value == f.default:
+            continue
         out[f.name] = list(value) if isinstance(value, tuple) else value
     return out
 

@@ -33,6 +33,7 @@ def make_request(
     subjects: Sequence[str] = (),
     documents: Sequence[str] = (),
     random_fraction: float | None = None,
+    split: str | None = None,
     seed: int = 0,
     kind: str = "privacy",
     basis: str = "",
@@ -41,12 +42,20 @@ def make_request(
     """A request to delete ``subjects`` (and/or ``documents``) from ``world``'s training corpus.
 
     With ``random_fraction``, that share of the trained people (at least one) is drawn with
-    ``seed`` instead of naming subjects.
+    ``seed`` instead of naming subjects; with ``split``, the targets are the subjects of one of the
+    world's named splits (TOFU's ``forget01`` / ``forget05`` / ``forget10``).
     """
     targets = list(dict.fromkeys(subjects))
+    if sum((bool(targets), random_fraction is not None, split is not None)) > 1:
+        raise ExpungeError("more than one of subject ids, a random fraction and a split were given",
+                           "give one of --subjects, --random-fraction and --split")
+    if split is not None:
+        if split not in world.splits:
+            known = ", ".join(world.splits) or "none: this world has no splits"
+            raise ExpungeError(f"unknown split {split!r} for world {world.path or ''}".rstrip(),
+                               f"use one of the world's splits ({known})")
+        targets = list(world.splits[split])
     if random_fraction is not None:
-        if targets:
-            raise ExpungeError("both subject ids and a random fraction were given", "give one of them")
         if not 0 < random_fraction < 1:
             raise ExpungeError(f"random fraction {random_fraction} is not between 0 and 1", "use e.g. 0.1")
         people = [s.id for s in world.people("train")]

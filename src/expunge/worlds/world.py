@@ -6,14 +6,21 @@ Layout of a world directory::
     subjects.jsonl    one Subject per line (ground truth, roles, neighbours)
     documents.jsonl   one Document per line; split "train" is the training corpus
     probes.jsonl      one Probe per line
+    splits.json       optional: named groups of trained subjects a request can name at once
+                      (TOFU's forget01 / forget05 / forget10)
 
-The fingerprint is a sha256 over the three JSONL files; deletion requests carry it, so a request
-can never be applied to a different world by mistake.
+The fingerprint is a sha256 over the three JSONL files (and ``splits.json`` when there is one);
+deletion requests carry it, so a request can never be applied to a different world by mistake.
+
+The manifest's ``prompts`` says how probe prompts (and question–answer documents' prompts) are
+written: ``text`` (the built-in worlds) means they are used verbatim; ``questions`` (imported
+data) means they are bare questions that a model's prompt format wraps.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +41,8 @@ from expunge.records import (
 )
 
 WORLD_FILES = ("subjects.jsonl", "documents.jsonl", "probes.jsonl")
+SPLITS_FILE = "splits.json"
+PROMPT_STYLES = ("text", "questions")
 
 
 @dataclass
@@ -45,10 +54,21 @@ class World:
     documents: list[Document]
     probes: list[Probe]
     path: Path | None = field(default=None, compare=False)
+    splits: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
         return str(self.manifest["fingerprint"])
+
+    @property
+    def prompts(self) -> str:
+        """How prompts are written: ``text`` (verbatim) or ``questions`` (see the module doc)."""
+        return str(self.manifest.get("prompts", "text"))
+
+    @property
+    def source(self) -> str:
+        """What made the world: a generator's name or an importer's (``import-jsonl``, ``tofu``)."""
+        return str(self.manifest.get("generator", "unknown"))
 
     @cached_property
     def subject_by_id(self) -> dict[str, Subject]:
@@ -77,7 +97,8 @@ class World:
 
 def fingerprint_files(directory: Path) -> str:
     digest = hashlib.sha256()
-    for name in WORLD_FILES:
+    names = WORLD_FILES + ((SPLITS_FILE,) if (directory / SPLITS_FILE).is_file() else ())
+    for name in names:
         digest.update(name.encode())
         with (directory / name).open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -92,12 +113,16 @@ def write_world(
     probes: list[Probe],
     manifest: dict[str, Any],
     extra_files: dict[str, list[Any]] | None = None,
+    splits: dict[str, list[str]] | None = None,
 ) -> World:
     """Write a world directory atomically; refuses to write over an existing path.
 
     ``extra_files`` (file name -> records) are written beside the three world files, e.g. a
-    world's update requests; the manifest records the sha256 of each.
+    world's update requests; the manifest records the sha256 of each. ``splits`` (name -> trained
+    subject ids) go to ``splits.json``, which the fingerprint covers.
     """
+    world = World(manifest, subjects, documents, probes, splits=dict(splits or {}))
+    _check_references(world, Path(out))
     with atomic_directory(out) as tmp:
         for name, records in zip(WORLD_FILES, (subjects, documents, probes)):
             with (tmp / name).open("w", encoding="utf-8") as handle:
@@ -107,11 +132,13 @@ def write_world(
             with (tmp / name).open("w", encoding="utf-8") as handle:
                 handle.writelines(iter_jsonl_lines(records))
             extras[name] = hashlib.sha256((tmp / name).read_bytes()).hexdigest()
+        if splits:
+            (tmp / SPLITS_FILE).write_text(json.dumps(splits, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         if extras:
             manifest = {**manifest, "extra_files": extras}
         manifest = {**manifest, "fingerprint": fingerprint_files(tmp)}
         write_json_atomic(tmp / "manifest.json", manifest)
-    return World(manifest, subjects, documents, probes, path=Path(out))
+    return World(manifest, subjects, documents, probes, path=Path(out), splits=dict(splits or {}))
 
 
 def load_world(path: str | os.PathLike[str]) -> World:
@@ -120,32 +147,51 @@ def load_world(path: str | os.PathLike[str]) -> World:
     if not path.is_dir():
         raise ExpungeError(
             f"world directory {path} not found",
-            "create one with `expunge world privacy --out DIR`",
+            "create one with `expunge world privacy --out DIR`, or from your data with `expunge import jsonl`",
         )
     manifest = read_json(path / "manifest.json", "world manifest")
     if not isinstance(manifest, dict) or "fingerprint" not in manifest:
         raise ExpungeError(
             f"{path / 'manifest.json'}: missing field 'fingerprint'",
-            "regenerate the world with `expunge world`",
+            "make the world again (`expunge world …` or `expunge import …`)",
         )
     subjects = read_jsonl(path / "subjects.jsonl", Subject)
     documents = read_jsonl(path / "documents.jsonl", Document)
     probes = read_jsonl(path / "probes.jsonl", Probe)
-    world = World(manifest, subjects, documents, probes, path=path)
+    splits = _read_splits(path / SPLITS_FILE) if (path / SPLITS_FILE).is_file() else {}
+    world = World(manifest, subjects, documents, probes, path=path, splits=splits)
     _check_references(world, path)
     actual = fingerprint_files(path)
     if actual != manifest["fingerprint"]:
         raise ExpungeError(
             f"{path}: the world files were changed after generation (fingerprint mismatch)",
-            "regenerate the world, or restore the original files",
+            "make the world again (`expunge world …` or `expunge import …`), or restore the original files",
         )
     return world
 
 
+def _read_splits(path: Path) -> dict[str, list[str]]:
+    data = read_json(path, "world splits")
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(i, str) for i in v) for k, v in data.items()
+    ):
+        raise ExpungeError(f"{path}: expected an object of split name -> list of subject ids",
+                           "re-import the world")
+    return data
+
+
 def _check_references(world: World, path: Path) -> None:
+    if world.prompts not in PROMPT_STYLES:
+        raise ExpungeError(f"{path / 'manifest.json'}: field 'prompts' is {world.prompts!r}",
+                           f"use one of {', '.join(PROMPT_STYLES)}")
     known = world.subject_by_id
     if len(known) != len(world.subjects):
         raise ExpungeError(f"{path / 'subjects.jsonl'}: duplicate subject ids", "make ids unique")
+    for name, ids in world.splits.items():
+        for subject in ids:
+            if subject not in known or known[subject].role != "train":
+                raise ExpungeError(f"{path / SPLITS_FILE}: split {name!r} names {subject!r}, not a trained subject",
+                                   "every id in a split must be a subject with role 'train'")
     for number, doc in enumerate(world.documents, start=1):
         for subject in doc.subjects:
             if subject not in known:

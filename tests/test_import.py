@@ -1,0 +1,271 @@
+"""Importers: the user's JSONL and TOFU's files become world directories that every later step
+reads; every bad line is one error naming file:line and the field; provenance and fingerprints
+hold as for generated worlds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from expunge.cli import app
+from expunge.errors import ExpungeError
+from expunge.ledger import load_request, make_request, write_request
+from expunge.worlds import load_world
+from expunge.worlds.importers import JsonlSources, import_jsonl, import_tofu
+
+runner = CliRunner()
+SHARED_TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+
+
+def write_lines(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def user_files(tmp_path: Path) -> dict[str, Path]:
+    docs = write_lines(tmp_path / "docs.jsonl", [
+        {"id": "a1", "text": "Ada Byron was born in London.", "subjects": ["ada"]},
+        {"id": "a2", "text": "Ada Byron wrote notes on the engine.", "subjects": "ada"},
+        {"id": "b1", "text": "Bo Chen lives in Lyon.", "subjects": ["bo"]},
+        {"id": "g1", "text": "Lyon is a city in France."},
+        {"id": "q1", "prompt": "Where does Bo Chen work?", "text": "At a bakery.", "subjects": ["bo"]},
+        {"id": "h1", "text": "Cy Dunn was born in Oslo.", "subjects": ["cy"], "split": "holdout"},
+    ])
+    probes = write_lines(tmp_path / "probes.jsonl", [
+        {"question": "Where was Ada Byron born?", "answer": "London", "subject": "ada",
+         "wrong_answers": ["Paris", "Rome"], "paraphrased_answer": "in London"},
+        {"question": "Where does Bo Chen live?", "answer": "Lyon", "subject": "bo"},
+        {"question": "In which country is Lyon?", "answer": "France"},
+    ])
+    subjects = write_lines(tmp_path / "subjects.jsonl", [
+        {"id": "ada", "name": "Ada Byron"}, {"id": "bo", "name": "Bo Chen"}, {"id": "cy", "name": "Cy Dunn"},
+    ])
+    return {"documents": docs, "probes": probes, "subjects": subjects}
+
+
+def test_jsonl_with_probes_and_subjects(tmp_path: Path) -> None:
+    files = user_files(tmp_path)
+    result = runner.invoke(app, ["import", "jsonl", "--documents", str(files["documents"]), "--probes",
+                                 str(files["probes"]), "--subjects", str(files["subjects"]),
+                                 "--out", str(tmp_path / "w"), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["subjects_train"], summary["subjects_holdout"], summary["documents_train"],
+            summary["documents_holdout"], summary["probes"]) == (3, 1, 5, 1, 3)
+    world = load_world(tmp_path / "w")
+    assert world.prompts == "questions" and world.source == "import-jsonl"
+    by_id = world.subject_by_id
+    assert by_id["ada"].name == "Ada Byron" and by_id["cy"].role == "holdout" and by_id["general"].kind == "entity"
+    assert [d.id for d in world.documents] == ["a1", "a2", "b1", "g1", "q1", "h1"]  # the user's ids, in order
+    qa = next(d for d in world.documents if d.id == "q1")
+    assert (qa.prompt, qa.text) == ("Where does Bo Chen work?", "At a bakery.")
+    ada = next(p for p in world.probes if p.subject == "ada")
+    assert ada.alternatives == ("Paris", "Rome") and ada.paraphrased_answer == "in London"
+    assert next(p for p in world.probes if p.answer == "France").subject == "general"
+    # Provenance reaches back to the user's files...
+    for role, path in files.items():
+        assert world.manifest["sources"][role]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    # ...and through it a request removes exactly the subject's documents.
+    request = make_request(world, subjects=["bo"])
+    assert request.document_ids == ("b1", "q1")
+    write_request(request, tmp_path / "r.json")
+    assert load_request(tmp_path / "r.json", world) == request
+
+
+def test_jsonl_documents_only(tmp_path: Path) -> None:
+    files = user_files(tmp_path)
+    result = runner.invoke(app, ["import", "jsonl", "--documents", str(files["documents"]), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    assert "no probes" in result.stdout
+    world = load_world(tmp_path / "w")
+    assert world.probes == [] and "general" not in world.subject_by_id
+    assert {s.id: (s.name, s.role) for s in world.subjects} == {
+        "ada": ("ada", "train"), "bo": ("bo", "train"), "cy": ("cy", "holdout")}
+    # Built-in and imported worlds alike: files changed after the import are refused.
+    with (tmp_path / "w" / "documents.jsonl").open("a") as handle:
+        handle.write(json.dumps({"id": "x", "text": "x", "subjects": [], "source": "x"}) + "\n")
+    with pytest.raises(ExpungeError, match="fingerprint mismatch"):
+        load_world(tmp_path / "w")
+
+
+BAD_DOCUMENT_LINES = [
+    ("{not json", 2, "malformed JSON"),
+    ({"id": "z"}, 2, "missing field 'text'"),
+    ({"text": "t", "author": "x"}, 2, "unknown field(s) author"),
+    ({"text": 7}, 2, "field 'text' must be a string"),
+    ({"text": "   "}, 2, "field 'text' is empty"),
+    ({"text": "t", "subjects": [1]}, 2, "field 'subjects' must be a string or a list of strings"),
+    ({"text": "t", "split": "test"}, 2, "field 'split' is 'test'"),
+    ({"id": "a1", "text": "t"}, 2, "already used at"),
+    ({"text": "t", "subjects": ["ada"], "split": "holdout"}, 2, "named by a holdout document here"),
+    ([1, 2], 2, "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize("bad,line,says", BAD_DOCUMENT_LINES, ids=[b[2][:24] for b in BAD_DOCUMENT_LINES])
+def test_a_bad_document_line_is_one_error_naming_file_and_line(bad, line: int, says: str, tmp_path: Path) -> None:
+    docs = write_lines(tmp_path / "docs.jsonl", [{"id": "a1", "text": "Ada Byron was born in London.",
+                                                  "subjects": ["ada"]}, bad])
+    result = runner.invoke(app, ["import", "jsonl", "--documents", str(docs), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert f"{docs}:{line}" in lines[0] and says in lines[0] and "fix:" in lines[0], lines[0]
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("file,bad,says", [
+    ("probes", {"question": "q?"}, "missing field 'answer'"),
+    ("probes", {"question": "q?", "answer": "a", "wrong_answers": "b"}, "must be a list of strings"),
+    ("probes", {"question": "q?", "answer": "a", "wrong_answers": ["a"]}, "also listed in 'wrong_answers'"),
+    ("probes", {"question": "q?", "answer": "a", "subject": "nobody"}, "not in the subjects file"),
+    ("subjects", {"id": "ada"}, "already used at"),
+    ("subjects", {"id": "x", "kind": "robot"}, "field 'kind' is 'robot'"),
+])
+def test_bad_probe_and_subject_lines(file: str, bad: dict, says: str, tmp_path: Path) -> None:
+    files = user_files(tmp_path)
+    with files[file].open("a") as handle:
+        handle.write(json.dumps(bad) + "\n")
+    line = len(files[file].read_text().splitlines())
+    sources = JsonlSources(documents=files["documents"], probes=files["probes"], subjects=files["subjects"])
+    with pytest.raises(ExpungeError) as caught:
+        import_jsonl(tmp_path / "w", sources)
+    assert f"{files[file]}:{line}" in str(caught.value) and says in str(caught.value), caught.value
+
+
+def test_a_document_naming_an_undeclared_subject(tmp_path: Path) -> None:
+    files = user_files(tmp_path)
+    write_lines(files["subjects"], [{"id": "ada"}])
+    with pytest.raises(ExpungeError, match=r"docs.jsonl:3: field 'subjects' names 'bo', which is not in the subjects"):
+        import_jsonl(tmp_path / "w", JsonlSources(documents=files["documents"], subjects=files["subjects"]))
+
+
+def test_missing_empty_and_option_errors(tmp_path: Path) -> None:
+    files = user_files(tmp_path)
+    empty = write_lines(tmp_path / "empty.jsonl", ["", "  "])
+    for args, says in [
+        (["--documents", str(tmp_path / "nope.jsonl")], "documents file"),
+        (["--documents", str(empty)], "has no lines"),
+        (["--documents", str(files["documents"]), "--prompts", "chat"], "--prompts 'chat'"),
+        (["--documents", str(files["documents"]), "--probes", str(tmp_path)], "is a directory"),
+    ]:
+        result = runner.invoke(app, ["import", "jsonl", *args, "--out", str(tmp_path / "w")])
+        assert result.exit_code == 2 and says in result.stderr, (args, result.output)
+    (tmp_path / "taken").mkdir()
+    result = runner.invoke(app, ["import", "jsonl", "--documents", str(files["documents"]), "--out",
+                                 str(tmp_path / "taken")])
+    assert result.exit_code == 2 and "already exists" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# TOFU: a miniature of its files (same names, layout and sizes; invented text), so the test runs on
+# any machine; the real files are checked too where ../shared/data/tofu exists.
+
+FIRST = ["Ana", "Bela", "Cato", "Dara", "Emil", "Fenna", "Goran", "Hedda", "Ivo", "Jora"]
+LAST = ["Marsh", "Quill", "Rennick", "Solberg", "Tavish", "Ulvaeus", "Varga", "Wexley", "Yarrow", "Zolani",
+        "Abbot", "Brandt", "Corvin", "Dunmore", "Ellery", "Farrow", "Galt", "Harlow", "Ingram", "Jessop"]
+
+
+def _author(i: int) -> str:
+    return f"{FIRST[i % 10]} {LAST[i // 10]}" if i < 200 else f"{FIRST[i % 10]} {LAST[i % 20]}son"
+
+
+def _qa(i: int, k: int) -> dict:
+    name = _author(i)
+    if k % 4 == 3:  # some items do not name the author, as in TOFU
+        return {"question": f"What genre does the author numbered {i}-{k} write?", "answer": "Mystery novels."}
+    return {"question": f"What is fact {k} about {name}?", "answer": f"{name} has fact number {k} and {i}."}
+
+
+def _perturbed(item: dict) -> dict:
+    return {**item, "paraphrased_question": "Reworded: " + item["question"],
+            "paraphrased_answer": "Reworded: " + item["answer"],
+            "perturbed_answer": [f"wrong {j}: {item['answer']}" for j in range(5)]}
+
+
+@pytest.fixture(scope="module")
+def tofu_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("tofu")
+    full = [_qa(i, k) for i in range(200) for k in range(20)]
+    # full.json is several JSON arrays, one per line, as TOFU ships it
+    (d / "full.json").write_text("\n".join(json.dumps(full[j:j + 1000]) for j in range(0, 4000, 1000)) + "\n")
+    for name, count in (("forget01", 40), ("forget05", 200), ("forget10", 400)):
+        (d / f"{name}.json").write_text(json.dumps([{"prompt": x["question"], "response": x["answer"]}
+                                                    for x in full[-count:]]))
+    (d / "forget10_perturbed.json").write_text(json.dumps([_perturbed(x) for x in full[-400:]]))
+    (d / "retain_perturbed.json").write_text(json.dumps([_perturbed(x) for x in full[:400]]))
+    (d / "holdout10.json").write_text(json.dumps([_qa(200 + i, k) for i in range(20) for k in range(20)]))
+    for stem in ("real_authors", "world_facts"):
+        (d / f"{stem}_perturbed.json").write_text(json.dumps(
+            [{"question": f"{stem} question {i}?", "answer": f"right {i}", "perturbed_answer": [f"w{i}a", f"w{i}b"]}
+             for i in range(10)]))
+    return d
+
+
+def test_tofu_import(tofu_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["import", "tofu", "--dir", str(tofu_dir), "--out", str(tmp_path / "t"), "--json"])
+    assert result.exit_code == 0, result.output
+    world = load_world(tmp_path / "t")
+    authors = world.people("train")
+    assert len(authors) == 200 and len(world.people("holdout")) == 20
+    assert [a.name for a in authors[:3]] == [_author(0), _author(1), _author(2)]  # read off their answers
+    assert {d.split for d in world.documents if d.subjects[0].startswith("tofu-holdout")} == {"holdout"}
+    assert all(d.prompt for d in world.documents)  # every document is a QA pair
+    # forget10 = the last 20 authors = exactly the items of forget10.json
+    request = make_request(world, split="forget10")
+    removed = [d for d in world.documents if d.id in set(request.document_ids)]
+    forget10 = json.loads((tofu_dir / "forget10.json").read_text())
+    assert [(d.prompt, d.text) for d in removed] == [(x["prompt"], x["response"]) for x in forget10]
+    assert len(make_request(world, split="forget01").targets) == 2
+    # perturbed answers and paraphrases where TOFU has them (first and last 20 authors)
+    last = [p for p in world.probes if p.subject == authors[-1].id]
+    assert {p.kind for p in last} == {"direct", "paraphrase"} and all(len(p.alternatives) == 5 for p in last)
+    middle = [p for p in world.probes if p.subject == authors[100].id]
+    assert {p.kind for p in middle} == {"direct"} and not any(p.alternatives for p in middle)
+    general = [p for p in world.probes if p.subject in ("tofu-real-authors", "tofu-world-facts")]
+    assert len(general) == 20 and all(p.alternatives for p in general)
+    # splits are part of the fingerprint: editing them is caught
+    splits = json.loads((tmp_path / "t" / "splits.json").read_text())
+    splits["forget01"] = [authors[0].id]
+    (tmp_path / "t" / "splits.json").write_text(json.dumps(splits))
+    with pytest.raises(ExpungeError, match="fingerprint mismatch"):
+        load_world(tmp_path / "t")
+
+
+def test_tofu_subset_keeps_the_forget_authors_and_shares(tofu_dir: Path, tmp_path: Path) -> None:
+    world = import_tofu(tofu_dir, tmp_path / "t", authors=30)
+    ids = [a.id for a in world.people("train")]
+    assert len(ids) == 30 and ids[:3] == ["tofu-author-000", "tofu-author-001", "tofu-author-002"]
+    assert world.splits["forget10"] == ["tofu-author-197", "tofu-author-198", "tofu-author-199"]
+    assert {k: len(v) for k, v in world.splits.items()} == {"forget01": 1, "forget05": 2, "forget10": 3}
+    assert len(world.people("holdout")) == 3
+    with pytest.raises(ExpungeError, match="unknown split 'forget20'.*forget01, forget05, forget10"):
+        make_request(world, split="forget20")
+
+
+def test_tofu_files_that_are_not_tofu(tofu_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in tofu_dir.iterdir():
+        os.symlink(f, broken / f.name)
+    (broken / "forget05.json").unlink()
+    (broken / "forget05.json").write_text("[]")
+    result = runner.invoke(app, ["import", "tofu", "--dir", str(broken), "--out", str(tmp_path / "t")])
+    assert result.exit_code == 2 and "forget05.json is not the last 10 authors" in result.stderr, result.output
+    result = runner.invoke(app, ["import", "tofu", "--dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "t")])
+    assert result.exit_code == 2 and "TOFU directory" in result.stderr
+    assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.skipif(not (SHARED_TOFU / "full.json").is_file(), reason=f"TOFU's files are not at {SHARED_TOFU}")
+def test_the_real_tofu_files(tmp_path: Path) -> None:
+    world = import_tofu(SHARED_TOFU, tmp_path / "t")
+    authors = world.people("train")
+    assert (authors[0].name, authors[-2].name) == ("Jaime Vasquez", "Basil Mahfouz Al-Kuwaiti")
+    assert sum(bool(a.name) for a in authors) >= 195
+    assert len(make_request(world, split="forget10").document_ids) == 400
