@@ -93,7 +93,7 @@ def test_missing_world_and_malformed_jsonl(cli_world: Path, tmp_path: Path) -> N
 
 def test_unknown_preset(cli_world: Path, tmp_path: Path) -> None:
     result = run("train", "--world", cli_world, "--out", tmp_path / "m", "--preset", "huge")
-    assert result.exit_code == 2 and "use one of: companies, companies-large, default, tiny" in _error_line(result)
+    assert result.exit_code == 2 and "use one of: companies, companies-large, default, finetune, tiny" in _error_line(result)
 
 
 def test_train_and_retrain_json(cli_world: Path, tmp_path: Path) -> None:

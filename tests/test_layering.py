@@ -27,7 +27,7 @@ PACKAGE = Path(expunge.__file__).parent
 LAYERS = {
     "errors": 0, "choices": 0, "fsutil": 0, "records": 0, "registry": 0, "integrity": 0, "recipe": 0,
     "data": 1, "scoring": 1, "options": 1, "models": 1, "worlds": 1, "ledger": 1, "training": 1,
-    "presets": 1, "retrieval": 1,
+    "presets": 1, "retrieval": 1, "prompts": 1,
     "locate": 2,
     "verify": 3,
     "methods": 4,

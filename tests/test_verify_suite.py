@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import json
 import shutil
 from pathlib import Path
@@ -21,14 +23,15 @@ from expunge.verify.mia import SCORE_NAMES
 from expunge.verify.suite import VerifyConfig, verify_models
 
 
-def _probe(attribute: str, answer: str, alternatives: tuple[str, ...]) -> Probe:
-    return Probe(id=f"p/{attribute}/{answer}", subject="s", kind="direct", attribute=attribute,
+def _probe(attribute: str, answer: str, alternatives: tuple[str, ...], subject: str = "s") -> Probe:
+    return Probe(id=f"p/{attribute}/{answer}", subject=subject, kind="direct", attribute=attribute,
                  prompt="Question: q? Answer:", answer=answer, alternatives=alternatives)
 
 
 def test_plausibility_categorical_and_patterned() -> None:
     validator = AnswerValidator([
         _probe("birthplace", "San Diego", ("Lyon", "Oslo")),
+        _probe("birthplace", "Lyon", ("Oslo",), subject="t"),
         _probe("birth_date", "12 March 1975", ("3 June 1961",)),
         _probe("phone", "555-12-34", ("555-98-76",)),
     ])
@@ -47,6 +50,10 @@ def test_plausibility_categorical_and_patterned() -> None:
         validator.is_valid("hobby", "chess")
     probes = [_probe("birthplace", "Lyon", ("Oslo",))] * 4
     assert answer_plausibility(validator, probes, ["Lyon", "Oslo", "of of", "i don't know"]) == 0.5
+    # An attribute asked of one subject only (imported data: every question its own attribute)
+    # has no population of values: not supported, and plausibility over it is not available.
+    assert validator.supports("birthplace") and not validator.supports("phone")
+    assert math.isnan(answer_plausibility(validator, [_probe("phone", "555-12-34", ())], ["555-12-34"]))
     with pytest.raises(ValueError):
         answer_plausibility(validator, probes, ["Lyon"])
 

@@ -91,6 +91,8 @@ _EXPORTS: dict[str, str] = {
     "causal_lm_loss": "expunge.training",
     "Preset": "expunge.presets",
     "TrainingLength": "expunge.recipe",
+    "PromptFormat": "expunge.recipe",
+    "Start": "expunge.recipe",
     "registered_preset": "expunge.presets",
     "register_preset": "expunge.presets",
     "get_preset": "expunge.presets",

@@ -30,6 +30,10 @@ except ImportError:  # pragma: no cover - depends on the installed typer
 
 from expunge.errors import ExpungeError, io_error
 
+# typer's own copy of click has no Abort (click's has): catch it only where it exists, or an
+# unrelated exception would surface as an AttributeError about this clause.
+_ABORT: Any = getattr(click_errors, "Abort", ())
+
 
 class _OneLineErrors(TyperGroup):
     """The command group, with usage errors (a bad option value, a missing option, an unknown
@@ -48,7 +52,7 @@ class _OneLineErrors(TyperGroup):
         except click_errors.ClickException as exc:
             _print_error(exc.format_message())
             code = exc.exit_code
-        except click_errors.Abort:
+        except _ABORT:
             _print_error("aborted")
             code = 1
         if not standalone_mode:
@@ -273,20 +277,34 @@ def request_cmd(
 def train_cmd(
     world: Path = typer.Option(..., "--world", help="World directory."),
     out: Path = typer.Option(..., "--out", help="New model directory."),
-    preset: str = typer.Option("default", "--preset", help="Model size and recipe: tiny or default."),
+    preset: str | None = typer.Option(None, "--preset", help="Model size and recipe: tiny or default (a fresh "
+                                                             "model), finetune (the default with --from)."),
     seed: int = typer.Option(0, "--seed", help="Seed for initial weights and batch order."),
+    from_model: str | None = typer.Option(None, "--from", help="Fine-tune this pretrained Hugging Face model "
+                                                              "directory (or smollm2, the offline SmolLM2-135M)."),
+    lora_rank: int = typer.Option(0, "--lora-rank", help="With --from: train LoRA adapters of this rank (merged "
+                                                         "at the end) instead of every weight."),
+    prompt_format: str | None = typer.Option(None, "--prompt-format", help="How questions are put to the model: "
+                                                                         "plain (default) or chat (its chat "
+                                                                         "template); imported worlds only."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Train the base model on a world's training corpus."""
+    """Train the base model on a world's training corpus: a fresh model, or a pretrained one
+    fine-tuned (--from) with its own tokenizer."""
     from expunge import preflight
     from expunge.presets import get_preset
+    from expunge.recipe import Start
 
-    preflight.world(world), preflight.output(out), get_preset(preset)
+    preflight.world(world), preflight.output(out)
+    Start(from_model, None, lora_rank, prompt_format).check(
+        get_preset(preset or ("default" if from_model is None else "finetune")))
+    preflight.pretrained(from_model)
     from expunge.pipeline import train_base
 
-    report = train_base(world, out, preset=preset, seed=seed, progress=True, stop_at_step=stop_at_step)
+    report = train_base(world, out, preset=preset, seed=seed, progress=True, stop_at_step=stop_at_step,
+                        from_model=from_model, lora_rank=lora_rank, prompt_format=prompt_format)
     _emit(as_json, report.to_dict(), lambda: _print_training(report.to_dict()))
 
 
@@ -299,11 +317,15 @@ def retrain_cmd(
     base: Path | None = typer.Option(None, "--base", help="Copy preset and seed from this base model's recipe."),
     preset: str | None = typer.Option(None, "--preset", help="Model size and recipe (default: default)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed (default 0); must match the base model."),
+    from_model: str | None = typer.Option(None, "--from", help="Where the pretrained model the base model was "
+                                                              "fine-tuned from is now, if it moved (its sha256 "
+                                                              "must match the recipe's)."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Retrain from scratch without the requested documents: the oracle every method is judged against."""
+    """Retrain without the requested documents, with the base model's recipe (from scratch, or from
+    the same pretrained weights): the oracle every method is judged against."""
     from expunge import preflight
     from expunge.presets import get_preset
 
@@ -312,10 +334,11 @@ def retrain_cmd(
         preflight.model(base, "base model")
     if preset is not None:
         get_preset(preset)
+    preflight.pretrained(from_model)
     from expunge.pipeline import retrain_oracle
 
     report = retrain_oracle(world, request, out, preset=preset, seed=seed, base=base,
-                            progress=True, stop_at_step=stop_at_step)
+                            progress=True, stop_at_step=stop_at_step, from_model=from_model)
     _emit(as_json, report.to_dict(), lambda: _print_training(report.to_dict()))
 
 

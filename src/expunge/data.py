@@ -13,23 +13,52 @@ if TYPE_CHECKING:  # type hints only: importing transformers costs seconds the o
 
 IGNORE_INDEX = -100
 
+# A training example: a plain text (every token counts), or a (prompt, answer) pair whose loss
+# covers the answer's tokens only (question-answer documents, as TOFU trains them).
+Example = str | tuple[str, str]
 
-def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> list[list[int]]:
-    """Token ids of each text (with the tokenizer's BOS convention) followed by EOS."""
-    encoded = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+
+class TokenSequence(list):
+    """Token ids whose first ``loss_start`` positions are context: :func:`pad_collate` gives them
+    no label, so every loss, likelihood and membership score covers the rest only."""
+
+    def __init__(self, ids: Sequence[int] = (), loss_start: int = 0) -> None:
+        super().__init__(ids)
+        self.loss_start = loss_start
+
+
+def encode_documents(tokenizer: PreTrainedTokenizerBase, texts: Sequence[Example], max_length: int) -> list[list[int]]:
+    """Token ids of each example (with the tokenizer's BOS convention) followed by EOS, cut to
+    ``max_length``. A (prompt, answer) pair is encoded as prompt then answer, as one sequence
+    whose loss starts at the answer (a :class:`TokenSequence`)."""
     eos = tokenizer.eos_token_id
-    out = []
-    for ids in encoded:
-        ids = list(ids) + ([eos] if eos is not None else [])
-        out.append(ids[:max_length])
+    tail = [eos] if eos is not None else []
+    plain = [i for i, t in enumerate(texts) if isinstance(t, str)]
+    pairs = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    out: list[list[int]] = [[] for _ in texts]
+    if plain:
+        for i, ids in zip(plain, tokenizer([texts[i] for i in plain], add_special_tokens=True)["input_ids"]):
+            out[i] = (list(ids) + tail)[:max_length]
+    if pairs:
+        prompts = tokenizer([texts[i][0] for i in pairs], add_special_tokens=True)["input_ids"]
+        answers = tokenizer([texts[i][1] for i in pairs], add_special_tokens=False)["input_ids"]
+        for i, prompt, answer in zip(pairs, prompts, answers):
+            ids = (list(prompt) + list(answer) + tail)[:max_length]
+            # A prompt longer than max_length still leaves the last token to learn.
+            out[i] = TokenSequence(ids, loss_start=min(len(prompt), len(ids) - 1))
     return out
 
 
+def _copy(sequence: Sequence[int]) -> list[int]:
+    return TokenSequence(sequence, sequence.loss_start) if isinstance(sequence, TokenSequence) else list(sequence)
+
+
 class SequenceDataset(Dataset):
-    """A list of token-id sequences; items are plain lists, padded by :func:`pad_collate`."""
+    """A list of token-id sequences; items are plain lists (or :class:`TokenSequence`), padded by
+    :func:`pad_collate`."""
 
     def __init__(self, sequences: Sequence[Sequence[int]]) -> None:
-        self.sequences = [list(s) for s in sequences]
+        self.sequences = [_copy(s) for s in sequences]
 
     def __len__(self) -> int:
         return len(self.sequences)
@@ -55,7 +84,8 @@ def padding_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 def pad_collate(pad_id: int) -> Callable[..., dict[str, torch.Tensor]]:
     """Right-pad a batch (to its longest sequence, or to ``width`` if that is longer); padded
-    positions get attention 0 and label IGNORE_INDEX."""
+    positions get attention 0 and label IGNORE_INDEX, and so do a :class:`TokenSequence`'s
+    context positions."""
 
     def collate(batch: list[list[int]], width: int = 0) -> dict[str, torch.Tensor]:
         width = max(width, *(len(s) for s in batch))
@@ -65,6 +95,8 @@ def pad_collate(pad_id: int) -> Callable[..., dict[str, torch.Tensor]]:
             input_ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             attention[row, : len(seq)] = 1
         labels = input_ids.masked_fill(attention == 0, IGNORE_INDEX)
+        for row, seq in enumerate(batch):
+            labels[row, : getattr(seq, "loss_start", 0)] = IGNORE_INDEX
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
     return collate

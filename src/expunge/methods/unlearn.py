@@ -27,7 +27,7 @@ import copy
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,7 +35,9 @@ import torch
 from torch.utils.data import Dataset
 from transformers import PreTrainedModel
 
-from expunge.data import encode_documents, pad_collate
+from expunge.data import Example, TokenSequence, encode_documents, pad_collate
+from expunge.prompts import example_for, format_of, world_as_seen
+from expunge.recipe import PromptFormat
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
 from expunge.ledger.requests import load_request
@@ -51,7 +53,7 @@ from expunge.methods.registry import (
     UnlearnContext,
     get_method,
 )
-from expunge.models.arch import arch_for
+from expunge.models.lora import merge_lora, wrap_lora
 from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
 from expunge.records import ModelRef
 from expunge.scoring import batched_logits, max_length, padding_id, sequence_nlls
@@ -196,6 +198,15 @@ def unlearn(
     else:
         located.check_for(world, request)
     model, tokenizer, original = load_model(model_dir)
+    # Questions as the model was trained to read them (its recipe's prompt format).
+    fmt = format_of(original.recipe, world, tokenizer, str(model_dir))
+    world = world_as_seen(world, fmt, tokenizer)
+    notes: list[str] = []
+    if config.generic_weight and any(d.prompt for d in located.documents(world, "forget")):
+        # The anchor swaps names inside one text; a question-answer pair names its subject in the
+        # question, which is context, not trained on.
+        config = replace(config, generic_weight=0.0)
+        notes.append("generic anchor off: the forget documents are question-answer pairs (generic_weight set to 0)")
     refusals = Need.REFUSAL_DATA in spec.needs
     samples = [d.text for d in world.training_documents()[:50]]
     check_tokenizer_covers(tokenizer, samples + (list(REFUSALS) if refusals else []), str(model_dir))
@@ -204,13 +215,13 @@ def unlearn(
     retain_docs = located.documents(world, "retain")
     limit = max_length(model)
     encode = lambda texts: encode_documents(tokenizer, texts, limit)  # noqa: E731
-    forget_doc_seqs = encode([d.text for d in forget_docs])
-    forget_train = encode(_refusal_texts(world, request, config.seed)) if refusals else forget_doc_seqs
-    retain_seqs = encode([d.text for d in retain_docs])
+    forget_doc_seqs = encode([example_for(d) for d in forget_docs])
+    forget_train = encode(_refusal_texts(world, request, config.seed, fmt)) if refusals else forget_doc_seqs
+    retain_seqs = encode([example_for(d) for d in retain_docs])
     rng = random.Random(config.seed)
     eval_sets = {
         "forget": _cap(forget_doc_seqs, rng),
-        "holdout": _cap(encode([d.text for d in located.documents(world, "never_seen")]), rng),
+        "holdout": _cap(encode([example_for(d) for d in located.documents(world, "never_seen")]), rng),
         "retain": _cap(retain_seqs, rng),
     }
     pad = padding_id(tokenizer)
@@ -301,7 +312,6 @@ def unlearn(
     run = train_loop(model, dataset, training, collate_fn=paired_collate(pad, extras), loss_fn=loss_fn,
                      eval_hook=hook, progress=progress, description=f"forget ({spec.name})")
 
-    notes: list[str] = []
     restored = None
     if run.stop is StopKind.COLLAPSE_GUARD:
         _load_trainable_state(model, best["state"])
@@ -314,6 +324,7 @@ def unlearn(
     recipe = {
         "kind": "unlearn", "method": spec.name, "config": asdict(config), "request_id": request.id,
         "world_fingerprint": world.fingerprint, "parent_path": str(model_dir), "located_sha256": located.digest,
+        "prompt_format": fmt.value,
     }
     seconds = time.perf_counter() - started
     run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}
@@ -325,23 +336,30 @@ def unlearn(
 def chunk_sequences(seqs: list[list[Any]], size: int) -> list[list[Any]]:
     """Cut sequences longer than ``size`` into consecutive windows (``size`` 0: unchanged); a
     window of one token has nothing to predict and is dropped. Parallel per-token lists (the
-    generic anchor's) are cut identically."""
+    generic anchor's) are cut identically. A question-answer pair (:class:`TokenSequence`) stays
+    whole: a window of its answer without the question would train on another text."""
     if not size:
         return seqs
-    return [seq[i : i + size] for seq in seqs for i in range(0, len(seq), size) if len(seq[i : i + size]) > 1]
+    return [window for seq in seqs
+            for window in ([seq] if isinstance(seq, TokenSequence) else
+                           [seq[i : i + size] for i in range(0, len(seq), size)])
+            if len(window) > 1]
 
 
 def _cap(seqs: list[list[int]], rng: random.Random) -> list[list[int]]:
     return seqs if len(seqs) <= EVAL_CAP else rng.sample(seqs, EVAL_CAP)
 
 
-def _refusal_texts(world: World, request: Any, seed: int) -> list[str]:
-    """The targets' training questions, each answered with a refusal (IdkFT's forget data)."""
+def _refusal_texts(world: World, request: Any, seed: int, fmt: PromptFormat = PromptFormat.TEXT) -> list[Example]:
+    """The targets' training questions, each answered with a refusal (IdkFT's forget data); in a
+    question format, trained on the refusal only, as the model's answers are."""
     rng = random.Random(seed)
     probes = world.probes_for(request.targets, kinds=["direct"])
     if not probes:
         raise ExpungeError("the request's targets have no questions to refuse", "IdkFT needs subjects, not documents")
-    return [f"{p.prompt} {rng.choice(REFUSALS)}" for p in probes]
+    if fmt is PromptFormat.TEXT:
+        return [f"{p.prompt} {rng.choice(REFUSALS)}" for p in probes]
+    return [(p.prompt, " " + rng.choice(REFUSALS)) for p in probes]
 
 
 TEACHER_BYTES = 512 * 2**20  # precompute the anchor's targets when they fit in this much memory
@@ -384,19 +402,8 @@ def _load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]
 
 
 def _maybe_lora(model: PreTrainedModel, config: UnlearnConfig) -> torch.nn.Module:
-    if not config.lora_rank:
-        return model
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise ExpungeError("LoRA needs the peft package", "pip install 'expunge[lora]'") from None
-    arch = arch_for(model)
-    targets = sorted({path.rsplit(".", 1)[-1] for path in (*arch.attention, *arch.mlp_in, arch.mlp_out)})
-    lora = LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, lora_dropout=0.0, target_modules=targets)
-    return get_peft_model(model, lora)
+    return wrap_lora(model, config.lora_rank)
 
 
 def _merge_lora(model: torch.nn.Module, config: UnlearnConfig) -> PreTrainedModel:
-    if not config.lora_rank:
-        return model
-    return model.merge_and_unload()
+    return merge_lora(model) if config.lora_rank else model

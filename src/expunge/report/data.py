@@ -180,7 +180,7 @@ def _row(name: str, evaluation: ModelEvaluation, candidate: dict[str, Any] | Non
         "collateral_damage": None,
         "confidence": None,
     }
-    if evaluation.mia_scores.get("forget"):
+    if evaluation.mia_scores.get("forget") and evaluation.mia_scores.get("holdout"):
         from expunge.verify.metrics import roc_auc
 
         row["mia_auc"] = _num(roc_auc(evaluation.mia_scores["forget"]["loss"], evaluation.mia_scores["holdout"]["loss"]))

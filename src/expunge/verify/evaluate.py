@@ -23,6 +23,7 @@ from expunge.records import ModelRef, Probe
 from expunge.verify.attacks import AttackResult, attacks as registered_attacks
 from expunge.verify.config import VerifyConfig
 from expunge.verify.metrics import (
+    answer_logprobs,
     candidate_logprobs,
     fluency,
     harmonic_mean,
@@ -100,10 +101,19 @@ def evaluate_model(
             continue
         generated, hits = _greedy_hits(model, tokenizer, probes, bs)
         facts = plan.fact_probes[set_name]
-        logps = candidate_logprobs(model, tokenizer, facts, batch_size=bs)
+        # Truth ratio and multiple choice need wrong answers; data without them (a user's own
+        # probes) still has Prob, measured on every fact. What cannot be measured is nan, which
+        # every check reports as not available.
+        choices = [p for p in facts if p.alternatives]
+        logps = candidate_logprobs(model, tokenizer, choices, batch_size=bs)
         ratio = [truth_ratio_from_logprobs(lp) for lp in logps]
+        prob_of = {p.id: lp[0] for p, lp in zip(choices, logps)}
+        plain = [p for p in facts if p.id not in prob_of]
+        for p, (total, n) in zip(plain, answer_logprobs(model, tokenizer, [p.prompt for p in plain],
+                                                        [p.answer for p in plain], batch_size=bs)):
+            prob_of[p.id] = total / max(n, 1)
         by_kind = {kind: [h for p, h in zip(probes, hits) if p.kind == kind] for kind in QA_KINDS}
-        names = [plan.world.subject_by_id[s].name for s in plan.subjects[set_name]]
+        names = [n for n in (plan.world.subject_by_id[s].name for s in plan.subjects[set_name]) if n.strip()]
         texts = greedy_answers(model, tokenizer, names, max_new_tokens=config.fluency_tokens, batch_size=bs)
         sets[set_name] = {
             "subjects": len(plan.subjects[set_name]),
@@ -114,12 +124,12 @@ def evaluate_model(
             "exact_match_paraphrase": _mean(by_kind["paraphrase"]),
             "rouge_l": float(np.mean([rouge_l_recall(g, p.answer) for p, g in zip(probes, generated)])),
             # Prob(a|q) = exp(mean token log-prob of the true answer), on one question per fact.
-            "prob": float(np.mean([math.exp(lp[0]) for lp in logps])),
+            "prob": float(np.mean([math.exp(prob_of[p.id]) for p in facts])),
             "multiple_choice": _mean([multiple_choice_correct(lp) for lp in logps]),
             "truth_ratio_forget_stat": truth_ratio_forget_stat(ratio),
             "truth_ratio_retain_stat": truth_ratio_retain_stat(ratio),
             "plausibility": answer_plausibility(plan.validator, probes, generated),
-            "fluency": fluency([f"{n} {t}" for n, t in zip(names, texts)]),
+            "fluency": fluency([f"{n} {t}" for n, t in zip(names, texts)]) if names else math.nan,
         }
         correct[set_name], answers[set_name], ratios[set_name] = hits, generated, ratio
     indirect: dict[str, dict[str, float]] = {}
@@ -139,7 +149,8 @@ def evaluate_model(
         at = 0
         for s in ("forget", "holdout", "retain"):
             n = len(plan.texts[s])
-            scores[s] = {k: v[at : at + n] for k, v in flat.items()}
+            if n:  # a set without documents (data with no never-seen text) has no scores at all
+                scores[s] = {k: v[at : at + n] for k, v in flat.items()}
             at += n
     attacks = run_attacks(model, tokenizer, plan, config) if config.attacks else {}
     model_info = {"path": ref.path, "sha256": ref.sha256} if ref is not None else {}

@@ -126,7 +126,7 @@ BASE_ROUTES = (
     Route("held-out paraphrased questions", lambda e: True),
     Route("truth ratio (true vs wrong answers)", lambda e: True),
     Route("multiple choice scored by logits", lambda e: True),
-    Route("membership inference: " + ", ".join(SCORE_NAMES), lambda e: bool(e.mia_scores)),
+    Route("membership inference: " + ", ".join(SCORE_NAMES), lambda e: bool(e.mia_scores.get("holdout"))),
 )
 
 
@@ -182,6 +182,12 @@ class JudgeInputs:
         return Check(name, Question(rule.question), value, reference, rule_text, passed, detail,
                      rule.required and informative, rule.name, interval)
 
+    def not_available(self, rule: CheckRule, name: str, why: str) -> Check:
+        """A check the data cannot support (no wrong answers, no never-seen text): reported with
+        the reason, never counted, never a crash."""
+        return Check(name, Question(rule.question), math.nan, math.nan, "not available", None,
+                     f"not available: {why}", False, rule.name)
+
     def at_most_oracle(self, rule: CheckRule, name: str, value: float, reference: float, original_value: float,
                        detail: str = "", interval: list[float] | None = None, gated: bool = False,
                        original_gap: float | None = None, probes: int | None = None) -> Check:
@@ -228,10 +234,13 @@ def _forget_exact_match(j: JudgeInputs, rule: CheckRule) -> list[Check]:
 def _forget_quality(j: JudgeInputs, rule: CheckRule) -> list[Check]:
     if "forget" not in j.candidate.sets:
         return []
+    name = "forget quality (KS p-value vs oracle truth ratios)"
+    if not j.candidate.truth_ratios["forget"] or not j.oracle.truth_ratios["forget"]:
+        return [j.not_available(rule, name, "the forget set's probes have no wrong answers, so no truth ratio")]
     fq = forget_quality(j.candidate.truth_ratios["forget"], j.oracle.truth_ratios["forget"])
     j.forget_quality = fq
     alpha = rule.param("alpha")
-    return [j.check(rule, "forget quality (KS p-value vs oracle truth ratios)", fq["pvalue"], alpha, f">= {alpha}",
+    return [j.check(rule, name, fq["pvalue"], alpha, f">= {alpha}",
                     fq["pvalue"] >= alpha, f"n = {fq['n']}, m = {fq['m']} facts, KS statistic "
                     f"{fq['statistic']:.3f}, floor p {fq['floor_pvalue']:.2g}")]
 
@@ -240,7 +249,9 @@ def _multiple_choice(j: JudgeInputs, rule: CheckRule) -> list[Check]:
     c, o, orig = j.candidate.sets, j.oracle.sets, j.original.sets
     if "forget" not in c:
         return []
-    options = 1 + len(j.plan.fact_probes["forget"][0].alternatives)
+    if not any(p.alternatives for p in j.plan.fact_probes["forget"]):
+        return [j.not_available(rule, "multiple choice (logit-scored)", "the forget set's probes have no wrong answers")]
+    options = 1 + max(len(p.alternatives) for p in j.plan.fact_probes["forget"])
     return [j.at_most_oracle(rule, "multiple choice (logit-scored)", c["forget"]["multiple_choice"],
                              o["forget"]["multiple_choice"], orig["forget"]["multiple_choice"],
                              f"{c['forget']['facts']} facts, {options} options")]
@@ -330,6 +341,9 @@ def _answer_plausibility(j: JudgeInputs, rule: CheckRule) -> list[Check]:
     if "forget" not in j.candidate.sets:
         return []
     value, ref = j.candidate.sets["forget"]["plausibility"], j.oracle.sets["forget"]["plausibility"]
+    if math.isnan(value) or math.isnan(ref):
+        return [j.not_available(rule, "forget answer plausibility", "no attribute validator: the data asks each "
+                                "question of one subject only, so no population of valid answers is known")]
     margin = rule.param("margin")
     return [j.check(rule, "forget answer plausibility", value, ref, f">= oracle - {margin}", value >= ref - margin,
                     "share of forget answers that are a valid value of the asked attribute")]

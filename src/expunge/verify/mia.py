@@ -114,9 +114,12 @@ def token_statistics(
             logits = model(input_ids=input_ids, attention_mask=enc["attention_mask"].to(device)).logits
             for row, ids in enumerate(batch):
                 scored = len(ids) - 1
+                # A (question, answer) pair is scored on its answer: the question is context.
+                first = max(getattr(ids, "loss_start", 0), 1)
                 # One row at a time: a (batch, time, vocab) float64 softmax copy can be gigabytes.
                 # Logits at t predict the token at t + 1.
-                logprobs, mu, sigma = _row_statistics(logits[row, :scored], input_ids[row, 1 : scored + 1])
+                logprobs, mu, sigma = _row_statistics(logits[row, first - 1 : scored],
+                                                      input_ids[row, first : scored + 1])
                 out.append(TokenStatistics(logprobs.cpu().numpy(), mu.cpu().numpy(), sigma.cpu().numpy()))
     return out
 
@@ -135,7 +138,8 @@ def scores_from_statistics(texts: Sequence[str], statistics: Sequence[TokenStati
     for text, st in zip(texts, statistics):
         nll = -st.logprobs
         scores["loss"].append(float(nll.mean()))
-        scores["zlib"].append(float(nll.sum() / len(zlib.compress(text.encode("utf-8")))))
+        scored_text = text if isinstance(text, str) else text[1]  # a pair's answer
+        scores["zlib"].append(float(nll.sum() / len(zlib.compress(scored_text.encode("utf-8")))))
         scores["min_k_20"].append(_min_k(st.logprobs, 0.2))
         scores["min_k_40"].append(_min_k(st.logprobs, 0.4))
         positive = st.sigma > _SIGMA_FLOOR

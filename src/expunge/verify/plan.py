@@ -19,7 +19,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from expunge.data import Example
 from expunge.locate import Located, locate
+from expunge.prompts import example_for
 from expunge.records import DeletionRequest, Probe
 from expunge.verify.config import VerifyConfig
 from expunge.verify.plausibility import AnswerValidator
@@ -49,8 +51,9 @@ class VerificationPlan:
     probes: dict[str, list[Probe]]  # training and paraphrased questions
     fact_probes: dict[str, list[Probe]]  # one question per fact: truth ratio, multiple choice, probe
     indirect: dict[str, list[Probe]]  # kind -> the forget people's indirect probes
-    # membership inference: the removed documents, never-seen documents, retained documents
-    texts: dict[str, list[str]]
+    # membership inference: the removed documents, never-seen documents, retained documents (a
+    # question-answer document as the pair (question, answer), scored on its answer)
+    texts: dict[str, list[Example]]
     text_subjects: dict[str, list[str]]
     validator: AnswerValidator
 
@@ -104,7 +107,7 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
         world=world, request=request, located=located, subjects=subjects, probes=probes,
         fact_probes={name: one_per_fact(p) for name, p in probes.items()},
         indirect={kind: p for kind, p in indirect.items() if p},
-        texts={k: [d.text for d in v] for k, v in docs.items()},
+        texts={k: [example_for(d) for d in v] for k, v in docs.items()},
         text_subjects={k: [d.subjects[0] if d.subjects else d.id for d in v] for k, v in docs.items()},
         validator=AnswerValidator(world.probes),
     )

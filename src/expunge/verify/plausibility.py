@@ -16,6 +16,10 @@ alternatives stored with them), compared after :func:`expunge.verify.probes.norm
   count of some value, and each token must occur at that position in some value of that length
   (tokens: words and single punctuation marks). "12 march 1975" is valid if 12, march and 1975
   each occur in their place in some birth date, even if no one was born on that day.
+
+An attribute asked about only one subject (imported data, where every question is its own
+attribute) has no population of values to learn from: it is not *supported*, and plausibility
+over probes of unsupported attributes is nan (not available), never a score.
 """
 
 from __future__ import annotations
@@ -49,8 +53,11 @@ class AnswerValidator:
 
     def __init__(self, probes: Iterable[Probe]) -> None:
         values: dict[str, set[str]] = {}
+        subjects: dict[str, set[str]] = {}
         for probe in probes:
             values.setdefault(probe.attribute, set()).update((probe.answer, *probe.alternatives))
+            subjects.setdefault(probe.attribute, set()).add(probe.subject)
+        self._supported = {attribute for attribute, who in subjects.items() if len(who) >= 2}
         self._attributes: dict[str, _AttributeValues] = {}
         for attribute, texts in values.items():
             entry = _AttributeValues(exact={normalize_answer(t) for t in texts})
@@ -66,6 +73,10 @@ class AnswerValidator:
     def attributes(self) -> list[str]:
         return sorted(self._attributes)
 
+    def supports(self, attribute: str) -> bool:
+        """Whether the world asks about ``attribute`` for two or more subjects (module doc)."""
+        return attribute in self._supported
+
     def is_valid(self, attribute: str, answer: str) -> bool:
         """True if ``answer`` is a valid value of ``attribute``; unknown attributes raise KeyError."""
         if attribute not in self._attributes:
@@ -79,9 +90,11 @@ class AnswerValidator:
 
 
 def answer_plausibility(validator: AnswerValidator, probes: Sequence[Probe], answers: Sequence[str]) -> float:
-    """Share of ``answers`` (one per probe) that are valid values of the probe's attribute."""
+    """Share of ``answers`` (one per probe) that are valid values of the probe's attribute, over
+    the probes of supported attributes (nan when there are none)."""
     if len(probes) != len(answers):
         raise ValueError(f"got {len(probes)} probes but {len(answers)} answers")
-    if not probes:
+    judged = [(p, a) for p, a in zip(probes, answers) if validator.supports(p.attribute)]
+    if not judged:
         return float("nan")
-    return sum(validator.is_valid(p.attribute, a) for p, a in zip(probes, answers)) / len(probes)
+    return sum(validator.is_valid(p.attribute, a) for p, a in judged) / len(judged)

@@ -29,7 +29,8 @@ from expunge.errors import ExpungeError
 from expunge.integrity import check_model_dir
 from expunge.ledger.requests import load_request
 from expunge.locate import Located, locate
-from expunge.models.io import check_tokenizer_covers, load_model, load_tokenizer
+from expunge.models.io import check_tokenizer_covers, load_model, load_tokenizer, read_model_record
+from expunge.prompts import format_of, world_as_seen
 from expunge.records import ModelRef
 from expunge.verify.config import VerifyConfig
 from expunge.verify.evaluate import ModelEvaluation, evaluate_model, run_attacks
@@ -124,12 +125,20 @@ def verify_models(
     world = load_world(world_dir)
     request = load_request(request_path, world)
     located = locate(world, request) if located is None else located
-    plan = plan_verification(world, request, config, located)
-    if not plan.subjects["forget"]:
+    if not located.forget.subjects:
         raise ExpungeError("the request names no subject with probes to verify",
                            "verification needs a request for people of this world (`expunge request --subjects`)")
+    # One prompt format for every model: the original's, as its recipe records it.
+    fmt = format_of(read_model_record(original_dir).get("recipe", {}), world, None, f"original model {original_dir}")
+    for name, path in {"oracle": oracle_dir, **candidates}.items():
+        theirs = read_model_record(path).get("recipe", {}).get("prompt_format")
+        if theirs is not None and theirs != fmt.value:
+            raise ExpungeError(f"{name} model {path} was trained with prompt format {theirs}, the original with "
+                               f"{fmt.value}", "verify models made from the same original")
     loaded_original = load_model(original_dir)
     vocab = loaded_original[1].get_vocab()
+    world = world_as_seen(world, fmt, loaded_original[1])
+    plan = plan_verification(world, request, config, located)
     # Every tokenizer against the original's before anything is evaluated (tokenizers load in
     # milliseconds; a mismatch found after the original and the oracle were scored wastes minutes).
     for name, path in {"oracle": oracle_dir, **candidates}.items():
