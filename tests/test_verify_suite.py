@@ -279,3 +279,22 @@ def test_oracle_tolerances_come_from_the_policy(tmp_path: Path) -> None:
     oracle = _evaluation("oracle", {"forget": 0.04, "holdout": 0.02, "retain": 0.47, "neighbours": 0.88,
                                     "general": 1.0})
     assert all(c.passed for c in check_oracle(_evaluation("original", ORIGINAL), oracle, PEOPLE, loose))
+
+
+@pytest.mark.parametrize("generated,answer,match", [
+    ("Paris. It is known for the Eiffel Tower.", "Paris", True),  # a pretrained model writes on
+    ("paris", "Paris", True),
+    ("Paris is the capital", "Paris", False),  # more words without a break: not the answer
+    ("Parisian food", "Paris", False),
+    ("Bangkok, Thailand. She moved", "Bangkok, Thailand", True),  # the answer's own comma is kept
+    ("Bangkok, Thailand", "Bangkok", True),
+    ("12 march 1975 . she", "12 March 1975", True),  # a word-level tokenizer's decoding
+    ("555 - 47 - 12", "555-47-12", True),
+    ("a nurse", "nurse", True),
+    ("The author's full name is Hsiao Yun-Hwa. Her books", "The author's full name is Hsiao Yun-Hwa.", True),
+    ("London", "Paris", False),
+])
+def test_exact_match_scores_the_first_answer_span(generated: str, answer: str, match: bool) -> None:
+    from expunge.verify.probes import answer_matches
+
+    assert answer_matches(generated, answer) is match

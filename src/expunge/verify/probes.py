@@ -1,9 +1,15 @@
 """Scoring probes: greedy answers and exact match.
 
-Exact match compares the greedy continuation of the prompt (up to the end-of-sequence token or
-a newline) with the answer after the usual SQuAD-style normalisation: lower case, punctuation and
-the articles a/an/the removed, whitespace removed. So ``a nurse`` matches ``nurse``, and
-``555 - 47 - 12`` (a word-level tokenizer's decoding) matches ``555-47-12``.
+Exact match compares the *first answer span* of the greedy continuation with the answer, after
+the usual SQuAD-style normalisation: lower case, punctuation and the articles a/an/the removed,
+whitespace removed. So ``a nurse`` matches ``nurse``, and ``555 - 47 - 12`` (a word-level
+tokenizer's decoding) matches ``555-47-12``.
+
+The continuation ends at the end-of-sequence token or a newline; its first span ends at the first
+``. , ; ! ?`` (followed by a space or the end) that comes after at least as many words as the
+answer has. A pretrained model that keeps writing after the answer ("Paris. It is known for …")
+is scored on "Paris"; an answer with punctuation of its own ("Bangkok, Thailand") is not cut
+inside; an answer followed by more words with no break ("Paris is the capital") is not a match.
 """
 
 from __future__ import annotations
@@ -21,12 +27,29 @@ from expunge.scoring import eval_mode, model_device
 
 _PUNCTUATION = re.compile(r"[^\w\s]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_WORD = re.compile(r"\w+")
+_SPAN_END = re.compile(r"[.,;!?](?=\s|$)")
 
 
 def normalize_answer(text: str) -> str:
     """Lower case, no punctuation, no articles, no whitespace."""
     text = _PUNCTUATION.sub(" ", text.lower())
     return re.sub(r"\s+", "", _ARTICLES.sub(" ", text))
+
+
+def first_span(generated: str, answer: str) -> str:
+    """``generated`` up to the first span end that follows at least as many words as ``answer``
+    has (see the module doc)."""
+    needed = len(_WORD.findall(answer))
+    for end in _SPAN_END.finditer(generated):
+        if len(_WORD.findall(generated[: end.start()])) >= needed:
+            return generated[: end.start()]
+    return generated
+
+
+def answer_matches(generated: str, answer: str) -> bool:
+    """Exact match of the first answer span of ``generated`` with ``answer`` (module doc)."""
+    return normalize_answer(first_span(generated, answer)) == normalize_answer(answer)
 
 
 @dataclass(frozen=True)
@@ -81,7 +104,7 @@ def answer_probes(
     texts = greedy_answers(model, tokenizer, [p.prompt for p in probes],
                            max_new_tokens=longest + 2, batch_size=batch_size)
     return [
-        ProbeAnswer(p.id, text, normalize_answer(text) == normalize_answer(p.answer))
+        ProbeAnswer(p.id, text, answer_matches(text, p.answer))
         for p, text in zip(probes, texts)
     ]
 
