@@ -19,7 +19,17 @@ from expunge.worlds import load_world
 from expunge.worlds.importers import JsonlSources, import_jsonl, import_tofu
 
 runner = CliRunner()
-SHARED_TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
+def _shared_tofu() -> Path:
+    """TOFU's files: $EXPUNGE_TOFU_DIR, else shared/data/tofu beside any folder above this one."""
+    if os.environ.get("EXPUNGE_TOFU_DIR"):
+        return Path(os.environ["EXPUNGE_TOFU_DIR"])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "data" / "tofu" / "full.json").is_file():
+            return parent / "shared" / "data" / "tofu"
+    return Path("shared/data/tofu")
+
+
+SHARED_TOFU = _shared_tofu()
 
 
 def write_lines(path: Path, rows: list) -> Path:

@@ -36,10 +36,11 @@ JOBS = ["baker", "pilot", "nurse", "judge", "miner", "tailor", "farmer", "singer
 PEOPLE = [f"p{i}" for i in range(12)]
 NEVER_SEEN = ["p12", "p13", "p14"]  # their documents are holdout: the membership reference
 # A fine-tuning recipe sized for the tiny model (the real one, `finetune`, is for SmolLM2-sized models).
-# Measured over seeds 0-4 with 300 passes: the facts learned and the base-oracle gaps below.
+# Measured over seeds 0-4 with 150 passes: the facts learned and the base-oracle gaps below (at a
+# higher learning rate, 5e-3 to 1e-2, the same model learned 0.04-1.00 of them depending on the seed).
 TEST_PRESET = Preset("finetune-test", None,
-                     TrainingConfig(max_steps=2000, batch_size=4, learning_rate=5e-3, warmup_steps=5, log_every=10),
-                     TrainingLength(max_epochs=300), max_length=48, lora_learning_rate=2e-2)
+                     TrainingConfig(max_steps=2000, batch_size=8, learning_rate=2e-3, warmup_steps=5, log_every=10),
+                     TrainingLength(max_epochs=150), max_length=48, lora_learning_rate=2e-2)
 # The same, a few passes only: for the tests about the recipe, not about what the model learns.
 SHORT_PRESET = replace(TEST_PRESET, name="finetune-short", length=TrainingLength(max_epochs=4))
 
@@ -50,10 +51,15 @@ def qa_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     docs, probes = [], []
     for i, person in enumerate(PEOPLE + NEVER_SEEN):
         name = f"Person {person}"
-        for question, answer in ((f"Where does {name} live?", CITIES[i]), (f"What is the job of {name}?", JOBS[i])):
-            docs.append({"id": f"{person}-{len(docs)}", "prompt": question, "text": answer, "subjects": [person],
-                         "split": "holdout" if person in NEVER_SEEN else "train"})
-            probes.append({"question": question, "answer": answer, "subject": person})
+        facts = ((("Where does {} live?", "In which city does {} live?", "What is the home town of {}?"), CITIES[i]),
+                 (("What is the job of {}?", "What does {} do for a living?", "What work does {} do?"), JOBS[i]))
+        for questions, answer in facts:
+            # Three phrasings of each question are trained on (a fact seen in one form only is a
+            # knife edge for a tiny model); the probe asks the first.
+            for question in questions:
+                docs.append({"id": f"{person}-{len(docs)}", "prompt": question.format(name), "text": answer,
+                             "subjects": [person], "split": "holdout" if person in NEVER_SEEN else "train"})
+            probes.append({"question": questions[0].format(name), "answer": answer, "subject": person})
     (d / "docs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in docs))
     (d / "probes.jsonl").write_text("".join(json.dumps(x) + "\n" for x in probes))
     import_jsonl(d / "world", JsonlSources(documents=d / "docs.jsonl", probes=d / "probes.jsonl"))
@@ -110,7 +116,7 @@ def test_fine_tune_from_a_pretrained_model_and_retrain_from_the_same_start(qa_wo
     oracle, _, _ = load_model(tmp_path / "oracle")
     _, _, oracle_ref = load_model(tmp_path / "oracle")
     assert oracle_ref.recipe["from_model"] == recipe["from_model"] and oracle_ref.parent == start_ref.sha256
-    assert (oracle_ref.recipe["excluded_documents"], oracle_ref.recipe["training_documents"]) == (4, 20)
+    assert (oracle_ref.recipe["excluded_documents"], oracle_ref.recipe["training_documents"]) == (12, 60)
 
 
 @pytest.mark.slow
@@ -127,9 +133,9 @@ def test_what_the_fine_tuned_model_and_its_oracle_know(qa_world: Path, tmp_path:
                                     base=base.model.path, progress=False)
             learned.append(known(Path(base.model.path), qa_world, PEOPLE[4:]) - known(start, qa_world, PEOPLE[4:]))
             gaps.append(known(Path(base.model.path), qa_world, forget) - known(Path(oracle.model.path), qa_world, forget))
-    # Measured over seeds 0-4: fine-tuning taught the retained people's facts (exact match up by
-    # 1.00, 0.69, 0.81, 1.00, 0.94) and the forget people's facts are known by the base model and
-    # not by the oracle (gaps 1.00, 0.88, 0.75, 1.00, 0.88).
+    # Measured over seeds 0-4: fine-tuning raised exact match on the retained people's facts by 1.00
+    # on every seed, and the base model knows every forget fact the oracle does not (gap 1.00 on
+    # every seed).
     assert min(learned) >= 0.5, learned
     assert min(gaps) >= 0.5, gaps
 

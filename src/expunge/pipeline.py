@@ -34,7 +34,6 @@ from accelerate import Accelerator
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.data import SequenceDataset, encode_documents, padding_id
-from expunge.prompts import choose_format, example_for, world_as_seen
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
 from expunge.ledger.requests import documents_digest, load_request
@@ -44,6 +43,7 @@ from expunge.models.io import load_model, save_model_version, weights_sha256
 from expunge.models.lora import merge_lora, wrap_lora
 from expunge.models.tokenizer import build_word_tokenizer
 from expunge.presets import Preset, get_preset
+from expunge.prompts import choose_format, example_for, world_as_seen
 from expunge.recipe import SMOLLM2, PromptFormat, Start, TrainingLength
 from expunge.records import ModelRef, Probe, read_jsonl
 from expunge.methods.refusals import REFUSALS

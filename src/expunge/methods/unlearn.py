@@ -36,8 +36,6 @@ from torch.utils.data import Dataset
 from transformers import PreTrainedModel
 
 from expunge.data import Example, TokenSequence, encode_documents, pad_collate
-from expunge.prompts import example_for, format_of, world_as_seen
-from expunge.recipe import PromptFormat
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
 from expunge.ledger.requests import load_request
@@ -55,6 +53,8 @@ from expunge.methods.registry import (
 )
 from expunge.models.lora import merge_lora, wrap_lora
 from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
+from expunge.prompts import example_for, format_of, world_as_seen
+from expunge.recipe import PromptFormat
 from expunge.records import ModelRef
 from expunge.scoring import batched_logits, max_length, padding_id, sequence_nlls
 from expunge.training import EvalResult, StopKind, TrainingConfig, TrainResult, train_loop
