@@ -235,6 +235,7 @@ def test_forget_and_verify_a_fine_tuned_model_on_question_answer_documents(never
     for name in ("forget quality (KS p-value vs oracle truth ratios)", "multiple choice (logit-scored)",
                  "forget answer plausibility"):
         assert checks[name]["status"] == "not counted" and checks[name]["detail"].startswith("not available"), name
+    assert {"truth ratio (true vs wrong answers)", "multiple choice scored by logits"} <= set(verdict["attacks_not_tried"])
     membership = "membership inference: loss, zlib, min_k_20, min_k_40, min_k_pp_20"
     if never_seen:
         assert membership in verdict["attacks_tried"]

@@ -124,8 +124,9 @@ class Route:
 BASE_ROUTES = (
     Route("training questions", lambda e: True),
     Route("held-out paraphrased questions", lambda e: True),
-    Route("truth ratio (true vs wrong answers)", lambda e: True),
-    Route("multiple choice scored by logits", lambda e: True),
+    # Both need wrong answers, which a user's own probes may not have.
+    Route("truth ratio (true vs wrong answers)", lambda e: bool(e.truth_ratios.get("forget"))),
+    Route("multiple choice scored by logits", lambda e: bool(e.truth_ratios.get("forget"))),
     Route("membership inference: " + ", ".join(SCORE_NAMES), lambda e: bool(e.mia_scores.get("holdout"))),
 )
 
