@@ -242,3 +242,22 @@ def test_forget_and_verify_a_fine_tuned_model_on_question_answer_documents(never
         assert any(c["question"] == "forgotten" and "AUC" in c["name"] for c in candidate["checks"])
     else:
         assert membership in verdict["attacks_not_tried"]
+
+
+def test_the_truth_ratio_compares_wrong_answers_with_the_paraphrased_answer(qa_world: Path, tmp_path: Path) -> None:
+    """TOFU's truth ratio (open-unlearning): the wrong answers against the *paraphrased* answer,
+    where the data has one; otherwise against the answer."""
+    import math
+
+    from expunge.records import Probe
+    from expunge.verify.metrics import answer_logprobs, truth_ratios
+
+    model, tokenizer, _ = load_model(pretrained(qa_world, tmp_path / "pre"))
+    prompt = "Question: Where does Person p0 live?\nAnswer:"
+    plain = Probe("a", "p0", "direct", "qa", prompt, "london", ("paris", "rome"))
+    worded = replace(plain, id="b", paraphrased_answer="in london")
+    mean = {a: s / n for a, (s, n) in zip(["london", "paris", "rome", "in london"], answer_logprobs(
+        model, tokenizer, [prompt] * 4, ["london", "paris", "rome", "in london"]))}
+    wrong = (mean["paris"] + mean["rome"]) / 2
+    assert truth_ratios(model, tokenizer, [plain, worded]) == pytest.approx(
+        [math.exp(wrong - mean["london"]), math.exp(wrong - mean["in london"])], rel=1e-5)

@@ -28,9 +28,10 @@ from expunge.verify.metrics import (
     fluency,
     harmonic_mean,
     multiple_choice_correct,
+    paraphrased_logprobs,
+    ratios_from,
     rouge_l_recall,
     truth_ratio_forget_stat,
-    truth_ratio_from_logprobs,
     truth_ratio_retain_stat,
 )
 from expunge.verify.mia import mia_scores
@@ -106,7 +107,9 @@ def evaluate_model(
         # every check reports as not available.
         choices = [p for p in facts if p.alternatives]
         logps = candidate_logprobs(model, tokenizer, choices, batch_size=bs)
-        ratio = [truth_ratio_from_logprobs(lp) for lp in logps]
+        # The truth ratio compares the wrong answers with the paraphrased answer where the data
+        # has one (TOFU), else with the answer.
+        ratio = ratios_from(choices, logps, paraphrased_logprobs(model, tokenizer, choices, batch_size=bs))
         prob_of = {p.id: lp[0] for p, lp in zip(choices, logps)}
         plain = [p for p in facts if p.id not in prob_of]
         for p, (total, n) in zip(plain, answer_logprobs(model, tokenizer, [p.prompt for p in plain],

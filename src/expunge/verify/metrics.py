@@ -173,22 +173,45 @@ def multiple_choice_correct(mean_logps: Sequence[float]) -> bool:
     return all(mean_logps[0] > other for other in mean_logps[1:])
 
 
+def paraphrased_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    probes: Sequence[Probe],
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """log P~ (mean token log-prob) of each probe's ``paraphrased_answer`` given its prompt, for
+    the probes that have one (id -> value)."""
+    worded = [p for p in probes if p.paraphrased_answer]
+    scored = answer_logprobs(model, tokenizer, [p.prompt for p in worded], [p.paraphrased_answer for p in worded],
+                             batch_size=batch_size)
+    return {p.id: total / max(n, 1) for p, (total, n) in zip(worded, scored)}
+
+
+def ratios_from(probes: Sequence[Probe], logps: Sequence[Sequence[float]], paraphrased: dict[str, float]) -> list[float]:
+    """Truth ratios from :func:`candidate_logprobs` output, the reference being the paraphrased
+    answer where a probe has one (``paraphrased``), else the answer."""
+    return [truth_ratio_from_logprobs([paraphrased.get(p.id, lp[0]), *lp[1:]]) for p, lp in zip(probes, logps)]
+
+
 def truth_ratios(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     probes: Sequence[Probe],
     batch_size: int = 64,
 ) -> list[float]:
-    """Truth ratio of each probe: R = exp(mean_i log P~(wrong_i) - log P~(answer)).
+    """Truth ratio of each probe: R = exp(mean_i log P~(wrong_i) - log P~(reference)).
 
     P~(a) = exp(mean token log-prob of ``a`` given the probe's prompt) (length-normalised, see
-    :func:`answer_logprobs`); the wrong answers are ``probe.alternatives``. So R is the geometric
-    mean of P~(wrong_i) over P~(answer): R < 1 means the model prefers the true answer.
+    :func:`answer_logprobs`); the wrong answers are ``probe.alternatives``; the reference is the
+    probe's ``paraphrased_answer`` where it has one (TOFU, as open-unlearning computes it: the
+    answer itself may be memorised verbatim), else its ``answer``. So R is the geometric mean of
+    P~(wrong_i) over P~(reference): R < 1 means the model prefers the true answer.
 
     Raises:
         ValueError: a probe has no alternatives (its truth ratio is undefined).
     """
-    return [truth_ratio_from_logprobs(lp) for lp in candidate_logprobs(model, tokenizer, probes, batch_size)]
+    logps = candidate_logprobs(model, tokenizer, probes, batch_size)
+    return ratios_from(probes, logps, paraphrased_logprobs(model, tokenizer, probes, batch_size))
 
 
 def truth_ratio_forget_stat(ratios: Sequence[float]) -> float:
