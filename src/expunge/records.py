@@ -289,7 +289,13 @@ def read_jsonl(path: str | os.PathLike[str], cls: type[R]) -> list[R]:
     path = Path(path)
     if not path.is_file():
         raise ExpungeError(f"{path}: file not found", "check the path, or create the file first")
-    records: list[R] = []
+    return [record_from_dict(cls, data, where) for where, data in iter_json_lines(path)]
+
+
+def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, Any]]:
+    """(``file:line``, parsed value) for each non-blank line of ``path``; an unreadable file, bad
+    UTF-8 or malformed JSON is an error naming the file and line."""
+    path = Path(path)
     for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip():
             continue
@@ -301,8 +307,7 @@ def read_jsonl(path: str | os.PathLike[str], cls: type[R]) -> list[R]:
                 f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
                 "each line must be one complete JSON object",
             ) from None
-        records.append(record_from_dict(cls, data, where))
-    return records
+        yield where, data
 
 
 def _read_lines(path: Path) -> list[str]:

@@ -24,7 +24,6 @@ only what documents support (membership inference, verbatim continuation).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -33,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from expunge.errors import ExpungeError
-from expunge.records import DOCUMENT_SPLITS, SUBJECT_KINDS, Document, Probe, Subject
+from expunge.integrity import file_sha256
+from expunge.records import DOCUMENT_SPLITS, SUBJECT_KINDS, Document, Probe, Subject, iter_json_lines
 from expunge.worlds.world import PROMPT_STYLES, World, write_world
 
 __all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "GENERAL_SUBJECT", "JsonlSources", "import_jsonl"]
@@ -101,11 +101,7 @@ def import_jsonl(out: str | os.PathLike[str], sources: JsonlSources) -> World:
 
 def source_record(path: Path) -> dict[str, Any]:
     """What the manifest keeps of a source file: where it was and its sha256 (``sha256sum``)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path.resolve()), "sha256": digest.hexdigest()}
+    return {"path": str(path.resolve()), "sha256": file_sha256(path)}
 
 
 def read_objects(path: Path, what: str, fields: dict[str, tuple[Any, str]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -114,22 +110,9 @@ def read_objects(path: Path, what: str, fields: dict[str, tuple[Any, str]]) -> I
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "not found"
         raise ExpungeError(f"{what} file {path} {problem}", f"give the path of a JSON Lines {what} file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ExpungeError(f"{path}:{line}: not valid UTF-8 text", "save the file as UTF-8") from None
     required = _REQUIRED[what]
     seen = False
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ExpungeError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})",
-                               "each line must be one complete JSON object") from None
+    for where, data in iter_json_lines(path):
         if not isinstance(data, dict):
             raise ExpungeError(f"{where}: expected a JSON object, got {type(data).__name__}",
                                f"write one object per line with the fields {', '.join(fields)}")
