@@ -14,6 +14,8 @@ from tokenizers import processors
 
 from expunge.models import build_word_tokenizer, load_model
 from expunge.records import Probe
+from expunge.scoring import padding_id, suffix_logprobs, token_logprobs
+from expunge.verify.probes import greedy_answers
 from expunge.verify.metrics import (
     answer_logprobs,
     fluency,
@@ -284,6 +286,42 @@ def test_answer_logprobs_batch_equivalence(tiny_model, tiny_world) -> None:
         assert [s for s, _ in b64] == pytest.approx([s for s, _ in s64], abs=1e-10)
     finally:
         model.to(torch.float32)
+
+
+def test_suffix_logprobs_equal_the_full_logits_kernel(tiny_model, tiny_world) -> None:
+    """suffix_logprobs (sorted batches, logits only from the earliest start on, log-softmax only
+    where scored) gives what token_logprobs gives on the full logits of each sequence alone."""
+    model, tokenizer = tiny_model
+    texts = [d.text for d in tiny_world.documents[:: len(tiny_world.documents) // 7]][:7]
+    sequences = [tokenizer(t)["input_ids"] for t in texts]
+    starts = [1, 2, len(sequences[2]) // 2, len(sequences[3]) - 1, 3, len(sequences[5]), 1]  # one scores nothing
+    got = suffix_logprobs(model, sequences, starts, padding_id(tokenizer), batch_size=3)
+    model.eval()
+    for ids, start, part in zip(sequences, starts, got):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits
+        labels = torch.tensor([ids])
+        labels[0, :start] = -100
+        full = token_logprobs(logits, labels)[0, start - 1 :]
+        assert len(part) == len(ids) - start
+        torch.testing.assert_close(part, full, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="start 0"):
+        suffix_logprobs(model, sequences[:1], [0], padding_id(tokenizer))
+
+
+def test_greedy_answers_do_not_depend_on_grouping(tiny_model, tiny_world) -> None:
+    """Per-prompt budgets, batches grouped by budget and length, and the stop at a line's end give
+    the texts that one-prompt-at-a-time generation gives, in input order."""
+    model, tokenizer = tiny_model
+    probes = _probes_of_trained(tiny_world, ("direct", "paraphrase"))[:9]
+    prompts = [p.prompt for p in probes]
+    budgets = [1, 6, 3, 2, 6, 1, 4, 5, 2]
+    grouped = greedy_answers(model, tokenizer, prompts, max_new_tokens=budgets, batch_size=4)
+    alone = [greedy_answers(model, tokenizer, [p], max_new_tokens=b)[0] for p, b in zip(prompts, budgets)]
+    assert grouped == alone
+    assert len({len(t.split()) for t in grouped}) > 1  # the budgets show in the texts
+    with pytest.raises(ValueError, match="token budgets"):
+        greedy_answers(model, tokenizer, prompts, max_new_tokens=budgets[:2])
 
 
 def test_token_statistics_batch_equivalence(tiny_model, tiny_world) -> None:

@@ -13,15 +13,19 @@ attacks) all score sequences the same way, so the way lives here, once, below bo
   sequence (the causal shift is done here, once);
 - :func:`batched_logits` — right-padded batches through the model without gradients;
 - :func:`sequence_nlls` — each sequence's mean token NLL (the LOSS membership score) and the mean
-  over all tokens.
+  over all tokens;
+- :func:`suffix_logprobs` — log p of each sequence's tokens from a start position on (an answer
+  after its question), computing the vocabulary projection only where something is scored.
 
 This module imports only :mod:`expunge.data`; nothing of methods or verification.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -38,6 +42,7 @@ __all__ = [
     "sequence_logprobs",
     "batched_logits",
     "sequence_nlls",
+    "suffix_logprobs",
 ]
 
 # No sequence is cut longer than this: every model in expunge's worlds fits, and it bounds the
@@ -132,3 +137,62 @@ def sequence_nlls(model: torch.nn.Module, sequences: Sequence[Sequence[int]], pa
         total -= float(logp.sum())
         count += int(n.sum())
     return per_sequence, total / max(count, 1)
+
+
+@lru_cache(maxsize=None)
+def _keeps_logits(model_class: type) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` (transformers' causal LMs do)."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+@torch.no_grad()
+def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int,
+                    batch_size: int = 64) -> list[torch.Tensor]:
+    """Per sequence, the float32 (at least) log p(token t | tokens < t) for every t from
+    ``starts[i]`` (>= 1) to its end, in input order.
+
+    The same numbers as :func:`token_logprobs` on the full logits, computed cheaply: sequences of
+    similar length are batched together (less padding), the model projects onto the vocabulary
+    only the positions from the batch's earliest start on (``logits_to_keep``, where the model
+    takes it), and the log-softmax runs only at scored positions. For answers after prompts most
+    of a sequence is prompt, and the (time x vocabulary) projection is a large share of a small
+    model's forward.
+    """
+    if len(sequences) != len(starts):
+        raise ValueError(f"got {len(sequences)} sequences but {len(starts)} start positions")
+    for ids, start in zip(sequences, starts):
+        if not 1 <= start < len(ids) + 1:
+            raise ValueError(f"start {start} lies outside a sequence of {len(ids)} tokens (needs 1 <= start)")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    out: list[torch.Tensor] = [torch.zeros(0)] * len(sequences)
+    device = model_device(model)
+    collate = pad_collate(pad_id)
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    keeps = _keeps_logits(type(model))
+    with eval_mode(model):
+        for at in range(0, len(order), batch_size):
+            rows = order[at : at + batch_size]
+            enc = collate([sequences[i] for i in rows])
+            width = enc["input_ids"].shape[1]
+            # Logits at position p predict token p + 1: scoring tokens from `first` on needs the
+            # positions from first - 1 on.
+            first = min(starts[i] for i in rows) - 1
+            kwargs = {"logits_to_keep": width - first} if keeps else {}
+            logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                           **kwargs).logits
+            offset = width - logits.shape[1]  # position of logits[:, 0]
+            picked, targets, lengths = [], [], []
+            for row, i in enumerate(rows):
+                ids = sequences[i]
+                picked.append(logits[row, starts[i] - 1 - offset : len(ids) - 1 - offset])
+                targets.extend(ids[starts[i] :])
+                lengths.append(len(ids) - starts[i])
+            flat = torch.cat(picked)
+            if flat.dtype in (torch.float16, torch.bfloat16):
+                flat = flat.float()
+            target = torch.tensor(targets, dtype=torch.long, device=flat.device)
+            scored = torch.log_softmax(flat, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1).cpu()
+            for i, part in zip(rows, torch.split(scored, lengths)):
+                out[i] = part
+    return out

@@ -37,7 +37,7 @@ from expunge.verify.metrics import (
 from expunge.verify.mia import mia_scores
 from expunge.verify.plan import QA_KINDS, SETS, UTILITY_SETS, VerificationPlan
 from expunge.verify.plausibility import answer_plausibility
-from expunge.verify.probes import answer_matches, greedy_answers
+from expunge.verify.probes import answer_budgets, answer_matches, greedy_answers
 
 __all__ = ["ModelEvaluation", "evaluate_model", "run_attacks"]
 
@@ -73,9 +73,8 @@ class ModelEvaluation:
 
 def _greedy_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, probes: Sequence[Probe],
                  batch_size: int) -> tuple[list[str], list[bool]]:
-    longest = max(len(tokenizer(p.answer, add_special_tokens=False)["input_ids"]) for p in probes)
     generated = greedy_answers(model, tokenizer, [p.prompt for p in probes],
-                               max_new_tokens=longest + 2, batch_size=batch_size)
+                               max_new_tokens=answer_budgets(tokenizer, probes), batch_size=batch_size)
     return generated, [answer_matches(g, p.answer) for p, g in zip(probes, generated)]
 
 

@@ -23,8 +23,7 @@ import torch
 from scipy import stats
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.data import IGNORE_INDEX, pad_collate
-from expunge.scoring import eval_mode, model_device, padding_id, sequence_logprobs, token_logprobs
+from expunge.scoring import padding_id, suffix_logprobs, token_logprobs
 from expunge.records import Probe
 
 __all__ = [
@@ -102,22 +101,8 @@ def answer_logprobs(
     if not prompts:
         return []
     fulls, head_lens = encode_answers(tokenizer, prompts, answers)
-
-    device = model_device(model)
-    collate = pad_collate(padding_id(tokenizer))
-    out: list[tuple[float, int]] = []
-    with eval_mode(model):
-        for start in range(0, len(fulls), batch_size):
-            enc = collate(fulls[start : start + batch_size])
-            labels = enc["labels"]
-            for row, head_len in enumerate(head_lens[start : start + batch_size]):
-                labels[row, :head_len] = IGNORE_INDEX  # score only the answer tokens
-            logits = model(
-                input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device)
-            ).logits
-            sums, counts = sequence_logprobs(logits, labels.to(device))
-            out.extend((float(s), int(n)) for s, n in zip(sums.tolist(), counts.tolist()))
-    return out
+    scored = suffix_logprobs(model, fulls, head_lens, padding_id(tokenizer), batch_size)
+    return [(float(lp.sum()), len(lp)) for lp in scored]
 
 
 def probability(sum_logp: float, n: int) -> float:

@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from expunge.records import Probe
 from expunge.scoring import eval_mode, model_device
@@ -59,39 +60,77 @@ class ProbeAnswer:
     correct: bool
 
 
+class _LineEnd(StoppingCriteria):
+    """Done for a row once it has produced a token that contains a newline: the answer is the
+    first line, so generating past it is wasted time (a pretrained model writes on)."""
+
+    def __init__(self, newline_ids: torch.Tensor, prompt_width: int) -> None:
+        self.newline_ids, self.prompt_width = newline_ids, prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        new = input_ids[:, self.prompt_width :]
+        return torch.isin(new, self.newline_ids.to(new.device)).any(dim=1)
+
+
+def _newline_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return torch.tensor([i for i, piece in enumerate(pieces) if "\n" in piece], dtype=torch.long)
+
+
 @torch.no_grad()
 def greedy_answers(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     batch_size: int = 128,
 ) -> list[str]:
-    """Greedy continuations of ``prompts``, cut at EOS or the first newline."""
+    """Greedy continuations of ``prompts``, cut at EOS or the first newline, in input order.
+
+    ``max_new_tokens`` is one budget for all prompts or one per prompt. Prompts with similar
+    budgets and lengths are generated together (each batch runs to its largest budget, and stops
+    as soon as every row has ended its line), which is what makes a pretrained model's
+    verification affordable; the texts do not depend on the grouping.
+    """
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != len(prompts):
+        raise ValueError(f"got {len(prompts)} prompts but {len(budgets)} token budgets")
+    if not prompts:
+        return []
     device = model_device(model)
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    order = sorted(range(len(prompts)), key=lambda i: (budgets[i], lengths[i]))
+    newline_ids = _newline_ids(tokenizer)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation appends on the right
-    outputs: list[str] = []
+    outputs: list[str] = [""] * len(prompts)
     try:
         with eval_mode(model):
-            for start in range(0, len(prompts), batch_size):
-                chunk = list(prompts[start : start + batch_size])
-                enc = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                enc = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True).to(device)
+                width = enc["input_ids"].shape[1]
                 generated = model.generate(
                     **enc,
-                    max_new_tokens=max_new_tokens,
+                    max_new_tokens=max(budgets[i] for i in rows),
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
+                    stopping_criteria=StoppingCriteriaList([_LineEnd(newline_ids, width)]),
                 )
-                new_tokens = generated[:, enc["input_ids"].shape[1] :]
-                for row in new_tokens:
-                    text = tokenizer.decode(row, skip_special_tokens=True)
-                    outputs.append(text.split("\n")[0].strip())
+                for i, row in zip(rows, generated[:, width:]):
+                    text = tokenizer.decode(row[: budgets[i]], skip_special_tokens=True)
+                    outputs[i] = text.split("\n")[0].strip()
     finally:
         tokenizer.padding_side = side
     return outputs
+
+
+def answer_budgets(tokenizer: PreTrainedTokenizerBase, probes: Sequence[Probe]) -> list[int]:
+    """Tokens to generate for each probe: its answer's length plus 2, enough for the answer and
+    what follows it (a closing mark, or the next word, which already makes it no match)."""
+    return [len(ids) + 2 for ids in tokenizer([p.answer for p in probes], add_special_tokens=False)["input_ids"]]
 
 
 def answer_probes(
@@ -100,9 +139,8 @@ def answer_probes(
     """Greedy answer and exact-match verdict for every probe."""
     if not probes:
         return []
-    longest = max(len(tokenizer(p.answer, add_special_tokens=False)["input_ids"]) for p in probes)
     texts = greedy_answers(model, tokenizer, [p.prompt for p in probes],
-                           max_new_tokens=longest + 2, batch_size=batch_size)
+                           max_new_tokens=answer_budgets(tokenizer, probes), batch_size=batch_size)
     return [
         ProbeAnswer(p.id, text, answer_matches(text, p.answer))
         for p, text in zip(probes, texts)
