@@ -162,6 +162,20 @@ def test_forget_and_verify(tiny_world_dir, tiny_request_path, tiny_base, tiny_or
               tiny_oracle.model.path, "--world", tiny_world_dir, "--request", tiny_request_path,
               "--policy", tmp_path / "missing.toml")
     assert bad.exit_code == 2 and "policy file" in _error_line(bad)
+    # Without --oracle: the references are never-seen data, chance and the original, and the
+    # verdict says so; the attacks, which need an oracle, are reported as not available.
+    result = run("verify", "--model", tmp_path / "simnpo", "--original", tiny_base.model.path, "--world",
+                 tiny_world_dir, "--request", tiny_request_path, "--attacks", "--policy", policy, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["verification"]["oracle"] is None and data["verification"]["reference"].startswith("no oracle")
+    assert [row["model"] for row in data["table"]] == ["original", "simnpo"]
+    candidate = data["verification"]["candidates"]["simnpo"]
+    assert candidate["verdict"]["reference"].startswith("no oracle")
+    attacks = [c for c in candidate["checks"] if c["policy_key"] in ("relearning", "quantization")]
+    assert attacks and all(c["status"] == "not counted" and "needs a retrained oracle" in c["detail"]
+                           for c in attacks)
+    assert "no oracle" in result.stderr
 
 
 def test_policy_command(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from expunge.report import report_from_verification, to_html, to_markdown, write
 from expunge.verify.plausibility import AnswerValidator, answer_plausibility
 from expunge.verify.policy import default_policy, load_policy, override_policy
 from expunge.verify.evaluate import ModelEvaluation
-from expunge.verify.judge import Check, VerdictFlag, check_oracle, roll_up
+from expunge.verify.judge import Check, Reference, VerdictFlag, _chance, _prefers_true, check_oracle, roll_up
 from expunge.verify.mia import SCORE_NAMES
 from expunge.verify.suite import VerifyConfig, verify_models
 
@@ -298,3 +298,85 @@ def test_exact_match_scores_the_first_answer_span(generated: str, answer: str, m
     from expunge.verify.probes import answer_matches
 
     assert answer_matches(generated, answer) is match
+
+
+# --- verification without an oracle (knowledge from pretraining) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def no_oracle(tiny_world_dir, tiny_request_path, tiny_base, tiny_oracle, tmp_path_factory):
+    """The original model and a model that never saw the deleted people (the oracle, copied),
+    verified with no oracle at all: against never-seen people, chance and the original."""
+    root = tmp_path_factory.mktemp("no-oracle")
+    shutil.copytree(tiny_oracle.model.path, root / "never_saw")
+    return verify_models({"unchanged": tiny_base.model.path, "never_saw": root / "never_saw"},
+                         tiny_base.model.path, None, tiny_world_dir, tiny_request_path, config=FAST)
+
+
+def test_without_an_oracle_the_unchanged_model_is_not_forgotten(no_oracle) -> None:
+    assert no_oracle.oracle is None and no_oracle.reference is Reference.NO_ORACLE
+    # The reference is checked first: the original knows the deleted people beyond never-seen ones.
+    [reference] = no_oracle.oracle_checks
+    assert reference.passed and reference.value >= 0.15, reference
+    unchanged = no_oracle.verdicts["unchanged"]
+    assert unchanged.forgotten == "no" and unchanged.reference is Reference.NO_ORACLE
+    assert "no oracle" in unchanged.summary
+    assert any(r.startswith("reference: no oracle") and "cannot show" in r for r in unchanged.reasons)
+    checks = {c.policy_key: c for c in no_oracle.checks["unchanged"]}
+    em = checks["forget_exact_match"]
+    # The reference is the same model's exact match on never-seen people, far below the forget set's.
+    assert em.reference == pytest.approx(no_oracle.candidates["unchanged"].sets["holdout"]["exact_match"])
+    assert em.passed is False and em.value > em.reference + 0.3 and "reference" in em.rule
+    assert checks["membership_inference"].reference == 0.5
+    assert checks["forget_quality"].name.startswith("forget quality (KS p-value vs never-seen")
+    assert all("oracle" not in c.rule for c in no_oracle.checks["unchanged"])
+    assert unchanged.collateral_damage == "none"  # against itself
+
+
+def test_without_an_oracle_a_model_that_never_saw_the_data_is_not_caught(no_oracle) -> None:
+    """A model that never saw the deleted people is judged at the level of never-seen people and
+    chance: no "forgotten: no", and each forgotten-check within its margin of the reference."""
+    verdict = no_oracle.verdicts["never_saw"]
+    assert verdict.forgotten in ("yes", "not verified"), verdict.reasons
+    counted = [c for c in no_oracle.checks["never_saw"] if c.question == "forgotten" and c.decisive]
+    assert counted and all(c.passed is not False for c in counted), counted
+    data = report_from_verification(no_oracle)
+    assert [row["model"] for row in data.table] == ["original", "unchanged", "never_saw"]
+    assert "No oracle: the reference" in to_markdown(data) and "No oracle: the reference" in to_html(data, with_plots=False)
+    assert json.loads(json.dumps(no_oracle.to_dict(), default=str))["oracle"] is None
+
+
+def test_without_an_oracle_an_original_that_never_knew_leaves_nothing_to_forget(
+        tiny_world_dir, tiny_request_path, tiny_oracle, tmp_path) -> None:
+    shutil.copytree(tiny_oracle.model.path, tmp_path / "copy")
+    result = verify_models({"copy": tmp_path / "copy"}, tiny_oracle.model.path, None, tiny_world_dir,
+                           tiny_request_path, config=FAST)
+    verdict = result.verdicts["copy"]
+    assert result.oracle_checks[0].passed is False
+    assert verdict.forgotten == "not verified" and verdict.flags == [VerdictFlag.NOTHING_TO_FORGET]
+    assert "no knowledge of the forget set" in verdict.summary
+    assert any(r.startswith("nothing measurable to forget") for r in verdict.reasons)
+
+
+def test_chance_references() -> None:
+    probes = [_probe("a", "x", ("y", "z", "w")), _probe("b", "x", ("y",)), _probe("c", "x", ())]
+    assert _chance(probes) == pytest.approx((1 / 4 + 1 / 2) / 2)  # a probe without options has no chance level
+    assert math.isnan(_chance(probes[2:]))
+    # 20 of 20 facts prefer the true answer: far from chance; 10 of 20: chance.
+    assert _prefers_true([0.5] * 20)[0] < 1e-5
+    assert _prefers_true([0.5] * 10 + [2.0] * 10)[0] > 0.5
+    assert _prefers_true([0.5] * 3 + [2.0] * 17)[1] == "3 of 20 facts prefer the true answer"
+
+
+def test_membership_needs_enough_never_seen_documents(tiny_world_dir, tiny_request_path, tiny_base,
+                                                      tmp_path) -> None:
+    config = VerifyConfig(policy=override_policy(default_policy(), evidence={"min_subjects": 2,
+                                                                             "min_reference_documents": 10_000}),
+                          bootstrap_samples=200)
+    result = verify_models({"m": tiny_base.model.path}, tiny_base.model.path, None, tiny_world_dir,
+                           tiny_request_path, config=config)
+    checks = {c.policy_key: c for c in result.checks["m"]}
+    for key in ("membership_inference", "over_unlearning_leak"):
+        assert checks[key].rule == "not available" and not checks[key].decisive
+        assert "need 10000 of each" in checks[key].detail
+

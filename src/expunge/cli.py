@@ -445,7 +445,9 @@ def methods_cmd(as_json: bool = JSON_OPTION) -> None:
 def verify_cmd(
     model: list[Path] = typer.Option(..., "--model", help="Unlearned model directory (repeatable)."),
     original: Path = typer.Option(..., "--original", help="The model before unlearning."),
-    oracle: Path = typer.Option(..., "--oracle", help="The model retrained without the data (`expunge retrain`)."),
+    oracle: Path | None = typer.Option(None, "--oracle", help="The model retrained without the data (`expunge "
+                                       "retrain`). Without it (knowledge from pretraining) the references are "
+                                       "never-seen data, chance level and the original."),
     world: Path = typer.Option(..., "--world", help="World directory."),
     request: Path = typer.Option(..., "--request", help="Request file from `expunge request`."),
     report: list[Path] = typer.Option([], "--report", help="Write the report: FILE.html, FILE.md or FILE.json (repeatable)."),
@@ -455,14 +457,16 @@ def verify_cmd(
                                           "one (see `expunge policy`)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle."""
+    """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle
+    (or, without --oracle, against never-seen data and chance)."""
     from expunge import preflight
 
     names = [path.name for path in model]
     if len(set(names)) != len(names):
         raise ExpungeError(f"two --model directories share a name ({names})", "give each model a distinct directory name")
     preflight.request(request, preflight.world(world)), preflight.policy(policy), preflight.reports(report)
-    for what, path in {"original": original, "oracle": oracle, **dict(zip(names, model))}.items():
+    references = {"oracle": oracle} if oracle is not None else {}
+    for what, path in {"original": original, **references, **dict(zip(names, model))}.items():
         preflight.model(path, f"{what} model")
     from expunge.report import report_from_verification, write_report
     from expunge.report.render import json_safe

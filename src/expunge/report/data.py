@@ -89,13 +89,15 @@ def report_from_verification(
     (``seconds``, ``steps``, ``stop_reason``, ``method`` ...)."""
     runs = runs or {}
     data = verification.to_dict()
-    rows = [_row("original", verification.original, None, None, None, None),
-            _row("oracle", verification.oracle, None, None, retraining_seconds, retraining_seconds)]
+    rows = [_row("original", verification.original, None, None, None, None)]
+    if verification.oracle is not None:
+        rows.append(_row("oracle", verification.oracle, None, None, retraining_seconds, retraining_seconds))
     for name, evaluation in verification.candidates.items():
         seconds = runs.get(name, {}).get("seconds")
         rows.append(_row(name, evaluation, data["candidates"][name], verification.verdicts[name].__dict__,
                          seconds, retraining_seconds))
-    everything = {"original": verification.original, "oracle": verification.oracle, **verification.candidates}
+    references = {"oracle": verification.oracle} if verification.oracle is not None else {}
+    everything = {"original": verification.original, **references, **verification.candidates}
     losses = {name: {s: list(scores["loss"]) for s, scores in e.mia_scores.items()} for name, e in everything.items()}
     return ReportData(
         title=title,
@@ -189,7 +191,7 @@ def _row(name: str, evaluation: ModelEvaluation, candidate: dict[str, Any] | Non
         if mia.get("forget_quality"):
             row["forget_quality"] = _num(mia["forget_quality"]["pvalue"])
         if mia.get("scores"):
-            row["mia_auc_gap"] = _num(max(abs(v["auc"] - v["oracle_auc"]) for v in mia["scores"].values()))
+            row["mia_auc_gap"] = _num(max(abs(v["auc"] - v["reference_auc"]) for v in mia["scores"].values()))
             row["privleak"] = _num(mia["scores"]["loss"]["privleak"])
     if verdict is not None:
         row.update(forgotten=verdict["forgotten"], collateral_damage=verdict["collateral_damage"],

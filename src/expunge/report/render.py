@@ -74,7 +74,9 @@ def to_markdown(data: ReportData) -> str:
     oracle_checks = data.verification.get("oracle_checks", [])
     if oracle_checks:
         trusted = data.verification.get("oracle_trusted", True)
-        lines += ["## The oracle, checked first", "",
+        heading = ("The oracle, checked first" if data.verification.get("oracle") is not None else
+                   f"No oracle: the reference ({data.verification.get('reference')}), checked first")
+        lines += [f"## {heading}", "",
                   "Trusted: every check below passed." if trusted else
                   "**NOT trusted**: a check below failed, so no verdict can say \"forgotten\".", "",
                   "| check | value | reference | rule | result | detail |", "|---|---|---|---|---|---|"]
@@ -242,7 +244,7 @@ img { max-width: 100%; } small { color: #666; }
 {% endfor %}</tr>{% endfor %}</table>
 <small>{% for key, header, doc in columns %}<b>{{ header }}</b>: {{ doc }}. {% endfor %}</small>
 {% if data.verification.get('oracle_checks') %}
-<h2>The oracle, checked first</h2>
+<h2>{% if data.verification.get('oracle') is not none %}The oracle, checked first{% else %}No oracle: the reference ({{ data.verification.get('reference') }}), checked first{% endif %}</h2>
 <p class="verdict">{% if data.verification.get('oracle_trusted', True) %}Trusted: every check below passed.{% else %}<b>NOT trusted</b>: a check below failed, so no verdict can say "forgotten".{% endif %}</p>
 <table><tr><th>check</th><th>value</th><th>reference</th><th>rule</th><th>result</th><th>detail</th></tr>
 {% for ch in data.verification.oracle_checks %}{% set r = ch.status %}

@@ -13,6 +13,14 @@ did not learn the retained people, or that tells the deleted people apart from n
 vouches for nothing, and every "forgotten" answer against it is "not verified". An indirect probe or
 attack only decides when the original model beats the oracle on it: a route the original cannot
 use either shows nothing, and is reported as uninformative.
+
+Without an oracle (:attr:`Reference.NO_ORACLE`: knowledge from pretraining, which no retraining
+can remove, as in RWKU) the same checks run against other references: never-seen data of the
+same kind (membership inference, exact match, truth ratios of never-seen people), chance level
+(multiple choice, truth ratios) and the original model (collateral damage, answer plausibility).
+Every route is then gated on the original beating its reference, and the reference itself is
+checked first (:func:`check_reference`: the original must know the forget set beyond it). The
+verdict names the reference it used and what that reference cannot show.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from expunge.choices import TextEnum
 from expunge.records import Probe
@@ -35,13 +44,15 @@ from expunge.verify.plan import INDIRECT_KINDS, VerificationPlan
 from expunge.verify.policy import CheckRule
 
 __all__ = ["Question", "Forgotten", "Collateral", "Confidence", "VerdictFlag", "CheckStatus", "Check",
-           "Verdict", "Route", "all_routes", "CheckSpec", "check_specs", "check_oracle", "judge", "roll_up"]
+           "Reference", "REFERENCE_LIMITS", "Verdict", "Route", "all_routes", "CheckSpec", "check_specs",
+           "check_oracle", "check_reference", "judge", "roll_up"]
 
 
 class Question(TextEnum):
     FORGOTTEN = "forgotten"
     COLLATERAL = "collateral"
-    ORACLE = "oracle"  # the reference's own checks (see check_oracle)
+    ORACLE = "oracle"  # the oracle's own checks (see check_oracle)
+    REFERENCE = "reference"  # without an oracle: is there anything to forget? (see check_reference)
 
 
 class Forgotten(TextEnum):
@@ -69,6 +80,27 @@ class VerdictFlag(TextEnum):
                             "which itself tells an attacker who was deleted")
     ORACLE_UNTRUSTED = ("oracle not trusted: the retrained reference failed its own checks, so nothing measured "
                         "against it can verify forgetting")
+    NOTHING_TO_FORGET = ("nothing measurable to forget: the original model shows no knowledge of the forget set "
+                         "beyond never-seen data and chance, so no check can show it gone")
+
+
+class Reference(TextEnum):
+    """What the "forgotten" checks of a verdict are measured against."""
+
+    ORACLE = "retrained oracle"
+    NO_ORACLE = "no oracle: never-seen data, chance level and the original"
+
+
+# What each reference cannot show: said in every verdict that uses it.
+REFERENCE_LIMITS = {
+    Reference.ORACLE: "",
+    Reference.NO_ORACLE: (
+        "without a retrained oracle, membership is measured against never-seen documents, exact match and "
+        "truth ratios against never-seen people (or 0 and chance), multiple choice against chance, collateral "
+        "damage against the original. This cannot show that the model matches one that never saw the data: "
+        "what a model would know of the forget set from similar data anyway, knowledge the probes do not ask "
+        "about, and the attacks (relearning speed, hidden-state probes) are not compared"),
+}
 
 
 class CheckStatus(TextEnum):
@@ -152,6 +184,7 @@ class Verdict:
     flags: list[VerdictFlag] = field(default_factory=list)
     attacks_tried: list[str] = field(default_factory=list)
     attacks_not_tried: list[str] = field(default_factory=lambda: [r.name for r in all_routes()])
+    reference: Reference = Reference.ORACLE
 
 
 # --- the check table -----------------------------------------------------------------------------
@@ -163,19 +196,40 @@ class JudgeInputs:
 
     candidate: ModelEvaluation
     original: ModelEvaluation
-    oracle: ModelEvaluation
+    oracle: ModelEvaluation | None  # None: verified without an oracle (Reference.NO_ORACLE)
     plan: VerificationPlan
     config: VerifyConfig
     intervals: dict[str, list[float]] = field(default_factory=dict)
     mia: dict[str, dict[str, float]] = field(default_factory=dict)
     forget_quality: dict[str, Any] | None = None
 
+    @property
+    def reference(self) -> Reference:
+        return Reference.ORACLE if self.oracle is not None else Reference.NO_ORACLE
+
+    @property
+    def against(self) -> str:
+        """How rule texts name the reference."""
+        return "oracle" if self.oracle is not None else "reference"
+
+    def never_seen(self, metric: str) -> float | None:
+        """The candidate's own score on the never-seen people's probes (None without them): the
+        no-oracle reference of the same kind of data."""
+        holdout = self.candidate.sets.get("holdout")
+        return None if holdout is None or math.isnan(holdout[metric]) else float(holdout[metric])
+
+    def original_mia_gap(self, score: str) -> float:
+        """How much more member-like the original finds the forget documents than never-seen
+        ones (its AUC minus 0.5) on one score."""
+        scores = self.original.mia_scores
+        return roc_auc(scores["forget"][score], scores["holdout"][score]) - 0.5
+
     def check(self, rule: CheckRule, name: str, value: float, reference: float, rule_text: str,
               passed: bool | None, detail: str = "", informative: bool = True,
               interval: list[float] | None = None, probes: int | None = None) -> Check:
         policy = self.config.policy
         if not informative:
-            detail = (f"uninformative: the original model does no better than the oracle here "
+            detail = (f"uninformative: the original model does no better than the {self.against} here "
                       f"(needs a gap of {policy.min_informative_gap}); " + detail).rstrip("; ")
         elif probes is not None and probes < policy.min_route_probes:
             informative = False
@@ -192,13 +246,14 @@ class JudgeInputs:
     def at_most_oracle(self, rule: CheckRule, name: str, value: float, reference: float, original_value: float,
                        detail: str = "", interval: list[float] | None = None, gated: bool = False,
                        original_gap: float | None = None, probes: int | None = None) -> Check:
-        """Pass when ``value <= reference + margin``. ``gated``: the check only counts when the
-        original model beats the oracle by the policy's gap (``original_gap``, default
-        ``original_value - reference``)."""
+        """Pass when ``value <= reference + margin``. ``gated`` (always, without an oracle): the
+        check only counts when the original model beats the reference by the policy's gap
+        (``original_gap``, default ``original_value - reference``)."""
         margin = rule.param("margin")
         gap = original_value - reference if original_gap is None else original_gap
+        gated = gated or self.oracle is None
         informative = not gated or gap >= self.config.policy.min_informative_gap
-        return self.check(rule, name, value, reference, f"<= oracle + {margin}", _le(value, reference + margin),
+        return self.check(rule, name, value, reference, f"<= {self.against} + {margin}", _le(value, reference + margin),
                           (f"original {original_value:.3f}; " + detail).rstrip("; "), informative, interval, probes)
 
     def ratio(self, rule: CheckRule, name: str, value: float, reference: float) -> Check:
@@ -221,41 +276,91 @@ class CheckSpec:
 
 
 def _forget_exact_match(j: JudgeInputs, rule: CheckRule) -> list[Check]:
-    c, o, orig = j.candidate.sets, j.oracle.sets, j.original.sets
+    c, orig = j.candidate.sets, j.original.sets
     if "forget" not in c:
         return []
     ci = _interval(j.candidate.correct_by_probe["forget"], j.plan.probes["forget"], j.config)
     j.intervals["forget_exact_match"] = ci
-    return [j.at_most_oracle(rule, "forget exact match", c["forget"]["exact_match"], o["forget"]["exact_match"],
-                             orig["forget"]["exact_match"],
-                             f"training questions {c['forget']['exact_match_direct']:.3f}, "
-                             f"paraphrases {c['forget']['exact_match_paraphrase']:.3f}", ci)]
+    detail = (f"training questions {c['forget']['exact_match_direct']:.3f}, "
+              f"paraphrases {c['forget']['exact_match_paraphrase']:.3f}")
+    if j.oracle is not None:
+        reference = j.oracle.sets["forget"]["exact_match"]
+    else:
+        seen = j.never_seen("exact_match")
+        reference = 0.0 if seen is None else seen
+        detail += ("; reference: never-seen people's exact match" if seen is not None else
+                   "; reference: 0 (no never-seen probes; a free answer about an unknown fact is not guessed)")
+    return [j.at_most_oracle(rule, "forget exact match", c["forget"]["exact_match"], reference,
+                             orig["forget"]["exact_match"], detail, ci)]
 
 
 def _forget_quality(j: JudgeInputs, rule: CheckRule) -> list[Check]:
     if "forget" not in j.candidate.sets:
         return []
-    name = "forget quality (KS p-value vs oracle truth ratios)"
-    if not j.candidate.truth_ratios["forget"] or not j.oracle.truth_ratios["forget"]:
-        return [j.not_available(rule, name, "the forget set's probes have no wrong answers, so no truth ratio")]
-    fq = forget_quality(j.candidate.truth_ratios["forget"], j.oracle.truth_ratios["forget"])
-    j.forget_quality = fq
     alpha = rule.param("alpha")
-    return [j.check(rule, name, fq["pvalue"], alpha, f">= {alpha}",
-                    fq["pvalue"] >= alpha, f"n = {fq['n']}, m = {fq['m']} facts, KS statistic "
-                    f"{fq['statistic']:.3f}, floor p {fq['floor_pvalue']:.2g}")]
+    ratios = j.candidate.truth_ratios["forget"]
+    if j.oracle is not None:
+        name = "forget quality (KS p-value vs oracle truth ratios)"
+        if not ratios or not j.oracle.truth_ratios["forget"]:
+            return [j.not_available(rule, name, "the forget set's probes have no wrong answers, so no truth ratio")]
+        fq = forget_quality(ratios, j.oracle.truth_ratios["forget"])
+        j.forget_quality = fq
+        return [j.check(rule, name, fq["pvalue"], alpha, f">= {alpha}",
+                        fq["pvalue"] >= alpha, f"n = {fq['n']}, m = {fq['m']} facts, KS statistic "
+                        f"{fq['statistic']:.3f}, floor p {fq['floor_pvalue']:.2g}")]
+    if not ratios:
+        return [j.not_available(rule, "forget quality (truth ratios)",
+                                "the forget set's probes have no wrong answers, so no truth ratio")]
+    # No oracle: the forget facts' truth ratios against the same model's on never-seen people
+    # (TOFU's KS test with another reference sample), or, without those, against chance.
+    # Gated like every no-oracle route: if the original passes too, the test shows nothing.
+    holdout = j.candidate.truth_ratios.get("holdout") or []
+    if holdout:
+        name = "forget quality (KS p-value vs never-seen people's truth ratios)"
+        fq = forget_quality(ratios, holdout)
+        j.forget_quality = fq
+        original_p = forget_quality(j.original.truth_ratios["forget"], j.original.truth_ratios["holdout"])["pvalue"]
+        detail = (f"n = {fq['n']}, m = {fq['m']} facts, KS statistic {fq['statistic']:.3f}, "
+                  f"floor p {fq['floor_pvalue']:.2g}")
+        value = fq["pvalue"]
+    else:
+        name = "truth ratio vs chance (one-sided binomial test: true answer preferred)"
+        value, detail = _prefers_true(ratios)
+        original_p = _prefers_true(j.original.truth_ratios["forget"])[0]
+    return [j.check(rule, name, value, alpha, f">= {alpha}", value >= alpha,
+                    f"original p {original_p:.2g}; " + detail, informative=original_p < alpha)]
+
+
+def _prefers_true(ratios: Sequence[float]) -> tuple[float, str]:
+    """p-value of a one-sided binomial test that the true answer beats the wrong answers' mean
+    (truth ratio R < 1) more often than half the time, which is about what a model that cannot
+    tell them apart does; with the share it is computed from."""
+    k, n = sum(r < 1 for r in ratios), len(ratios)
+    return float(stats.binomtest(k, n, 0.5, alternative="greater").pvalue), f"{k} of {n} facts prefer the true answer"
 
 
 def _multiple_choice(j: JudgeInputs, rule: CheckRule) -> list[Check]:
-    c, o, orig = j.candidate.sets, j.oracle.sets, j.original.sets
+    c, orig = j.candidate.sets, j.original.sets
     if "forget" not in c:
         return []
     if not any(p.alternatives for p in j.plan.fact_probes["forget"]):
         return [j.not_available(rule, "multiple choice (logit-scored)", "the forget set's probes have no wrong answers")]
     options = 1 + max(len(p.alternatives) for p in j.plan.fact_probes["forget"])
+    detail = f"{c['forget']['facts']} facts, {options} options"
+    if j.oracle is not None:
+        reference = j.oracle.sets["forget"]["multiple_choice"]
+    else:
+        seen = j.never_seen("multiple_choice")
+        reference = _chance(j.plan.fact_probes["forget"]) if seen is None else seen
+        detail += "; reference: " + ("never-seen people's accuracy" if seen is not None else "chance")
     return [j.at_most_oracle(rule, "multiple choice (logit-scored)", c["forget"]["multiple_choice"],
-                             o["forget"]["multiple_choice"], orig["forget"]["multiple_choice"],
-                             f"{c['forget']['facts']} facts, {options} options")]
+                             reference, orig["forget"]["multiple_choice"], detail)]
+
+
+def _chance(probes: Sequence[Probe]) -> float:
+    """Multiple-choice accuracy of a model that picks at random: mean of 1 / options."""
+    options = [1 + len(p.alternatives) for p in probes if p.alternatives]
+    return float(np.mean([1 / k for k in options])) if options else math.nan
 
 
 def _membership(sign: float) -> Spec:
@@ -263,27 +368,38 @@ def _membership(sign: float) -> Spec:
     -1: the over-unlearning leak)."""
 
     def measure(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+        name = ("membership inference AUC above the oracle's" if sign > 0 else
+                "over-unlearning leak: AUC below the oracle's")
+        if j.oracle is None:
+            name = name.replace("the oracle's", "never-seen data's (0.5)")
+        needed = j.config.policy.min_reference_documents
+        counts = [len(j.plan.texts.get(s, [])) for s in ("forget", "holdout")]
+        if 0 < min(counts) < needed:
+            return [j.not_available(rule, name, f"{counts[0]} forget and {counts[1]} never-seen documents "
+                                    f"(need {needed} of each for an AUC that means something)")]
         if not j.mia:
             j.mia.update(_mia_table(j.candidate, j.oracle))
         mia = j.mia
         if not mia:
             return []
         pick = max if sign > 0 else min
-        score = pick(mia, key=lambda k: mia[k]["auc"] - mia[k]["oracle_auc"])
+        score = pick(mia, key=lambda k: mia[k]["auc"] - mia[k]["reference_auc"])
         row = mia[score]
         margin = rule.param("margin")
         ci = _auc_interval(j.candidate, j.plan, score, j.config)
         j.intervals[f"mia_auc_{score}"] = ci
-        excess = sign * (row["auc"] - row["oracle_auc"])  # > 0: more member-like (or less) than the oracle
+        excess = sign * (row["auc"] - row["reference_auc"])  # > 0: more member-like (or less) than the reference
         decided: bool | None = excess <= margin
         if decided and ci[1] - ci[0] > j.config.policy.max_auc_ci_width:
             decided = None  # it passes, but the interval is too wide to say so
-        name = ("membership inference AUC above the oracle's" if sign > 0 else
-                "over-unlearning leak: AUC below the oracle's")
-        return [j.check(rule, name, row["auc"], row["oracle_auc"],
-                        f"{'<=' if sign > 0 else '>='} oracle {'+' if sign > 0 else '-'} {margin}", decided,
+        informative = True
+        if j.oracle is None and sign > 0:
+            # Gated like every no-oracle route: the original must look like a member at all.
+            informative = j.original_mia_gap(score) >= j.config.policy.min_informative_gap
+        return [j.check(rule, name, row["auc"], row["reference_auc"],
+                        f"{'<=' if sign > 0 else '>='} {j.against} {'+' if sign > 0 else '-'} {margin}", decided,
                         f"worst score {score}: 95% CI {ci[0]:.3f}-{ci[1]:.3f}; PrivLeak {row['privleak']:+.1f}; "
-                        f"TPR at 1% FPR {row['tpr_at_1pct']:.3f}", interval=ci)]
+                        f"TPR at 1% FPR {row['tpr_at_1pct']:.3f}", informative=informative, interval=ci)]
 
     return measure
 
@@ -293,8 +409,14 @@ def _indirect_probes(j: JudgeInputs, rule: CheckRule) -> list[Check]:
     for kind, values in j.candidate.indirect.items():
         # Score each route by whichever of exact match and multiple choice the ORIGINAL model
         # uses best against the oracle: the most sensitive way to see the knowledge come back.
-        orig, ora = j.original.indirect[kind], j.oracle.indirect[kind]
-        metric = max(("exact_match", "multiple_choice"), key=lambda m: orig[m] - ora[m])
+        orig = j.original.indirect[kind]
+        if j.oracle is not None:
+            ora = j.oracle.indirect[kind]
+        else:  # never-seen people's direct exact match (or 0), and chance
+            seen = j.never_seen("exact_match")
+            ora = {"exact_match": 0.0 if seen is None else seen, "multiple_choice": _chance(j.plan.indirect[kind])}
+        metric = max(("exact_match", "multiple_choice"), key=lambda m: orig[m] - ora[m] if not math.isnan(ora[m])
+                     else -math.inf)
         hits = j.candidate.correct_by_probe[f"indirect:{kind}" if metric == "exact_match" else f"indirect-mc:{kind}"]
         ci = _interval(hits, j.plan.indirect[kind], j.config)
         out.append(j.at_most_oracle(rule, f"indirect: {kind} ({metric.replace('_', ' ')})", values[metric],
@@ -305,6 +427,12 @@ def _indirect_probes(j: JudgeInputs, rule: CheckRule) -> list[Check]:
 
 def _attack_spec(attack: Attack) -> CheckSpec:
     def measure(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+        if j.oracle is None:  # asked for, but not run (see verify_models): no reference to judge it by
+            if not j.config.attacks:
+                return []
+            return [j.not_available(rule, f"attack: {attack.name}", "needs a retrained oracle: what the attacked "
+                                    "model recovers is only evidence against what a model that never saw the data "
+                                    "recovers the same way")]
         results = (j.candidate.attacks.get(attack.name), j.oracle.attacks.get(attack.name),
                    j.original.attacks.get(attack.name))
         if any(r is None for r in results):
@@ -341,12 +469,15 @@ def _fluency(j: JudgeInputs, rule: CheckRule) -> list[Check]:
 def _answer_plausibility(j: JudgeInputs, rule: CheckRule) -> list[Check]:
     if "forget" not in j.candidate.sets:
         return []
-    value, ref = j.candidate.sets["forget"]["plausibility"], j.oracle.sets["forget"]["plausibility"]
+    # Without an oracle, the original's answers (right ones, so of the right kind) are the reference.
+    value = j.candidate.sets["forget"]["plausibility"]
+    ref = (j.oracle or j.original).sets["forget"]["plausibility"]
     if math.isnan(value) or math.isnan(ref):
         return [j.not_available(rule, "forget answer plausibility", "no attribute validator: the data asks each "
                                 "question of one subject only, so no population of valid answers is known")]
     margin = rule.param("margin")
-    return [j.check(rule, "forget answer plausibility", value, ref, f">= oracle - {margin}", value >= ref - margin,
+    return [j.check(rule, "forget answer plausibility", value, ref, f">= {'oracle' if j.oracle else 'original'} - "
+                    f"{margin}", value >= ref - margin,
                     "share of forget answers that are a valid value of the asked attribute")]
 
 
@@ -416,19 +547,49 @@ def check_oracle(original: ModelEvaluation, oracle: ModelEvaluation, plan: Verif
     return checks
 
 
+def check_reference(original: ModelEvaluation, plan: VerificationPlan,
+                    config: VerifyConfig | None = None) -> list[Check]:
+    """Without an oracle, the reference checked before any verdict: the original model must know
+    the forget set beyond never-seen data and chance on at least one route (exact match,
+    multiple choice, membership AUC), by the policy's ``min_informative_gap``. A model that never
+    showed the knowledge cannot be shown to have lost it."""
+    config = config or VerifyConfig()
+    gap = config.policy.min_informative_gap
+    forget, holdout = original.sets.get("forget"), original.sets.get("holdout", {})
+    if forget is None:
+        return []
+    seen_em = holdout.get("exact_match", math.nan)
+    gaps = {"exact match": forget["exact_match"] - (0.0 if math.isnan(seen_em) else seen_em)}
+    seen_mc = holdout.get("multiple_choice", math.nan)
+    chance = _chance(plan.fact_probes["forget"])
+    if not math.isnan(forget["multiple_choice"]):
+        gaps["multiple choice"] = forget["multiple_choice"] - (chance if math.isnan(seen_mc) else seen_mc)
+    if original.mia_scores.get("forget") and original.mia_scores.get("holdout"):
+        gaps["membership AUC"] = max(roc_auc(original.mia_scores["forget"][s], original.mia_scores["holdout"][s])
+                                     for s in SCORE_NAMES) - 0.5
+    best = max(gaps, key=lambda k: gaps[k])
+    return [Check("the original knows the forget set beyond the reference", Question.REFERENCE, gaps[best], gap,
+                  f">= {gap} on some route", gaps[best] >= gap - 1e-12,
+                  "original minus reference: " + ", ".join(f"{k} {v:+.3f}" for k, v in gaps.items()),
+                  policy_key="evidence.min_informative_gap")]
+
+
 def judge(
     candidate: ModelEvaluation,
     original: ModelEvaluation,
-    oracle: ModelEvaluation,
+    oracle: ModelEvaluation | None,
     plan: VerificationPlan,
     config: VerifyConfig | None = None,
     oracle_checks: Sequence[Check] | None = None,
 ) -> tuple[list[Check], Verdict, dict[str, Any]]:
     """Checks, verdict and the membership-inference table (per score: AUC, TPR, PrivLeak).
-    ``oracle_checks`` (:func:`check_oracle`, computed here when not given) gate the verdict."""
+    ``oracle`` None verifies without one (:attr:`Reference.NO_ORACLE`). ``oracle_checks``
+    (:func:`check_oracle`, or :func:`check_reference` without an oracle; computed here when not
+    given) gate the verdict."""
     config = config or VerifyConfig()
     if oracle_checks is None:
-        oracle_checks = check_oracle(original, oracle, plan, config)
+        oracle_checks = (check_oracle(original, oracle, plan, config) if oracle is not None
+                         else check_reference(original, plan, config))
     policy = config.policy
     inputs = JudgeInputs(candidate, original, oracle, plan, config)
     checks: list[Check] = []
@@ -444,10 +605,12 @@ def judge(
     if sizes["forget"]["subjects"] < policy.min_subjects or sizes["forget"]["probes"] < policy.min_forget_probes:
         thin.append(f"only {sizes['forget']['subjects']} forget people / {sizes['forget']['probes']} probes "
                     f"(need {policy.min_subjects} / {policy.min_forget_probes})")
-    if sizes["holdout"]["subjects"] < policy.min_subjects:
-        thin.append(f"only {sizes['holdout']['subjects']} never-seen people (need {policy.min_subjects})")
+    # Never-seen documents without a subject each count as one independent reference.
+    never_seen = max(sizes["holdout"]["subjects"], len(set(plan.text_subjects.get("holdout", []))))
+    if never_seen < policy.min_subjects:
+        thin.append(f"only {never_seen} never-seen people or documents (need {policy.min_subjects})")
     tried = [r.name for r in all_routes() if r.tried(candidate)]
-    verdict = roll_up(checks, thin, sizes, inputs.intervals, [], tried, oracle_checks)
+    verdict = roll_up(checks, thin, sizes, inputs.intervals, [], tried, oracle_checks, inputs.reference)
     return checks, verdict, {"scores": inputs.mia, "forget_quality": inputs.forget_quality}
 
 
@@ -455,18 +618,21 @@ def _le(value: float, bound: float) -> bool | None:
     return None if math.isnan(value) or math.isnan(bound) else value <= bound + 1e-12
 
 
-def _mia_table(candidate: ModelEvaluation, oracle: ModelEvaluation) -> dict[str, dict[str, float]]:
+def _mia_table(candidate: ModelEvaluation, oracle: ModelEvaluation | None) -> dict[str, dict[str, float]]:
+    """Per score: the candidate's AUC and the reference AUC (the oracle's; 0.5, never-seen data's
+    own, without one), PrivLeak against it and the TPRs."""
     if not candidate.mia_scores.get("forget") or not candidate.mia_scores.get("holdout"):
         return {}
     table = {}
     for score in SCORE_NAMES:
         members, nonmembers = candidate.mia_scores["forget"][score], candidate.mia_scores["holdout"][score]
         auc = roc_auc(members, nonmembers)
-        oracle_auc = roc_auc(oracle.mia_scores["forget"][score], oracle.mia_scores["holdout"][score])
+        reference = (0.5 if oracle is None else
+                     roc_auc(oracle.mia_scores["forget"][score], oracle.mia_scores["holdout"][score]))
         table[score] = {
             "auc": auc,
-            "oracle_auc": oracle_auc,
-            "privleak": privleak(auc, oracle_auc),
+            "reference_auc": reference,
+            "privleak": privleak(auc, reference),
             "tpr_at_1pct": tpr_at_fpr(members, nonmembers, 0.01),
             "tpr_at_0_1pct": tpr_at_fpr(members, nonmembers, 0.001),
             "n_members": len(members),
@@ -514,15 +680,19 @@ _SUMMARIES = {
     Forgotten.NO: "NOT forgotten: the model still shows knowledge the oracle does not have",
     Forgotten.NOT_VERIFIED: "not verified: the evidence is too thin to decide",
 }
+_NO_ORACLE_SUMMARIES = {
+    Forgotten.YES: "forgotten (no oracle): at the level of never-seen data and chance on every check",
+    Forgotten.NO: "NOT forgotten (no oracle): the model still knows more than never-seen data and chance show",
+}
 _COLLATERAL_SUMMARIES = {Collateral.NONE: "; no collateral damage", Collateral.YES: "; collateral damage",
                          Collateral.NOT_VERIFIED: "; collateral damage not verified"}
 
 
 def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int]],
             intervals: dict[str, list[float]], reasons: list[str], tried: list[str] | None = None,
-            oracle_checks: Sequence[Check] = ()) -> Verdict:
-    """The three answers from the counted checks (see the module doc); a failed oracle check
-    makes "forgotten" not verified, whatever the candidate's own checks say."""
+            oracle_checks: Sequence[Check] = (), reference: Reference = Reference.ORACLE) -> Verdict:
+    """The three answers from the counted checks (see the module doc); a failed oracle (or, without
+    one, reference) check makes "forgotten" not verified, whatever the candidate's own checks say."""
     routes = [r.name for r in all_routes()]
     tried = [r.name for r in BASE_ROUTES] if tried is None else tried
 
@@ -544,8 +714,11 @@ def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int
     if untrusted:
         forgotten = Forgotten.NOT_VERIFIED
         for ch in untrusted:
-            reasons.append(f"oracle not trusted: {ch.name} = {ch.value:.3f} (rule {ch.rule}, reference "
+            what = "oracle not trusted" if ch.question is Question.ORACLE else "nothing measurable to forget"
+            reasons.append(f"{what}: {ch.name} = {ch.value:.3f} (rule {ch.rule}, reference "
                            f"{ch.reference:.3f}; {ch.detail})")
+    reasons.append(f"reference: {reference.value}" + (f" ({REFERENCE_LIMITS[reference]})"
+                                                       if REFERENCE_LIMITS[reference] else ""))
     collateral = {True: Collateral.NONE, False: Collateral.YES,
                   None: Collateral.NOT_VERIFIED}[answer(Question.COLLATERAL)]
     reasons.extend(thin)
@@ -556,8 +729,10 @@ def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int
         elif ch.decisive and ch.passed is None:
             reasons.append(f"undecided: {ch.name} ({ch.detail or 'no usable reference'})")
     flags = []
-    if untrusted:
+    if any(ch.question is Question.ORACLE for ch in untrusted):
         flags.append(VerdictFlag.ORACLE_UNTRUSTED)
+    if any(ch.question is Question.REFERENCE for ch in untrusted):
+        flags.append(VerdictFlag.NOTHING_TO_FORGET)
     if any(ch.policy_key == "over_unlearning_leak" for ch in failed):
         flags.append(VerdictFlag.OVER_UNLEARNING_LEAK)
     if thin:
@@ -575,12 +750,17 @@ def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int
         reasons.append("not tried: " + ", ".join(not_tried) + " — a pass here is not a pass against them")
     remembered = [ch for ch in failed if ch.question is Question.FORGOTTEN and ch.policy_key != "over_unlearning_leak"]
     if untrusted:
-        summary = "not verified: the oracle failed its own checks (see the reasons)"
+        summary = ("not verified: the oracle failed its own checks (see the reasons)"
+                   if VerdictFlag.ORACLE_UNTRUSTED in flags else
+                   "not verified: the original model shows no knowledge of the forget set beyond the reference")
     elif forgotten is Forgotten.NO and not remembered:
-        summary = "NOT indistinguishable from the oracle: over-unlearning leak"
+        summary = f"NOT indistinguishable from the {'oracle' if reference is Reference.ORACLE else 'reference'}: " \
+                  "over-unlearning leak"
     else:
-        summary = _SUMMARIES[forgotten]
+        summary = (_NO_ORACLE_SUMMARIES if reference is Reference.NO_ORACLE else _SUMMARIES).get(
+            forgotten, _SUMMARIES[forgotten])
         if forgotten is Forgotten.NO and VerdictFlag.OVER_UNLEARNING_LEAK in flags:
             summary += " (and an over-unlearning leak)"
     summary += _COLLATERAL_SUMMARIES[collateral]
-    return Verdict(forgotten, collateral, confidence, summary, reasons, sizes, intervals, flags, tried, not_tried)
+    return Verdict(forgotten, collateral, confidence, summary, reasons, sizes, intervals, flags, tried, not_tried,
+                   reference)

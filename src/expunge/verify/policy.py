@@ -28,7 +28,7 @@ QUESTIONS = ("forgotten", "collateral")
 # Each check's threshold parameter and the range it must lie in.
 _PARAMETERS: dict[str, tuple[float, float]] = {"margin": (0.0, 1.0), "ratio": (0.0, 1.0), "alpha": (0.0, 1.0)}
 _EVIDENCE: dict[str, type] = {"min_subjects": int, "min_forget_probes": int, "min_informative_gap": float,
-                              "min_route_probes": int, "max_auc_ci_width": float}
+                              "min_route_probes": int, "max_auc_ci_width": float, "min_reference_documents": int}
 # The oracle's own checks (``[oracle]``): each a tolerance between 0 and 1.
 _ORACLE = ("max_knowledge_gap", "max_forget_gap", "auc_margin")
 
@@ -79,6 +79,10 @@ class VerdictPolicy:
     @property
     def max_auc_ci_width(self) -> float:
         return float(self.evidence["max_auc_ci_width"])
+
+    @property
+    def min_reference_documents(self) -> int:
+        return int(self.evidence["min_reference_documents"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "evidence": dict(self.evidence), "oracle": dict(self.oracle),

@@ -7,7 +7,9 @@ in three readable parts:
    request's :class:`expunge.locate.Located` sets);
 2. :mod:`expunge.verify.evaluate` — every measurement of one model, attacks included;
 3. :mod:`expunge.verify.judge` — the candidate against the original and the retrained oracle, one
-   check per entry of the verdict policy, rolled up into a :class:`Verdict`.
+   check per entry of the verdict policy, rolled up into a :class:`Verdict`. Without an oracle
+   (``oracle_dir=None``: knowledge from pretraining) the references are never-seen data, chance
+   level and the original, and the verdict says so.
 
 :func:`verify_models` loads the models and runs the three; this module holds only that loading
 and the :class:`Verification` record. Every definition is the one in the project's DESIGN notes;
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from expunge.prompts import format_of, world_as_seen
 from expunge.records import ModelRef
 from expunge.verify.config import VerifyConfig
 from expunge.verify.evaluate import ModelEvaluation, evaluate_model, run_attacks
-from expunge.verify.judge import Check, Verdict, check_oracle, judge
+from expunge.verify.judge import Check, Reference, Verdict, check_oracle, check_reference, judge
 from expunge.verify.metrics import roc_curve
 from expunge.verify.plan import VerificationPlan, plan_verification
 from expunge.worlds import World, load_world
@@ -57,20 +59,25 @@ __all__ = [
 
 @dataclass
 class Verification:
-    """The verification of one or more candidate models against the original and the oracle."""
+    """The verification of one or more candidate models against the original and the oracle
+    (``oracle`` None: verified without one; ``oracle_checks`` then hold the reference's check)."""
 
     plan_sizes: dict[str, dict[str, int]]
     request_id: str
     world_fingerprint: str
     config: dict[str, Any]
     original: ModelEvaluation
-    oracle: ModelEvaluation
+    oracle: ModelEvaluation | None
     candidates: dict[str, ModelEvaluation]
     checks: dict[str, list[Check]]
     verdicts: dict[str, Verdict]
     mia: dict[str, dict[str, Any]]
     roc: dict[str, dict[str, list[float]]]
     oracle_checks: list[Check] = field(default_factory=list)
+
+    @property
+    def reference(self) -> Reference:
+        return Reference.ORACLE if self.oracle is not None else Reference.NO_ORACLE
 
     @property
     def oracle_trusted(self) -> bool:
@@ -83,8 +90,9 @@ class Verification:
             "world_fingerprint": self.world_fingerprint,
             "sets": self.plan_sizes,
             "config": self.config,
+            "reference": self.reference.value,
             "original": self.original.to_dict(),
-            "oracle": self.oracle.to_dict(),
+            "oracle": self.oracle.to_dict() if self.oracle is not None else None,
             "oracle_trusted": self.oracle_trusted,
             "oracle_checks": [{**asdict(ch), "status": ch.status} for ch in self.oracle_checks],
             "candidates": {
@@ -102,7 +110,7 @@ class Verification:
 def verify_models(
     candidates: dict[str, str | os.PathLike[str]],
     original_dir: str | os.PathLike[str],
-    oracle_dir: str | os.PathLike[str],
+    oracle_dir: str | os.PathLike[str] | None,
     world_dir: str | os.PathLike[str],
     request_path: str | os.PathLike[str],
     *,
@@ -110,9 +118,10 @@ def verify_models(
     log: Callable[[str], None] = lambda message: None,
     located: Located | None = None,
 ) -> Verification:
-    """Verify each candidate model (name -> directory) against the original and the oracle;
-    ``log`` receives one line per model evaluated (with its seconds). ``located`` may pass the
-    request's sets (checked against the world and request); by default they are located here."""
+    """Verify each candidate model (name -> directory) against the original and the oracle
+    (``oracle_dir`` None: without one, see :class:`Reference`); ``log`` receives one line per
+    model evaluated (with its seconds). ``located`` may pass the request's sets (checked against
+    the world and request); by default they are located here."""
     config = config or VerifyConfig()
     clash = {"original", "oracle"} & set(candidates)
     if clash or not candidates:
@@ -120,7 +129,8 @@ def verify_models(
                            "name the unlearned models after their method, e.g. {'simnpo': DIR}")
     # Every model directory is checked (files against their recorded sha256) before any is
     # evaluated: a corrupt candidate must not surface after minutes spent on the original.
-    for what, path in {"original": original_dir, "oracle": oracle_dir, **candidates}.items():
+    references = {"oracle": oracle_dir} if oracle_dir is not None else {}
+    for what, path in {"original": original_dir, **references, **candidates}.items():
         check_model_dir(path, what=f"{what} model")
     world = load_world(world_dir)
     request = load_request(request_path, world)
@@ -130,7 +140,7 @@ def verify_models(
                            "verification needs a request for people of this world (`expunge request --subjects`)")
     # One prompt format for every model: the original's, as its recipe records it.
     fmt = format_of(read_model_record(original_dir).get("recipe", {}), world, None, f"original model {original_dir}")
-    for name, path in {"oracle": oracle_dir, **candidates}.items():
+    for name, path in {**references, **candidates}.items():
         theirs = read_model_record(path).get("recipe", {}).get("prompt_format")
         if theirs is not None and theirs != fmt.value:
             raise ExpungeError(f"{name} model {path} was trained with prompt format {theirs}, the original with "
@@ -141,24 +151,36 @@ def verify_models(
     plan = plan_verification(world, request, config, located)
     # Every tokenizer against the original's before anything is evaluated (tokenizers load in
     # milliseconds; a mismatch found after the original and the oracle were scored wastes minutes).
-    for name, path in {"oracle": oracle_dir, **candidates}.items():
+    for name, path in {**references, **candidates}.items():
         _check_tokenizer(load_tokenizer(path), vocab, world, name, str(path))
+
+    # The attacks are judged only against an oracle (what a model that never saw the data recovers
+    # the same way); without one they are not run, and the verdict lists them as not available.
+    measure = config if oracle_dir is not None else replace(config, attacks=False)
 
     def evaluate(name: str, loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]) -> ModelEvaluation:
         model, tokenizer, ref = loaded
         _check_tokenizer(tokenizer, vocab, world, name, ref.path)
-        evaluation = evaluate_model(model, tokenizer, plan, config, name=name, ref=ref)
+        evaluation = evaluate_model(model, tokenizer, plan, measure, name=name, ref=ref)
         log(f"evaluated {name} in {evaluation.seconds:.1f} s")
         return evaluation
 
-    loaded_oracle = load_model(oracle_dir)
-    _check_oracle(loaded_oracle[2], world, located, oracle_dir)
-    evaluations = {"original": evaluate("original", loaded_original), "oracle": evaluate("oracle", loaded_oracle)}
-    oracle_checks = check_oracle(evaluations["original"], evaluations["oracle"], plan, config)
+    if oracle_dir is not None:
+        loaded_oracle = load_model(oracle_dir)
+        _check_oracle(loaded_oracle[2], world, located, oracle_dir)
+    evaluations = {"original": evaluate("original", loaded_original)}
+    if oracle_dir is not None:
+        evaluations["oracle"] = evaluate("oracle", loaded_oracle)
+        oracle_checks = check_oracle(evaluations["original"], evaluations["oracle"], plan, config)
+    else:
+        log("no oracle: verifying against never-seen data, chance level and the original (the verdict says what "
+            "that cannot show)")
+        oracle_checks = check_reference(evaluations["original"], plan, config)
     for ch in oracle_checks:
         if ch.passed is False:
-            log(f"the oracle fails a check of its own: {ch.name} = {ch.value:.3f} (rule {ch.rule}, reference "
-                f"{ch.reference:.3f}); no verdict against it can say 'forgotten'")
+            what = "the oracle fails a check of its own" if oracle_dir is not None else "the reference check fails"
+            log(f"{what}: {ch.name} = {ch.value:.3f} (rule {ch.rule}, reference "
+                f"{ch.reference:.3f}); no verdict can say 'forgotten'")
     results: dict[str, ModelEvaluation] = {}
     checks: dict[str, list[Check]] = {}
     verdicts: dict[str, Verdict] = {}
@@ -166,16 +188,16 @@ def verify_models(
     for name, path in candidates.items():
         results[name] = evaluate(name, load_model(path))
         checks[name], verdicts[name], mia[name] = judge(results[name], evaluations["original"],
-                                                         evaluations["oracle"], plan, config, oracle_checks)
+                                                         evaluations.get("oracle"), plan, config, oracle_checks)
     roc = {name: _roc_points(e) for name, e in {**evaluations, **results}.items()}
     return Verification(plan.sizes(), request.id, world.fingerprint, config.to_dict(), evaluations["original"],
-                        evaluations["oracle"], results, checks, verdicts, mia, roc, oracle_checks)
+                        evaluations.get("oracle"), results, checks, verdicts, mia, roc, oracle_checks)
 
 
 def verify(
     model_dir: str | os.PathLike[str],
     original_dir: str | os.PathLike[str],
-    oracle_dir: str | os.PathLike[str],
+    oracle_dir: str | os.PathLike[str] | None,
     world_dir: str | os.PathLike[str],
     request_path: str | os.PathLike[str],
     *,
