@@ -128,6 +128,7 @@ _EXPORTS: dict[str, str] = {
     # shared scoring
     "eval_mode": "expunge.scoring",
     "sequence_nlls": "expunge.scoring",
+    "suffix_logprobs": "expunge.scoring",
     "StopKind": "expunge.training",
     "UnlearnConfig": "expunge.methods.gradient.base",
     "GradAscentConfig": "expunge.methods.gradient.grad_ascent",
@@ -151,6 +152,8 @@ _EXPORTS: dict[str, str] = {
     "evaluate_model": "expunge.verify.evaluate",
     "judge": "expunge.verify.judge",
     "check_oracle": "expunge.verify.judge",
+    "check_reference": "expunge.verify.judge",
+    "Reference": "expunge.verify.judge",
     "check_specs": "expunge.verify.judge",
     "Forgotten": "expunge.verify.judge",
     "Collateral": "expunge.verify.judge",
