@@ -73,13 +73,31 @@ def test_early_stop_and_collapse_guard(tiny_world_dir, tiny_request_path, tiny_b
         good = next(c for c in report.checks if c["step"] == report.restored_step)
         assert good["retain_nll"] < report.original_nll["retain"] + 0.3
     # SimNPO with a normal step makes the forget documents look never-seen and stops early: at
-    # the first check where membership inference's AUC reached the threshold, not before.
+    # the first check where membership inference's AUC reached the threshold, not before. (The
+    # guard scores retained people the retain term does not train on: at lr 1.5e-3 and above
+    # their NLL crossed the bound first, measured; at 1e-3 it stayed 0.08 below it.)
     report = unlearn(tiny_base.model.path, tiny_world_dir, tiny_request_path, tmp_path / "s", method="simnpo",
-                     options={"learning_rate": 3e-3, "max_steps": 300, "min_steps": 5, "check_every": 5},
+                     options={"learning_rate": 1e-3, "max_steps": 300, "min_steps": 5, "check_every": 5},
                      progress=False)
     assert report.stop is StopKind.EARLY_STOP, report.stop_reason
     assert report.checks[-1]["mia_auc"] <= 0.55 < min(c["mia_auc"] for c in report.checks[:-1])
     assert report.run.steps < 300
+
+
+def test_retain_term_and_scored_retained_documents_are_apart(tiny_world_dir, tiny_request_path, tiny_base,
+                                                              tmp_path: Path) -> None:
+    """The retain term trains on one side of split_retain and the run records it; with too few
+    never-seen documents for a meaningful AUC, the early stop is off and the notes say so."""
+    from expunge.locate import locate, split_retain
+
+    report = unlearn(tiny_base.model.path, tiny_world_dir, tiny_request_path, tmp_path / "m", method="simnpo",
+                     options={"max_steps": 3, "check_every": 3, "warmup_steps": 0, "early_stop_min_documents": 10_000},
+                     progress=False)
+    world = load_world(tiny_world_dir)
+    split = split_retain(world, locate(world, load_request(tiny_request_path, world)))
+    assert load_model(tmp_path / "m")[2].recipe["retain_term_sha256"] == split.train.digest
+    assert any(n.startswith("early stop off:") and "needs 10000 of each" in n for n in report.notes), report.notes
+    assert report.run.steps == 3 and report.stop is StopKind.MAX_STEPS
 
 
 def test_unknown_method_and_options() -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from expunge.errors import ExpungeError
 from expunge.ledger import load_request, make_request, resolve_documents, write_request
+from expunge.locate import locate, split_retain
 from expunge.worlds import PrivacyWorldConfig, build_privacy_world
 
 
@@ -120,3 +121,27 @@ def test_named_documents_round_trip(tiny_world, tmp_path: Path) -> None:
     assert request.named_documents == (doc,) and doc in request.document_ids
     write_request(request, tmp_path / "r.json")
     assert load_request(tmp_path / "r.json", tiny_world) == request
+
+
+def test_the_retained_documents_split_into_retain_term_and_scored(tiny_world) -> None:
+    request = make_request(tiny_world, subjects=[tiny_world.people("train")[0].id])
+    located = locate(tiny_world, request)
+    split = split_retain(tiny_world, located)
+    train, kept = set(split.train.documents), set(split.kept.documents)
+    # Disjoint, and together exactly what stays.
+    assert train and kept and not train & kept
+    assert train | kept == set(located.retain.documents)
+    # By subject: no subject has documents on both sides; people and general entities on both.
+    by_id = {d.id: d for d in tiny_world.documents}
+    train_subjects = {s for i in train for s in by_id[i].subjects}
+    kept_subjects = {s for i in kept for s in by_id[i].subjects}
+    assert not train_subjects & kept_subjects and set(split.train.subjects) == train_subjects
+    assert abs(len(train_subjects) - len(kept_subjects)) <= 1
+    kinds = {tiny_world.subject_by_id[s].kind for s in train_subjects}
+    assert kinds == {tiny_world.subject_by_id[s].kind for s in kept_subjects} == {"person", "entity"}
+    # Deterministic for the request, different for another request.
+    assert split_retain(tiny_world, locate(tiny_world, request)) == split
+    other = make_request(tiny_world, subjects=[tiny_world.people("train")[1].id])
+    assert set(split_retain(tiny_world, locate(tiny_world, other)).train.subjects) != train_subjects
+    with pytest.raises(ValueError, match="strictly between"):
+        split_retain(tiny_world, located, share=1.0)

@@ -20,6 +20,7 @@ from expunge.verify.policy import default_policy, load_policy, override_policy
 from expunge.verify.evaluate import ModelEvaluation
 from expunge.verify.judge import Check, Reference, VerdictFlag, _chance, _prefers_true, check_oracle, roll_up
 from expunge.verify.mia import SCORE_NAMES
+from expunge.verify.plan import plan_verification
 from expunge.verify.suite import VerifyConfig, verify_models
 
 
@@ -166,6 +167,22 @@ def test_oracle_must_be_an_oracle_for_this_request(tiny_world_dir, tiny_request_
     with pytest.raises(ExpungeError, match="may not be"):
         verify_models({"oracle": tiny_base.model.path}, tiny_base.model.path, tiny_base.model.path,
                       tiny_world_dir, tiny_request_path)
+
+
+def test_what_survives_is_scored_only_where_no_retain_term_trained(verification, tiny_world_dir,
+                                                                    tiny_request_path) -> None:
+    from expunge.ledger import load_request
+    from expunge.locate import locate, split_retain
+    from expunge.worlds import load_world
+
+    world = load_world(tiny_world_dir)
+    split = split_retain(world, locate(world, load_request(tiny_request_path, world)))
+    plan = plan_verification(world, load_request(tiny_request_path, world), FAST)
+    trained = set(split.train.subjects)
+    for name in ("retain", "neighbours", "general"):
+        assert not trained & set(plan.subjects[name]), name
+    assert plan.subjects["retain"] and plan.subjects["general"]
+    assert not {t for t in plan.text_subjects["retain"]} & trained
 
 
 def test_reports(verification, tmp_path: Path) -> None:

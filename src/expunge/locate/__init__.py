@@ -10,6 +10,11 @@ every model recipe made for the request.
 
 Later locators (influence functions, trigger search, user-supplied sets) produce the same record
 with another ``locator`` kind.
+
+:func:`split_retain` divides what stays in two, by subject: what an unlearning method's retain
+term may train on, and what the collapse guard and verification score as kept. A retain term that
+fine-tunes on the very sentences that are then scored makes "nothing else broke" look true by
+construction.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from expunge.ledger.requests import documents_digest, resolve_documents
 from expunge.records import DeletionRequest, Document
 from expunge.worlds import World
 
-__all__ = ["LocatorKind", "DocumentSet", "Located", "locate", "locate_subjects", "SET_NAMES"]
+__all__ = ["LocatorKind", "DocumentSet", "Located", "locate", "locate_subjects", "SET_NAMES", "RETAIN_TERM_SHARE",
+           "RetainSplit", "split_retain"]
 
 SET_NAMES = ("forget", "retain", "never_seen", "neighbours", "general")
 
@@ -149,4 +155,62 @@ def _locate(world: World, target_ids: Iterable[str], forget_ids: set[str], reque
                                tuple(d.id for d in world.documents if d.split == "holdout")),
         neighbours=DocumentSet(tuple(neighbours), about(neighbours)),
         general=DocumentSet(tuple(general), about(general)),
+    )
+
+
+# The share of the retained subjects (those with documents) whose documents a retain term trains on.
+RETAIN_TERM_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class RetainSplit:
+    """The retained documents, split by subject (see :func:`split_retain`).
+
+    Attributes:
+        train: the subjects whose documents an unlearning method's retain term may train on, and
+            those documents.
+        kept: every other retained document (with its subjects): what the collapse guard and
+            verification score as kept. Subjects with no retained document (general facts asked
+            about but never written down) are never in ``train``.
+    """
+
+    train: DocumentSet
+    kept: DocumentSet
+
+
+def _rank(request_id: str, key: str) -> str:
+    return hashlib.sha256(f"{request_id}\0{key}".encode()).hexdigest()
+
+
+def split_retain(world: World, located: Located, share: float = RETAIN_TERM_SHARE) -> RetainSplit:
+    """Split the retained documents by subject into the retain term's and the scored ones.
+
+    Deterministic from the world and the request (every method, and verification, get the same
+    split): the retained subjects that have documents, people and general entities alike, are
+    ordered by sha256(request id, subject id) and the first ``share`` of them (at least one, and
+    at least one left over, when there are two or more) go to ``train``. A document goes to
+    ``train`` when every subject it names does; a document naming no subject is placed by its own
+    id the same way.
+    """
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"share must lie strictly between 0 and 1; got {share}")
+    docs = located.documents(world, "retain")
+    forgotten = set(located.forget.subjects)
+    order = list(dict.fromkeys(s for d in docs for s in d.subjects if s not in forgotten))
+    loose = [d.id for d in docs if not d.subjects]
+
+    def first_share(keys: list[str]) -> set[str]:
+        if len(keys) < 2:
+            return set()
+        count = min(len(keys) - 1, max(1, round(share * len(keys))))
+        return set(sorted(keys, key=lambda k: _rank(located.request_id, k))[:count])
+
+    trained_subjects, trained_loose = first_share(order), first_share(loose)
+    train_docs = [d for d in docs if (set(d.subjects) <= trained_subjects if d.subjects else d.id in trained_loose)]
+    train_ids = {d.id for d in train_docs}
+    kept_docs = [d for d in docs if d.id not in train_ids]
+    return RetainSplit(
+        train=DocumentSet(tuple(s for s in order if s in trained_subjects), tuple(d.id for d in train_docs)),
+        kept=DocumentSet(tuple(dict.fromkeys(s for d in kept_docs for s in d.subjects if s not in forgotten)),
+                         tuple(d.id for d in kept_docs)),
     )

@@ -4,7 +4,10 @@ Read top to bottom:
 
 1. Load the original model (never modified on disk), the world and the request, and locate the
    request's sets (:func:`expunge.locate.locate`): the forget documents, the documents that stay
-   and never-seen people's documents.
+   and never-seen people's documents. What stays is split by subject
+   (:func:`expunge.locate.split_retain`): the retain term trains on one part, and the collapse
+   guard (like verification) scores the other, so "nothing else broke" is never measured on
+   the sentences the retain term fitted.
 2. Build pairs (forget sequence, retain sequence) so that each step sees as many retain as
    forget sequences; let the method prepare what it needs from the original model (its
    ``prepare`` hook: state and typed per-sequence extras) and freeze what must not train (its
@@ -14,7 +17,9 @@ Read top to bottom:
    the stop rules score three samples of documents: the forget documents, never-seen people's
    documents and retain documents.
    * early stop: a membership-inference attacker (LOSS score) can no longer tell the forget
-     documents from never-seen ones (AUC <= ``early_stop_auc``);
+     documents from never-seen ones (AUC <= ``early_stop_auc``); only with at least
+     ``early_stop_min_documents`` of each (an AUC on a dozen sentences means nothing), else the
+     run takes its fixed budget of ``max_steps`` and says why;
    * collapse guard: the retain NLL rose too far — stop, restore the last state that was within
      the bound, and say so.
 4. Save the result as a new model version whose parent is the original's hash and whose recipe
@@ -39,7 +44,7 @@ from expunge.data import Example, TokenSequence, encode_documents, pad_collate
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
 from expunge.ledger.requests import load_request
-from expunge.locate import Located, locate
+from expunge.locate import Located, locate, split_retain
 from expunge.methods.generic import generic_targets
 from expunge.methods.gradient.base import UnlearnConfig, forward, generic_anchor
 from expunge.methods.refusals import REFUSALS
@@ -212,7 +217,15 @@ def unlearn(
     check_tokenizer_covers(tokenizer, samples + (list(REFUSALS) if refusals else []), str(model_dir))
 
     forget_docs = located.documents(world, "forget")
-    retain_docs = located.documents(world, "retain")
+    split = split_retain(world, located)
+    trained_ids, kept_ids = set(split.train.documents), set(split.kept.documents)
+    retain_docs = [d for d in world.documents if d.id in trained_ids]
+    kept_docs = [d for d in world.documents if d.id in kept_ids]
+    if config.retain_weight and not retain_docs:
+        notes.append("retain term trained on nothing: no retained document outside the scored set")
+    if not kept_docs:  # nothing else to score: the guard reads the retain term's own documents
+        kept_docs = retain_docs
+        notes.append("the collapse guard scores the retain term's own documents (no other retained document)")
     limit = max_length(model)
     encode = lambda texts: encode_documents(tokenizer, texts, limit)  # noqa: E731
     forget_doc_seqs = encode([example_for(d) for d in forget_docs])
@@ -222,8 +235,14 @@ def unlearn(
     eval_sets = {
         "forget": _cap(forget_doc_seqs, rng),
         "holdout": _cap(encode([example_for(d) for d in located.documents(world, "never_seen")]), rng),
-        "retain": _cap(retain_seqs, rng),
+        "retain": _cap(encode([example_for(d) for d in kept_docs]), rng),
     }
+    early_stop = config.early_stop
+    if early_stop and min(len(eval_sets["forget"]), len(eval_sets["holdout"])) < config.early_stop_min_documents:
+        early_stop = False
+        notes.append(f"early stop off: {len(eval_sets['forget'])} forget and {len(eval_sets['holdout'])} never-seen "
+                     f"documents (needs {config.early_stop_min_documents} of each for a membership AUC that means "
+                     f"something); ran the fixed budget of max_steps = {config.max_steps}")
     pad = padding_id(tokenizer)
     original_nll = {name: mean_token_nll(model, seqs, pad) for name, seqs in eval_sets.items()}
 
@@ -291,13 +310,13 @@ def unlearn(
         scores = {name: sequence_nlls(m, seqs, pad) for name, seqs in eval_sets.items()}
         nll = {name: mean for name, (_, mean) in scores.items()}
         # The LOSS attack's AUC, forget vs never-seen documents: 0.5 = indistinguishable.
-        auc = roc_auc(scores["forget"][0], scores["holdout"][0])
+        auc = roc_auc(scores["forget"][0], scores["holdout"][0]) if eval_sets["holdout"] else float("nan")
         checks.append({"step": step, **{f"{k}_nll": v for k, v in nll.items()}, "mia_auc": auc})
         if nll["retain"] > bound:
             return EvalResult(nll, stop=StopKind.COLLAPSE_GUARD, stop_reason=(
                 f"collapse guard: retain NLL {nll['retain']:.3f} exceeded {bound:.3f} at step {step}"))
         best.update(step=step, state=_trainable_state(m))
-        if config.early_stop and step >= config.min_steps and auc <= config.early_stop_auc:
+        if early_stop and step >= config.min_steps and auc <= config.early_stop_auc:
             return EvalResult(nll, stop=StopKind.EARLY_STOP, stop_reason=(
                 f"early stop: membership-inference AUC {auc:.3f} (forget vs never-seen) reached "
                 f"{config.early_stop_auc} (forget NLL {nll['forget']:.3f}, never-seen {nll['holdout']:.3f})"))
@@ -317,14 +336,14 @@ def unlearn(
         _load_trainable_state(model, best["state"])
         restored = best["step"]
         notes.append(f"{run.stop_reason}; restored the state of step {restored}, the last within the bound")
-    elif run.stop is StopKind.MAX_STEPS and config.early_stop:
+    elif run.stop is StopKind.MAX_STEPS and early_stop:
         notes.append("reached max_steps before the forget documents looked like never-seen ones "
                      f"(membership-inference AUC <= {config.early_stop_auc})")
     model = _merge_lora(model, config)
     recipe = {
         "kind": "unlearn", "method": spec.name, "config": asdict(config), "request_id": request.id,
         "world_fingerprint": world.fingerprint, "parent_path": str(model_dir), "located_sha256": located.digest,
-        "prompt_format": fmt.value,
+        "prompt_format": fmt.value, "retain_term_sha256": split.train.digest if config.retain_weight else None,
     }
     seconds = time.perf_counter() - started
     run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}

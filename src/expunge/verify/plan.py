@@ -12,6 +12,10 @@ and retraining use), sampled (seeded) to at most ``max_subjects_per_set`` people
 
 The forget people's *indirect* probes (context priming, role-play framing, prefilled answers,
 cloze, multi-hop, reverse questions) are kept apart: they ask about the same facts by other routes.
+
+What must survive (retain, neighbours, general) is drawn only from the subjects and documents
+that no retain term trained on (:func:`expunge.locate.split_retain`): collateral damage measured
+on what a method fine-tuned on would show nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import random
 from dataclasses import dataclass
 
 from expunge.data import Example
-from expunge.locate import Located, locate
+from expunge.locate import Located, locate, split_retain
 from expunge.prompts import example_for
 from expunge.records import DeletionRequest, Probe
 from expunge.verify.config import VerifyConfig
@@ -90,7 +94,11 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
     else:
         located.check_for(world, request)
     rng = random.Random(config.seed)
-    subjects = {name: list(getattr(located, source).subjects) for name, source in _LOCATED.items()}
+    # Never score as kept what a retain term may have trained on.
+    split = split_retain(world, located)
+    trained_subjects, trained_docs = set(split.train.subjects), set(split.train.documents)
+    subjects = {name: [s for s in getattr(located, source).subjects if s not in trained_subjects]
+                for name, source in _LOCATED.items()}
     for name in ("holdout", "retain", "neighbours", "general"):
         if len(subjects[name]) > config.max_subjects_per_set:
             subjects[name] = sorted(rng.sample(subjects[name], config.max_subjects_per_set))
@@ -100,8 +108,11 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
     # retained people.
     docs = {
         "forget": located.documents(world, "forget"),
-        "holdout": [d for d in located.documents(world, "never_seen") if set(d.subjects) & set(subjects["holdout"])],
-        "retain": [d for d in located.documents(world, "retain") if set(d.subjects) & set(subjects["retain"])],
+        # (a never-seen document about no one is a reference of its own)
+        "holdout": [d for d in located.documents(world, "never_seen")
+                    if not d.subjects or set(d.subjects) & set(subjects["holdout"])],
+        "retain": [d for d in located.documents(world, "retain")
+                   if d.id not in trained_docs and set(d.subjects) & set(subjects["retain"])],
     }
     return VerificationPlan(
         world=world, request=request, located=located, subjects=subjects, probes=probes,

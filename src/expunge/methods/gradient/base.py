@@ -44,6 +44,10 @@ class UnlearnConfig:
             never-seen documents (1 = every forget document more familiar, 0.5 = no
             difference, as for a model that never saw them). Below 0.5 the forget set would
             look *less* familiar than strangers: over-unlearning, itself a leak.
+        early_stop_min_documents: the early stop needs at least this many forget and never-seen
+            documents (of each); with fewer, an AUC is noise (one 12-sentence reference fired it
+            while the forget loss was still below the original's), so the run takes its fixed
+            budget of ``max_steps`` instead and says so in its notes.
         max_retain_loss_increase: collapse guard: stop, and restore the last good state, when the
             retain documents' mean token NLL rises by more than this (nats) over the original's.
         group_by_length: batch pairs of similar length (see ``PairedDataset``): less padding,
@@ -76,6 +80,7 @@ class UnlearnConfig:
     min_steps: int = 20
     early_stop: bool = True
     early_stop_auc: float = 0.55
+    early_stop_min_documents: int = 20
     max_retain_loss_increase: float = 0.5
     group_by_length: bool = False
     chunk_tokens: int = 24
@@ -83,8 +88,8 @@ class UnlearnConfig:
     generic_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1 or self.batch_size < 1 or self.check_every < 1:
-            raise ValueError("max_steps, batch_size and check_every must be at least 1")
+        if self.max_steps < 1 or self.batch_size < 1 or self.check_every < 1 or self.early_stop_min_documents < 1:
+            raise ValueError("max_steps, batch_size, check_every and early_stop_min_documents must be at least 1")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.warmup_steps < self.max_steps:
