@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,26 @@ def tiny_companies(tmp_path_factory: pytest.TempPathFactory):
                                                                edits=6, reading_documents=60))
     train_base(root / "world", root / "base", preset="tiny", seed=0, progress=False)
     return root / "world", root / "base"
+
+
+def find_shared_tofu() -> Path:
+    """TOFU's files: $EXPUNGE_TOFU_DIR, else shared/data/tofu beside any folder above this one
+    (the data is never committed; where neither exists, the tests that need it skip)."""
+    if os.environ.get("EXPUNGE_TOFU_DIR"):
+        return Path(os.environ["EXPUNGE_TOFU_DIR"])
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "data" / "tofu" / "full.json").is_file():
+            return parent / "shared" / "data" / "tofu"
+    return Path("shared/data/tofu")
+
+
+@pytest.fixture(scope="session")
+def shared_tofu() -> Path:
+    """The directory of TOFU's files (:func:`find_shared_tofu`); skips the test without them."""
+    path = find_shared_tofu()
+    if not (path / "full.json").is_file():
+        pytest.skip(f"TOFU's files are not at {path} (set EXPUNGE_TOFU_DIR)")
+    return path
 
 
 @pytest.fixture(scope="session")

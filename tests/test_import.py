@@ -19,17 +19,6 @@ from expunge.worlds import load_world
 from expunge.worlds.importers import JsonlSources, import_jsonl, import_tofu
 
 runner = CliRunner()
-def _shared_tofu() -> Path:
-    """TOFU's files: $EXPUNGE_TOFU_DIR, else shared/data/tofu beside any folder above this one."""
-    if os.environ.get("EXPUNGE_TOFU_DIR"):
-        return Path(os.environ["EXPUNGE_TOFU_DIR"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "data" / "tofu" / "full.json").is_file():
-            return parent / "shared" / "data" / "tofu"
-    return Path("shared/data/tofu")
-
-
-SHARED_TOFU = _shared_tofu()
 
 
 def write_lines(path: Path, rows: list) -> Path:
@@ -272,9 +261,8 @@ def test_tofu_files_that_are_not_tofu(tofu_dir: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "t").exists()
 
 
-@pytest.mark.skipif(not (SHARED_TOFU / "full.json").is_file(), reason=f"TOFU's files are not at {SHARED_TOFU}")
-def test_the_real_tofu_files(tmp_path: Path) -> None:
-    world = import_tofu(SHARED_TOFU, tmp_path / "t")
+def test_the_real_tofu_files(shared_tofu: Path, tmp_path: Path) -> None:
+    world = import_tofu(shared_tofu, tmp_path / "t")
     authors = world.people("train")
     assert (authors[0].name, authors[-2].name) == ("Jaime Vasquez", "Basil Mahfouz Al-Kuwaiti")
     assert sum(bool(a.name) for a in authors) >= 195

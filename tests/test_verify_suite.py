@@ -185,6 +185,24 @@ def test_what_survives_is_scored_only_where_no_retain_term_trained(verification,
     assert not {t for t in plan.text_subjects["retain"]} & trained
 
 
+def test_facts_per_set_can_be_capped(tiny_world_dir, tiny_request_path) -> None:
+    from expunge.ledger import load_request
+    from expunge.worlds import load_world
+
+    world = load_world(tiny_world_dir)
+    request = load_request(tiny_request_path, world)
+    full = plan_verification(world, request, FAST)
+    capped = plan_verification(world, request, VerifyConfig(max_facts_per_set=3, bootstrap_samples=200))
+    for name, probes in capped.probes.items():
+        facts = {(p.subject, p.attribute) for p in probes}
+        assert len(facts) == min(3, len({(p.subject, p.attribute) for p in full.probes[name]})), name
+        # every question of a chosen fact is kept
+        assert [p.id for p in probes] == [p.id for p in full.probes[name] if (p.subject, p.attribute) in facts]
+    assert plan_verification(world, request, VerifyConfig(max_facts_per_set=3)).probes == capped.probes
+    with pytest.raises(ValueError, match="max_facts_per_set"):
+        VerifyConfig(max_facts_per_set=0)
+
+
 def test_reports(verification, tmp_path: Path) -> None:
     data = report_from_verification(verification, runs={"unchanged": {"seconds": 1.0, "steps": 0,
                                                                       "stop_reason": "none"}},

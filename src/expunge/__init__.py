@@ -125,6 +125,9 @@ _EXPORTS: dict[str, str] = {
     "DocumentSet": "expunge.locate",
     "LocatorKind": "expunge.locate",
     "locate": "expunge.locate",
+    "split_retain": "expunge.locate",
+    "RetainSplit": "expunge.locate",
+    "RETAIN_TERM_SHARE": "expunge.locate",
     # shared scoring
     "eval_mode": "expunge.scoring",
     "sequence_nlls": "expunge.scoring",

@@ -455,12 +455,18 @@ def verify_cmd(
                                  "quantization, logit lens, linear probe."),
     policy: Path | None = typer.Option(None, "--policy", help="Verdict policy TOML file overriding the built-in "
                                           "one (see `expunge policy`)."),
+    max_facts: int | None = typer.Option(None, "--max-facts", help="Score at most this many facts per set "
+                                         "(a seeded sample, all their questions kept) to bound the cost; default: "
+                                         "every fact."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle
     (or, without --oracle, against never-seen data and chance)."""
     from expunge import preflight
 
+    if max_facts is not None and max_facts < 1:
+        raise ExpungeError(f"--max-facts {max_facts} is below 1", "give a positive number of facts per set, or leave "
+                           "it out to score every fact")
     names = [path.name for path in model]
     if len(set(names)) != len(names):
         raise ExpungeError(f"two --model directories share a name ({names})", "give each model a distinct directory name")
@@ -472,7 +478,7 @@ def verify_cmd(
     from expunge.report.render import json_safe
     from expunge.verify.policy import load_policy
     from expunge.verify.suite import VerifyConfig, verify_models
-    config = VerifyConfig(policy=load_policy(policy), attacks=attacks)
+    config = VerifyConfig(policy=load_policy(policy), attacks=attacks, max_facts_per_set=max_facts)
     verification = verify_models(dict(zip(names, model)), original, oracle, world, request, config=config,
                                  log=lambda m: err_console.print(m))
     data = report_from_verification(verification)

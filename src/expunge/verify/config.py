@@ -21,6 +21,9 @@ class VerifyConfig:
             :mod:`expunge.verify.attacks`) on every model.
         attack: the attacks' settings.
         max_subjects_per_set: cap on the people scored per set (a seeded sample), to bound cost.
+        max_facts_per_set: cap on the facts (subject, attribute) scored per set after that, all
+            of a chosen fact's questions kept (a seeded sample; None: every fact). It bounds
+            sets with many facts per subject, such as TOFU's 217 general facts in two entities.
         bootstrap_samples: resamples for the confidence intervals (grouped by subject).
         fluency_tokens: tokens generated per fluency prompt (a subject's name).
         batch_size: batch size of every forward pass.
@@ -31,6 +34,7 @@ class VerifyConfig:
     attacks: bool = False
     attack: AttackConfig = field(default_factory=AttackConfig)
     max_subjects_per_set: int = 30
+    max_facts_per_set: int | None = None
     bootstrap_samples: int = 1000
     fluency_tokens: int = 24
     batch_size: int = 128
@@ -39,6 +43,8 @@ class VerifyConfig:
     def __post_init__(self) -> None:
         if self.max_subjects_per_set < 1:
             raise ValueError("max_subjects_per_set must be at least 1")
+        if self.max_facts_per_set is not None and self.max_facts_per_set < 1:
+            raise ValueError("max_facts_per_set must be at least 1 (or None: every fact)")
         if self.bootstrap_samples < 100:
             raise ValueError("bootstrap_samples must be at least 100 for a usable 95% interval")
         if self.batch_size < 1 or self.fluency_tokens < 1:
@@ -46,5 +52,6 @@ class VerifyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.to_dict(), "attacks": self.attacks, "attack": asdict(self.attack),
-                "max_subjects_per_set": self.max_subjects_per_set, "bootstrap_samples": self.bootstrap_samples,
+                "max_subjects_per_set": self.max_subjects_per_set, "max_facts_per_set": self.max_facts_per_set,
+                "bootstrap_samples": self.bootstrap_samples,
                 "fluency_tokens": self.fluency_tokens, "batch_size": self.batch_size, "seed": self.seed}

@@ -85,6 +85,15 @@ def one_per_fact(probes: list[Probe]) -> list[Probe]:
     return list(chosen.values())
 
 
+def _cap_facts(probes: list[Probe], cap: int | None, rng: random.Random) -> list[Probe]:
+    """At most ``cap`` facts (subject, attribute), a seeded sample, with all their questions."""
+    facts = list(dict.fromkeys((p.subject, p.attribute) for p in probes))
+    if cap is None or len(facts) <= cap:
+        return probes
+    chosen = set(rng.sample(facts, cap))
+    return [p for p in probes if (p.subject, p.attribute) in chosen]
+
+
 def plan_verification(world: World, request: DeletionRequest, config: VerifyConfig | None = None,
                       located: Located | None = None) -> VerificationPlan:
     """Choose the sets for ``request`` (seeded samples of at most ``max_subjects_per_set`` people)."""
@@ -102,7 +111,8 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
     for name in ("holdout", "retain", "neighbours", "general"):
         if len(subjects[name]) > config.max_subjects_per_set:
             subjects[name] = sorted(rng.sample(subjects[name], config.max_subjects_per_set))
-    probes = {name: world.probes_for(ids, kinds=QA_KINDS) for name, ids in subjects.items()}
+    probes = {name: _cap_facts(world.probes_for(ids, kinds=QA_KINDS), config.max_facts_per_set, rng)
+              for name, ids in subjects.items()}
     indirect = {kind: world.probes_for(subjects["forget"], kinds=[kind]) for kind in INDIRECT_KINDS}
     # Membership inference reads the removed documents and those of the sampled never-seen and
     # retained people.
