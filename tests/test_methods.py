@@ -225,3 +225,18 @@ def test_a_method_defined_in_a_test_runs_end_to_end(tiny_world_dir, tiny_request
     # Its trainable hook froze the embeddings; something else moved.
     assert torch.equal(base.get_input_embeddings().weight, model.get_input_embeddings().weight)
     assert weights_sha256(model) != weights_sha256(base)
+
+
+def test_pretrained_models_get_their_own_defaults() -> None:
+    from expunge.methods.gradient.base import PRETRAINED_DEFAULTS
+    from expunge.recipe import is_pretrained
+
+    spec = get_method("simnpo")
+    scratch, pretrained = spec.make_config({}), spec.make_config({}, pretrained=True)
+    assert scratch.learning_rate == spec.config_cls().learning_rate != pretrained.learning_rate
+    assert pretrained.learning_rate == PRETRAINED_DEFAULTS["learning_rate"]
+    assert spec.make_config({"learning_rate": "1e-4"}, pretrained=True).learning_rate == 1e-4  # -o beats them
+    assert spec.defaults_for(pretrained=False) == {}
+    assert is_pretrained({}) and is_pretrained({"from_model": {"path": "x", "sha256": "y"}})
+    assert is_pretrained({"kind": "unlearn", "pretrained": True})
+    assert not is_pretrained({"kind": "base", "from_model": None})

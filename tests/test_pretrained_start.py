@@ -19,6 +19,7 @@ from expunge.data import IGNORE_INDEX, encode_documents, pad_collate
 from expunge.integrity import files_sha256
 from expunge.ledger import make_request, write_request
 from expunge.models import load_model
+from expunge.methods.gradient.base import PRETRAINED_DEFAULTS
 from expunge.models.builders import build_llama
 from expunge.pipeline import retrain_oracle, train_base, world_tokenizer
 from expunge.presets import Preset, registered_preset
@@ -223,6 +224,10 @@ def test_forget_and_verify_a_fine_tuned_model_on_question_answer_documents(never
     assert result.exit_code == 0, result.output
     _, _, forgot = load_model(tmp_path / "simnpo")
     assert forgot.recipe["prompt_format"] == "plain" and forgot.parent == base.model.sha256
+    # A fine-tuned pretrained model gets the defaults for pretrained models; -o beats them.
+    config = json.loads(result.stdout)["config"]
+    assert config["learning_rate"] == PRETRAINED_DEFAULTS["learning_rate"] and config["max_steps"] == 10
+    assert forgot.recipe["pretrained"] is True
     result = runner.invoke(app, ["verify", "--model", str(tmp_path / "simnpo"), "--original", base.model.path,
                                  "--oracle", oracle.model.path, "--world", str(world_dir), "--request",
                                  str(tmp_path / "request.json"), "--json"])

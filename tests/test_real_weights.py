@@ -1,7 +1,12 @@
-"""Real weights, the whole path, as a user runs it (slow): SmolLM2-135M fine-tuned on a few TOFU
-authors, `import tofu` -> `train --from` -> `request --split` -> `retrain` -> `forget` ->
-`verify`. TOFU's files are read from the shared data directory (never committed); without them
-the test skips."""
+"""Real weights, the whole path, as a user runs it (slow).
+
+- SmolLM2-135M fine-tuned on a few TOFU authors: `import tofu` -> `train --from` -> `request
+  --split` -> `retrain` -> `forget` -> `verify`. TOFU's files are read from the shared data
+  directory (never committed); without them the test skips.
+- SmolLM2-135M as a user's own Hugging Face model, and facts it knew from pretraining (capitals)
+  as the user's JSONL: `import jsonl` -> `request` -> `forget` with its defaults -> `verify` with
+  no oracle (none can exist for pretraining).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,25 @@ from expunge.recipe import TrainingLength
 from expunge.verify.judge import Collateral, Confidence, Forgotten
 
 runner = CliRunner()
+# Capitals SmolLM2-135M-Instruct completes correctly after "The capital of X is" (37 of 60 tried,
+# measured; it gets e.g. Australia, India and Turkey wrong).
+KNOWN = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
+         "Japan": "Tokyo", "China": "Beijing", "Russia": "Moscow", "Greece": "Athens", "Norway": "Oslo",
+         "Sweden": "Stockholm", "Denmark": "Copenhagen", "Austria": "Vienna", "Hungary": "Budapest",
+         "Ireland": "Dublin", "England": "London", "Canada": "Ottawa", "Mexico": "Mexico City", "Chile": "Santiago",
+         "Kenya": "Nairobi", "Thailand": "Bangkok", "Vietnam": "Hanoi", "Cuba": "Havana", "Netherlands": "Amsterdam",
+         "South Korea": "Seoul", "Indonesia": "Jakarta", "Philippines": "Manila", "Romania": "Bucharest",
+         "Czech Republic": "Prague", "Ethiopia": "Addis Ababa", "Pakistan": "Islamabad", "Bangladesh": "Dhaka",
+         "Scotland": "Edinburgh", "Iceland": "Reykjavik", "Israel": "Jerusalem", "Syria": "Damascus",
+         "Afghanistan": "Kabul"}
+FORGET = ["France", "Japan", "Norway", "Kenya", "Cuba", "Chile", "Greece", "Vietnam", "Hungary", "Iceland"]
+# Never-seen countries of the same kind: the membership reference, with capitals no model knows.
+INVENTED = [("Veltria", "Morsk"), ("Aldoran", "Keth"), ("Sorvenia", "Plavo"), ("Quentar", "Ilsa"),
+            ("Marovia", "Tunn"), ("Belcasta", "Orrin"), ("Tavonia", "Grell"), ("Norwend", "Sabbe"),
+            ("Ostravel", "Fenn"), ("Carduvia", "Lorm"), ("Pellandor", "Vask"), ("Ruvania", "Dresk"),
+            ("Zentoria", "Hollo"), ("Faldany", "Mirre"), ("Gorvath", "Ulme"), ("Istovia", "Brakk"),
+            ("Kelmora", "Tesh"), ("Lunderra", "Pobb"), ("Merrovia", "Quill"), ("Nastoria", "Wend"),
+            ("Orvandy", "Jusk"), ("Pratavia", "Colm"), ("Rendaria", "Vitt"), ("Sulvenia", "Harro")]
 # The real fine-tuning recipe (`finetune`), one pass only: the path is under test here, not how
 # well SmolLM2 learns TOFU (benchmarks/tofu.py measures that). One pass over 2 authors' 40
 # answers is 5 steps, about 100 s on 2 cores.
@@ -44,9 +68,9 @@ def test_tofu_on_smollm2_from_import_to_verdict(shared_tofu: Path, tmp_path: Pat
         forget = _run("forget", "--model", base, "--world", world, "--request", request, "--out", forgot,
                       "--method", "simnpo", "-o", "max_steps=4", "-o", "batch_size=8", "-o", "check_every=2",
                       "-o", "warmup_steps=1", "--json")
-        # TOFU's 217 general facts are sampled to 20 to bound the cost.
+        # 10 facts per set (TOFU has 217 general facts): verification is most of this test's time.
         verified = _run("verify", "--model", forgot, "--original", base, "--oracle", oracle, "--world", world,
-                        "--request", request, "--max-facts", 20, "--json")
+                        "--request", request, "--max-facts", 10, "--json")
     # The recipes: one starting point (SmolLM2, by sha256), one prompt format, the oracle without
     # the forget author's 20 answers.
     assert trained["model"]["sha256"] != retrained["model"]["sha256"]
@@ -54,7 +78,7 @@ def test_tofu_on_smollm2_from_import_to_verdict(shared_tofu: Path, tmp_path: Pat
     assert forget["parent_sha256"] == trained["model"]["sha256"] and forget["steps"] <= 4
     v = verified["verification"]
     assert v["sets"]["forget"]["documents"] == v["sets"]["holdout"]["documents"] == 20
-    assert v["sets"]["general"]["facts"] == 20
+    assert v["sets"]["general"]["facts"] == v["sets"]["forget"]["facts"] == 10
     candidate = v["candidates"]["simnpo"]
     verdict = candidate["verdict"]
     assert Forgotten(verdict["forgotten"]) and Collateral(verdict["collateral_damage"])
@@ -70,3 +94,59 @@ def test_tofu_on_smollm2_from_import_to_verdict(shared_tofu: Path, tmp_path: Pat
     # loss on them is the lower.
     original, oracle_eval = v["original"]["sets"]["forget"], v["oracle"]["sets"]["forget"]
     assert original["prob"] > oracle_eval["prob"], (original["prob"], oracle_eval["prob"])
+
+
+def capitals_jsonl(directory: Path) -> tuple[Path, Path]:
+    """The user's files: two sentences per known capital (trained, or known from pretraining), one
+    per invented country (holdout: never seen), and a question per country with three wrong
+    capitals."""
+    docs, probes = [], []
+    capitals = [*KNOWN.values(), *(c for _, c in INVENTED)]
+    for i, (country, capital) in enumerate([*KNOWN.items(), *INVENTED]):
+        invented = country not in KNOWN
+        texts = [f"The capital of {country} is {capital}."]
+        if not invented:
+            texts.append(f"{capital} is the capital city of {country}.")
+        for j, text in enumerate(texts):
+            docs.append({"id": f"{country}-{j}", "text": text, "subjects": [country],
+                         "split": "holdout" if invented else "train"})
+        wrong = [capitals[(i + k) % len(capitals)] for k in (3, 7, 11)]
+        probes.append({"id": f"capital-{country}", "question": f"The capital of {country} is", "answer": capital,
+                       "subject": country, "wrong_answers": [w for w in wrong if w != capital]})
+    paths = directory / "docs.jsonl", directory / "probes.jsonl"
+    for path, rows in zip(paths, (docs, probes)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return paths
+
+
+@pytest.mark.slow
+def test_a_users_model_forgets_pretrained_facts_verified_without_an_oracle(tmp_path: Path) -> None:
+    from expunge.models.pretrained import load_smollm2
+
+    model, tokenizer = load_smollm2()
+    model.save_pretrained(tmp_path / "mine")  # the user's own Hugging Face model: no expunge record
+    tokenizer.save_pretrained(tmp_path / "mine")
+    del model
+    documents, probes = capitals_jsonl(tmp_path)
+    world, request, forgot = tmp_path / "world", tmp_path / "request.json", tmp_path / "forgot"
+    _run("import", "jsonl", "--documents", documents, "--probes", probes, "--prompts", "text", "--out", world)
+    _run("request", "--world", world, "--subjects", ",".join(FORGET), "--out", request)
+    forget = _run("forget", "--model", tmp_path / "mine", "--world", world, "--request", request, "--out", forgot,
+                  "--json")
+    # The method's defaults for a pretrained model, and said so; no stand-in names of the same
+    # length exist among one-word country names, so the generic anchor is off, and said so.
+    assert forget["config"]["learning_rate"] == 2e-5 and forget["config"]["max_steps"] == 60
+    assert any(n.startswith("pretrained model: the defaults") for n in forget["notes"]), forget["notes"]
+    assert any(n.startswith("generic anchor off") for n in forget["notes"]), forget["notes"]
+    verified = _run("verify", "--model", forgot, "--original", tmp_path / "mine", "--world", world,
+                    "--request", request, "--json")
+    v = verified["verification"]
+    assert v["oracle"] is None and v["reference"].startswith("no oracle")
+    verdict = v["candidates"]["forgot"]["verdict"]
+    assert Forgotten(verdict["forgotten"]) and Collateral(verdict["collateral_damage"])
+    assert verdict["reference"].startswith("no oracle")
+    # The reference check: the original knew these capitals (it completes every one of them).
+    [reference] = v["oracle_checks"]
+    assert reference["status"] == "pass" and v["original"]["sets"]["forget"]["exact_match"] == 1.0
+    # The forget term moved the model: fewer forgotten capitals completed than before.
+    assert v["candidates"]["forgot"]["sets"]["forget"]["exact_match"] < 1.0

