@@ -357,7 +357,8 @@ def unlearn(
     recipe = {
         "kind": "unlearn", "method": spec.name, "config": asdict(config), "request_id": request.id,
         "world_fingerprint": world.fingerprint, "parent_path": str(model_dir), "located_sha256": located.digest,
-        "prompt_format": fmt.value, "pretrained": pretrained, "retain_term_sha256": split.train.digest if config.retain_weight else None,
+        "prompt_format": fmt.value, "pretrained": pretrained,
+        "retain_term_sha256": split.train.digest if config.retain_weight else None,
     }
     seconds = time.perf_counter() - started
     run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}
