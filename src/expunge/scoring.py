@@ -161,7 +161,7 @@ def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], 
     if len(sequences) != len(starts):
         raise ValueError(f"got {len(sequences)} sequences but {len(starts)} start positions")
     for ids, start in zip(sequences, starts):
-        if not 1 <= start < len(ids) + 1:
+        if not 1 <= start <= len(ids):
             raise ValueError(f"start {start} lies outside a sequence of {len(ids)} tokens (needs 1 <= start)")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
