@@ -128,9 +128,22 @@ def test_cli_edit_json_and_errors(setup, tmp_path: Path) -> None:
                                  "--out", str(tmp_path / "cli"), "--corpus", str(world_dir), "--method", "memit",
                                  "-o", "token=prompt_last", "-o", "layers=0,1", "-o", "steps=5", "--json"])
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)  # the JSON alone on stdout; progress went to stderr
     assert data["method"] == "memit" and data["edits"] == 6 and Path(data["model"]["path"]).is_dir()
     assert data["seconds_per_edit"] > 0 and data["layers"] == [0, 1]
+    assert "[expunge edit] loading" in result.stderr and "statistics" in result.stderr
+    assert set(data["timings"]) == {"load", "statistics", "evaluate", "edit", "save"}
+    assert data["notes"] == []  # a model expunge trained from scratch keeps the toy defaults
+    back = runner.invoke(app, ["revert", "--model", data["model"]["path"], "--out", str(tmp_path / "back"), "--json"])
+    assert back.exit_code == 0, back.output
+    assert json.loads(back.stdout)["model"]["sha256"] == data["parent_sha256"]
+    restored, parent = read_model_record(tmp_path / "back"), read_model_record(model_dir)
+    assert restored["recipe"] == {**parent["recipe"], "reverted_from": data["model"]["path"]}
+    assert restored["parent"] == parent["parent"]  # the parent's lineage, not the edit's
+    again = runner.invoke(app, ["revert", "--model", data["model"]["path"], "--out", str(tmp_path / "back")])
+    assert again.exit_code != 0 and "already exists" in again.output and "Traceback" not in again.output
+    plain = runner.invoke(app, ["revert", "--model", str(model_dir), "--out", str(tmp_path / "plain")])
+    assert plain.exit_code != 0 and "revert.safetensors" in plain.output and not (tmp_path / "plain").exists()
     bad = runner.invoke(app, ["edit", "--model", str(model_dir), "--edits", str(world_dir / "edits.jsonl"),
                               "--out", str(tmp_path / "bad"), "--corpus", str(world_dir), "--method", "mend"])
     assert bad.exit_code != 0 and "unknown editing method" in bad.output and "Traceback" not in bad.output
@@ -145,7 +158,7 @@ def test_edit_report_has_before_and_after_rows(setup, tmp_path: Path) -> None:
                                  "-o", "steps=40",
                                  "--report", str(tmp_path / "updates.md"), "--json"])
     assert result.exit_code == 0, result.output
-    evaluation = json.loads(result.output)["evaluation"]
+    evaluation = json.loads(result.stdout)["evaluation"]
     assert [row["setup"] for row in evaluation] == ["unedited", "memit"]
     before, after = evaluation
     assert before["efficacy"] == 0.0 and after["efficacy"] > 0.5  # measured, not assumed
@@ -219,3 +232,40 @@ def test_compare_updates_runs_registered_editors_by_name(setup) -> None:
         in comparison.notes[0]
     assert comparison.notes[1] == "rome ran on the first 2 edits only (its row scores those)"
     assert weights_sha256(model) == sha  # every edit reverted
+
+
+@pytest.mark.filterwarnings("ignore::expunge.integrity.UnverifiedModelWarning")  # a plain HF dir, on purpose
+def test_a_pretrained_model_gets_the_family_defaults_and_a_loaded_model_is_reused(setup, tmp_path: Path) -> None:
+    """A Hugging Face directory with no expunge recipe counts as pretrained: the edit starts from the
+    family's layers, the neutral prefixes and the published budget, says so in its notes, and
+    lets options beat them. A model passed in already loaded is edited, saved and given back
+    bit-identical."""
+    from expunge.models.io import weights_sha256
+    from expunge.methods.editing.common import NEUTRAL_PREFIXES
+    from expunge.methods.editing.registry import PRETRAINED_EDIT_DEFAULTS
+    from expunge.models.arch import arch_for, decoder_layers
+
+    world_dir, model_dir, _, _, _ = setup
+    model, tokenizer, _ = load_model(model_dir)
+    plain = tmp_path / "hf"
+    model.save_pretrained(plain), tokenizer.save_pretrained(plain)  # a user's own model: no expunge record
+    rome = get_editor("rome")
+    family_layer, family_layers = arch_for(model).edit_layers.scaled(len(decoder_layers(model)))
+    assert rome.defaults_for(model) == {**PRETRAINED_EDIT_DEFAULTS, "layer": family_layer}
+    assert get_editor("memit").defaults_for(model)["layers"] == family_layers
+    assert rome.make_config({"steps": "3"}, model=model).steps == 3  # an option beats a default
+    lines = (world_dir / "edits.jsonl").read_text().splitlines()[:1]
+    (tmp_path / "one.jsonl").write_text(lines[0] + "\n")
+    report = edit_model(plain, tmp_path / "one.jsonl", tmp_path / "edited", corpus=world_dir, method="rome",
+                        options={"steps": "3"}, progress=False)
+    assert report.config["layer"] == family_layer and report.config["steps"] == 3
+    assert tuple(report.config["context_prefixes"]) == NEUTRAL_PREFIXES
+    assert len(report.notes) == 1 and "pretrained model" in report.notes[0] and "steps=" not in report.notes[0]
+    assert json.loads((tmp_path / "edited" / "edit.json").read_text())["pretrained"] is True
+
+    loaded = load_model(plain)
+    before = weights_sha256(loaded[0])
+    again = edit_model(plain, tmp_path / "one.jsonl", tmp_path / "again", corpus=world_dir, method="rome",
+                       options={"steps": "3"}, progress=False, loaded=loaded)
+    assert again.timings["load"] < 0.01 and again.model["sha256"] == report.model["sha256"]  # same edit
+    assert weights_sha256(loaded[0]) == before  # the caller's model is reverted exactly

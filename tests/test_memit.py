@@ -74,6 +74,37 @@ def test_target_optimisation_batched_equals_one_at_a_time(tiny) -> None:
         assert torch.allclose(together, alone, atol=1e-4, rtol=1e-3), token
 
 
+def test_target_optimisation_on_the_prefix_cache_equals_the_whole_texts(tiny) -> None:
+    """Each step runs only the positions from a row's first slot on, over the cached keys and
+    values of the rest: the same deltas as running every rewrite text whole."""
+    model, tokenizer, edits, _ = tiny
+    options = dict(steps=6, learning_rate=0.5, kl_weight=0.1, weight_decay=0.5, clamp_norm_factor=4.0)
+    for token in ("subject_last", "prompt_last"):
+        batch = rewrite_batch(tokenizer, edits, ("", "Question:", "The city of"), token)
+        cached, cached_losses = optimise_targets(model, batch, 0, **options)
+        whole, whole_losses = optimise_targets(model, batch, 0, prefix_cache=False, **options)
+        assert cached.abs().max() > 0
+        assert torch.allclose(cached, whole, atol=1e-4, rtol=1e-3), token
+        assert cached_losses == pytest.approx(whole_losses, rel=1e-3, abs=1e-5)
+
+
+def test_an_edit_that_reached_the_stop_loss_keeps_its_delta_in_a_batch(tiny) -> None:
+    """stop_loss ends an edit's optimisation once its NLL is below it; in a batch the other edits
+    go on, and each edit's delta is what it would be alone."""
+    model, tokenizer, edits, _ = tiny
+    options = dict(steps=12, learning_rate=0.5, kl_weight=0.1, weight_decay=0.5, clamp_norm_factor=4.0)
+    full, losses = optimise_targets(model, rewrite_batch(tokenizer, edits, ("",), "prompt_last"), 0, **options)
+    stop = sorted(losses)[len(losses) // 2]  # a level the batch's mean reaches part-way
+    together, stopped = optimise_targets(model, rewrite_batch(tokenizer, edits, ("",), "prompt_last"), 0,
+                                         stop_loss=stop, **options)
+    alone = [optimise_targets(model, rewrite_batch(tokenizer, [e], ("",), "prompt_last"), 0, stop_loss=stop,
+                              **options) for e in edits]
+    assert torch.allclose(together, torch.cat([d for d, _ in alone]), atol=1e-4, rtol=1e-3)
+    assert len(stopped) < len(losses)  # the batch stopped early, when every edit was done
+    assert min(len(ls) for _, ls in alone) < options["steps"]
+    assert not torch.allclose(together, full)  # stopping changed the deltas
+
+
 def test_config_and_input_errors(tiny) -> None:
     model, tokenizer, edits, moments = tiny
     with pytest.raises(ValueError, match="unknown lookup token"):

@@ -39,6 +39,43 @@ def test_edit_is_rank_one_maps_the_key_to_the_new_value_and_reverts_exactly(tiny
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # exact identity
 
 
+def test_statistics_of_several_layers_in_one_pass_that_stops_at_the_highest(tiny, tmp_path) -> None:
+    """One pass over the corpus gives every layer's E[k k^T], equal to a hand computation over the
+    whole forward pass; the pass stops after the highest layer asked for (a layer above it never
+    runs), and cached moments are keyed by the weights' hash the caller passes."""
+    from expunge.methods.editing.stats import second_moments
+    from expunge.models.arch import decoder_layers, layer_module
+
+    model, tokenizer, _, texts = tiny
+    texts = texts[:40]
+    grabbed: dict[int, list[torch.Tensor]] = {0: [], 1: []}
+    hooks = [layer_module(model, layer, "mlp.down_proj").register_forward_pre_hook(
+        lambda _m, inputs, layer=layer: grabbed[layer].append(inputs[0][0].double())) for layer in (0, 1)]
+    try:
+        with torch.no_grad():
+            for text in texts:  # one text at a time: no padding to mask
+                ids = tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
+                model(input_ids=torch.tensor([ids]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    expected = {layer: torch.cat(k).T @ torch.cat(k) / torch.cat(k).shape[0] for layer, k in grabbed.items()}
+    ran: list[int] = []
+    probe = decoder_layers(model)[1].register_forward_pre_hook(lambda _m, _i: ran.append(1))
+    try:
+        only_first = second_moments(model, tokenizer, texts, [0], batch_size=7)
+    finally:
+        probe.remove()
+    assert ran == []  # layer 1 never ran: the pass stopped at layer 0's projection
+    assert torch.allclose(only_first[0], expected[0], rtol=1e-4, atol=1e-6)
+    both = second_moments(model, tokenizer, texts, [1, 0], batch_size=7, cache_dir=tmp_path, model_sha256="ab" * 32)
+    for layer in (0, 1):
+        assert torch.allclose(both[layer], expected[layer], rtol=1e-4, atol=1e-6)
+    assert sorted(p.name.split("-")[1] for p in tmp_path.iterdir()) == ["abababababababab"] * 2
+    again = second_moments(model, tokenizer, texts, [0, 1], cache_dir=tmp_path, model_sha256="ab" * 32)
+    assert all(torch.equal(again[layer], both[layer]) for layer in (0, 1))
+
+
 def test_subject_lookup_and_bad_input(tiny) -> None:
     model, tokenizer, edit, texts = tiny
     text = edit.prompt.format(edit.subject_name)

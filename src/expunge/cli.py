@@ -412,14 +412,36 @@ def edit_cmd(
     from expunge.report.editing import write_updates_report
 
     result = edit_model(model, edits, out, corpus=corpus, method=method, options=options, preserve_subjects=names,
-                        cache_dir=cache, evaluate=report is not None, progress=not as_json)
+                        cache_dir=cache, evaluate=report is not None, progress=True)  # stderr, even with --json
     if report is not None:
         write_updates_report(result.comparison(), report, title=f"{method}: {result.edits} updates to {model}")
     data = result.to_dict()
     _emit(as_json, data, lambda: console.print(
         f"{data['method']}: {data['edits']} edits -> {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, "
         f"parent {data['parent_sha256'][:16]}…); layers {data['layers']}; {data['seconds']:.1f} s "
-        f"({data['seconds_per_edit']:.2f} s per edit); revert.safetensors restores the parent exactly"))
+        f"({data['seconds_per_edit']:.2f} s per edit: "
+        + ", ".join(f"{phase} {sec:.1f} s" for phase, sec in data["timings"].items())
+        + f"); `expunge revert --model {data['model']['path']}` restores the parent exactly"
+        + "".join(f"\nnote: {n}" for n in data["notes"])))
+
+
+@app.command("revert")
+@friendly_errors
+def revert_cmd(
+    model: Path = typer.Option(..., "--model", help="Model directory written by `expunge edit` (never modified)."),
+    out: Path = typer.Option(..., "--out", help="New model directory for the restored parent."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Undo an edit exactly: write the edited model's parent, checked bit for bit against its recorded sha256."""
+    from expunge import preflight
+
+    preflight.model(model), preflight.output(out)
+    from expunge.methods.editing.run import revert_model_version
+
+    sha = revert_model_version(model, out)
+    data = {"model": {"path": str(out), "sha256": sha}, "reverted_from": str(model)}
+    _emit(as_json, data, lambda: console.print(
+        f"reverted {model} -> {out} (sha256 {sha[:16]}…, equal to the parent's recorded sha256)"))
 
 
 @app.command("methods")

@@ -14,6 +14,36 @@ from expunge.errors import ExpungeError
 
 
 @dataclass(frozen=True)
+class EditLayers:
+    """Where ROME and MEMIT write in a *pretrained* model of a family: the layers published for a
+    reference model of the family, scaled to the model's depth (layer l of a ``depth``-layer
+    reference becomes round(l * n / depth) in an n-layer model).
+
+    Attributes:
+        depth: the reference model's number of decoder layers.
+        rome: the layer ROME edits in the reference model.
+        memit: the first and last layer MEMIT spreads its update over in the reference model.
+        source: where the reference numbers come from.
+    """
+
+    depth: int
+    rome: int
+    memit: tuple[int, int]
+    source: str
+
+    def scaled(self, n_layers: int) -> tuple[int, tuple[int, ...]]:
+        """(ROME's layer, MEMIT's layers) for a model with ``n_layers`` decoder layers."""
+        at = lambda layer: min(n_layers - 2, max(0, round(layer * n_layers / self.depth)))  # noqa: E731
+        first, last = at(self.memit[0]), at(self.memit[1])
+        return at(self.rome), tuple(range(first, max(first, last) + 1))
+
+
+# EasyEdit's hparams for Llama-2-7b, Llama-3-8B, Mistral-7B and Qwen2-7B (32-layer models) all edit
+# layer 5 with ROME and 4-8 with MEMIT; for SmolLM2-135M (30 layers) that is again 5 and 4-8.
+_LLAMA_EDITS = EditLayers(32, 5, (4, 8), "EasyEdit hparams/ROME and hparams/MEMIT for llama-7b (Llama-2-7b)")
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """Where things are in one model family.
 
@@ -26,6 +56,8 @@ class ArchSpec:
         final_norm: the norm applied before the unembedding (logit lens).
         lm_head: the unembedding.
         transposed_weights: GPT-2's Conv1D stores weights as (in, out), the transpose of nn.Linear.
+        edit_layers: the family's editing layers for pretrained models (None: no published
+            reference; editors then use their from-scratch rule, a third of the way up).
     """
 
     layers: str
@@ -35,6 +67,7 @@ class ArchSpec:
     final_norm: str
     lm_head: str
     transposed_weights: bool = False
+    edit_layers: EditLayers | None = None
 
 
 _LLAMA = ArchSpec(
@@ -44,6 +77,7 @@ _LLAMA = ArchSpec(
     attention=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
     final_norm="model.norm",
     lm_head="lm_head",
+    edit_layers=_LLAMA_EDITS,
 )
 
 ARCHITECTURES: dict[str, ArchSpec] = {
@@ -59,6 +93,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
         final_norm="transformer.ln_f",
         lm_head="lm_head",
         transposed_weights=True,
+        # ROME's paper: layer 17 of GPT-2 XL (48 layers); MEMIT's: 13-17.
+        edit_layers=EditLayers(48, 17, (13, 17), "Meng et al. 2022 (ROME) and 2023 (MEMIT), GPT-2 XL"),
     ),
     "gpt_neox": ArchSpec(
         layers="gpt_neox.layers",

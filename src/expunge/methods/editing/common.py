@@ -18,9 +18,10 @@ Vocabulary (as in the papers):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -32,10 +33,16 @@ from expunge.methods.editing.stats import projection_weight
 from expunge.models.arch import decoder_layers, layer_module
 from expunge.records import FactEdit
 
-__all__ = ["LookupToken", "EditResult", "EditContext", "revert", "merge_results", "subject_last_index",
+__all__ = ["NEUTRAL_PREFIXES", "LookupToken", "EditResult", "EditContext", "revert", "merge_results", "subject_last_index",
            "RewriteBatch", "rewrite_batch", "keys_at", "optimise_targets", "output_norms", "residual_at"]
 
 LookupToken = Literal["subject_last", "prompt_last"]
+
+# Context prefixes for pretrained models: short, about nothing in particular, so that the key and
+# value hold when the fact is asked after other text, whatever the domain. (The editors' own
+# defaults, "The company." and "The city of", are phrases of the built-in worlds.) ROME samples its
+# prefixes from the model; fixed ones keep an edit reproducible.
+NEUTRAL_PREFIXES: tuple[str, ...] = ("", "Hello.", "The news:", "I think that")
 LOOKUP_TOKENS: tuple[str, ...] = ("subject_last", "prompt_last")
 
 
@@ -285,9 +292,80 @@ def output_norms(model: PreTrainedModel, batch: RewriteBatch, layer: int, path: 
     return _group_mean(norms, slot_ids, batch.n_slots)
 
 
+class _PrefixCache:
+    """The rows of a rewrite batch split where an edit first touches them, so that each
+    optimisation step recomputes only what the delta can change.
+
+    The delta is added to the residual stream at the slot positions. In a causal model nothing
+    before a row's first slot depends on it, in any layer: the keys and values of those positions
+    are the same at every step. They are computed once (the *prefix*, left-padded, under
+    ``no_grad``) and handed to the model as its key/value cache; each step then runs only the
+    *suffix*, from the first slot to the last position whose logits are scored. For ROME's texts
+    ("<prefix> The capital of France is Tokyo", slot at "France") that is 2-3 positions of about
+    ten. Without a prefix (every row starts at its slot) it is the plain forward pass.
+    """
+
+    def __init__(self, model: PreTrainedModel, batch: RewriteBatch, device: torch.device) -> None:
+        lengths = batch.attention_mask.sum(-1).tolist()
+        first = [min((p for r, p, _ in batch.slots if r == row), default=0) for row in range(len(lengths))]
+        last = [0] * len(lengths)  # the last position whose output is used (a logit or a slot)
+        for row, position, _ in batch.slots:
+            last[row] = max(last[row], position)
+        for row, position in batch.targets:
+            last[row] = max(last[row], position)
+        for row, position in zip(batch.essence_rows, batch.essence_last):
+            last[row] = max(last[row], position)
+        if any(t < s for t, s in ((p, first[r]) for r, p in batch.targets)):
+            raise ValueError("a scored position lies before its row's first slot")  # a delta could not reach it
+        self.split = torch.tensor(first, device=device)
+        width_prefix = max(first)
+        width = max(e + 1 - s for s, e in zip(first, last))
+        ids = batch.input_ids
+        prefix_ids = torch.zeros((len(first), width_prefix), dtype=torch.long)  # pads are masked: any id
+        prefix_mask = torch.zeros_like(prefix_ids)
+        suffix_ids = torch.zeros((len(first), width), dtype=torch.long)
+        suffix_mask = torch.zeros_like(suffix_ids)
+        positions = torch.zeros((len(first), width_prefix + width), dtype=torch.long)
+        for row, (s, e) in enumerate(zip(first, last)):
+            if s:  # left-padded, so that every row's suffix starts at the same cache length
+                prefix_ids[row, width_prefix - s:] = ids[row, :s]
+                prefix_mask[row, width_prefix - s:] = 1
+                positions[row, width_prefix - s: width_prefix] = torch.arange(s)
+            suffix_ids[row, : e + 1 - s] = ids[row, s : e + 1]
+            suffix_mask[row, : e + 1 - s] = 1
+            positions[row, width_prefix:] = torch.arange(s, s + width)
+        self.model = model
+        self.suffix_ids = suffix_ids.to(device)
+        self.mask = torch.cat([prefix_mask, suffix_mask], 1).to(device)
+        self.suffix_positions = positions[:, width_prefix:].to(device)
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if width_prefix:
+            with torch.no_grad():
+                out = model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+                            position_ids=positions[:, :width_prefix].to(device), use_cache=True)
+            cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
+            self.kv = [(layer.keys, layer.values) for layer in cache.layers]
+
+    def logits(self) -> torch.Tensor:
+        """(rows, suffix width, vocab): the logits of the suffix positions (suffix index i of row r
+        is position ``split[r] + i`` of the full row)."""
+        kwargs: dict[str, Any] = {}
+        if self.kv:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)  # fresh each step: the suffix is appended to it
+            for i, (keys, values) in enumerate(self.kv):
+                cache.update(keys, values, i)
+            kwargs = {self.cache_kwarg: cache, "use_cache": True}
+        return self.model(input_ids=self.suffix_ids, attention_mask=self.mask, position_ids=self.suffix_positions,
+                          **kwargs).logits
+
+
 def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *, steps: int, learning_rate: float,
                      kl_weight: float, weight_decay: float, clamp_norm_factor: float,
-                     scale: torch.Tensor | None = None) -> tuple[torch.Tensor, list[float]]:
+                     scale: torch.Tensor | None = None, stop_loss: float = 0.0,
+                     prefix_cache: bool = True) -> tuple[torch.Tensor, list[float]]:
     """One delta per slot, added to the residual stream after ``layer`` at the slot's positions,
     such that every rewrite text continues with its new target (ROME's and MEMIT's value step).
 
@@ -295,9 +373,17 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     of the next-token distribution after "{subject} is a" (what the model says about the subject
     in general must not move; subject_last only) + ``weight_decay`` x mean ||delta||^2 / ||h||^2;
     every delta is then clamped to ``clamp_norm_factor`` x ||h||, h being the residual it is added
-    to (MEMIT's scale; ``scale`` gives another per slot, e.g. ROME's MLP output norm). The
-    batch's loss is the *sum* over edits, and deltas of different edits touch different rows, so each edit gets the same gradients as when optimised alone: a batch is as fast as one
-    edit and gives the same deltas. Returns (deltas (n_slots, d), mean NLL over edits per step).
+    to (MEMIT's scale; ``scale`` gives another per slot, e.g. ROME's MLP output norm).
+
+    An edit whose mean target NLL is below ``stop_loss`` at the start of a step is done: its
+    deltas are kept as they are from then on (ROME's published code stops at 0.05), and the loop
+    ends when every edit is done. The batch's loss is the *sum* over edits, and deltas of
+    different edits touch different rows, so each edit gets the same gradients, and the same stop,
+    as when optimised alone: a batch gives the same deltas as its edits one at a time.
+
+    With ``prefix_cache`` each step runs only the positions a delta can change
+    (:class:`_PrefixCache`); False runs the whole rewrite texts every step (the same deltas, up to
+    float rounding; kept to test that). Returns (deltas (n_slots, d), mean NLL over edits per step).
     """
     params = list(model.parameters())
     device = params[0].device
@@ -322,6 +408,16 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     edit_of_target = torch.tensor([batch.rows[r] for r, _ in batch.targets], device=device)
     slot_edit = torch.zeros(batch.n_slots, dtype=torch.long, device=device).index_put_(
         (slot_ids,), torch.tensor([batch.rows[r] for r, _, _ in batch.slots], device=device))
+    runner = _PrefixCache(model, batch, device) if prefix_cache else None
+    if runner is not None:  # every position as a suffix index
+        positions = positions - runner.split[rows]
+        target_pos_in = target_pos - runner.split[target_rows]
+        essence_in = essence_last - runner.split[essence_rows]
+    else:
+        target_pos_in, essence_in = target_pos, essence_last
+
+    def forward() -> torch.Tensor:
+        return runner.logits() if runner is not None else _forward(model, batch)
 
     def add_delta(_m: torch.nn.Module, _inputs: tuple[torch.Tensor, ...],
                   output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -330,32 +426,38 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     losses: list[float] = []
+    done = torch.zeros(n_edits, dtype=torch.bool, device=device)
     try:
         with torch.no_grad():
-            base_logits = _forward(model, batch)
-            base_essence = torch.log_softmax(base_logits[essence_rows, essence_last].float(), -1)
+            base_essence = torch.log_softmax(forward()[essence_rows, essence_in].float(), -1)
         handle = decoder_layers(model)[layer].register_forward_hook(add_delta)
         try:
             for _ in range(steps):
                 optimiser.zero_grad()
-                logits = _forward(model, batch).float()
-                logp = torch.log_softmax(logits[target_rows, target_pos], -1)
+                logits = forward().float()
+                logp = torch.log_softmax(logits[target_rows, target_pos_in], -1)
                 nll = _group_mean(-logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), edit_of_target, n_edits)
                 decay = _group_mean((delta.norm(dim=-1) / scale) ** 2, slot_edit, n_edits)
                 loss = (nll + weight_decay * decay).sum()
                 if len(batch.essence_rows) and kl_weight > 0:
-                    new_essence = torch.log_softmax(logits[essence_rows, essence_last], -1)
+                    new_essence = torch.log_softmax(logits[essence_rows, essence_in], -1)
                     loss = loss + kl_weight * (base_essence.exp() * (base_essence - new_essence)).sum()
                 losses.append(float(nll.detach().mean()))
                 if not torch.isfinite(loss):
                     raise ExpungeError("the edit's value optimisation produced a non-finite loss",
                                        "lower learning_rate, or check the model's weights for NaN")
+                done |= nll.detach() < stop_loss
+                if bool(done.all()):
+                    break
                 loss.backward()
+                frozen = done[slot_edit]
+                kept = delta.detach()[frozen].clone()
                 optimiser.step()
-                with torch.no_grad():  # keep every ||delta|| within its clamp
+                with torch.no_grad():  # keep every ||delta|| within its clamp; done edits keep theirs
                     limit = clamp_norm_factor * scale
                     norms = delta.norm(dim=-1)
                     delta.mul_(torch.where(norms > limit, limit / norms.clamp(min=1e-12), torch.ones_like(norms))[:, None])
+                    delta[frozen] = kept
         finally:
             handle.remove()
     finally:

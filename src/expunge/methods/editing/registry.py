@@ -23,20 +23,21 @@ listing the known names (as in peft's registries).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # annotations only: the CLI checks editor options before transformers loads
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.registry import Registry
-from expunge.methods.editing.common import EditContext, EditResult
+from expunge.methods.editing.common import NEUTRAL_PREFIXES, EditContext, EditResult
 from expunge.methods.editing.memit import MEMITConfig, apply_memit_batch, memit_layers
 from expunge.methods.editing.rome import ROMEConfig, apply_rome_sequence, rome_layers
+from expunge.models.arch import arch_for, decoder_layers
 from expunge.options import build_config
 from expunge.records import FactEdit
 
-__all__ = ["ApplyEdits", "EditContext", "EditorSpec", "StatsLayers", "editor_names", "get_editor",
+__all__ = ["ApplyEdits", "EditContext", "EditorSpec", "PRETRAINED_EDIT_DEFAULTS", "PretrainedDefaults", "StatsLayers", "editor_names", "get_editor",
            "register_editor", "unregister_editor"]
 
 # (model, tokenizer, edits, config, context) -> one EditResult for the batch
@@ -44,6 +45,12 @@ ApplyEdits = Callable[
     ["PreTrainedModel", "PreTrainedTokenizerBase", Sequence[FactEdit], Any, EditContext], EditResult]
 # (model, config) -> the layers whose second moments apply() will ask for
 StatsLayers = Callable[["PreTrainedModel", Any], Sequence[int]]
+# model -> option values for a pretrained model of that family (over the config's defaults)
+PretrainedDefaults = Callable[["PreTrainedModel"], dict[str, Any]]
+
+# What every editor changes for a pretrained model: neutral prefixes, and the published step budget
+# (EasyEdit's Llama hparams: 25 steps) with the published early stop at a target NLL of 0.05.
+PRETRAINED_EDIT_DEFAULTS: dict[str, Any] = {"context_prefixes": NEUTRAL_PREFIXES, "steps": 25, "stop_loss": 0.05}
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class EditorSpec:
         apply: the editor itself (module docstring: the protocol).
         stats_layers: the layers whose statistics ``apply`` needs (None: it needs none, or
             computing them on demand is fine).
+        pretrained_defaults: this editor's option values for a pretrained model (e.g. the
+            family's layer, :class:`expunge.models.arch.EditLayers`), over the shared
+            :data:`PRETRAINED_EDIT_DEFAULTS`.
     """
 
     name: str
@@ -65,11 +75,21 @@ class EditorSpec:
     summary: str
     apply: ApplyEdits
     stats_layers: StatsLayers | None = None
+    pretrained_defaults: PretrainedDefaults | None = None
 
-    def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
+    def make_config(self, options: Mapping[str, Any] | None = None, *,
+                    model: PreTrainedModel | None = None) -> Any:
         """The editor's config with ``options`` (text converted by each field's type); unknown
-        options and bad values raise :class:`ExpungeError`."""
-        return build_config(self.config_cls, options, owner=f"editor {self.name!r}")
+        options and bad values raise :class:`ExpungeError`. With ``model`` (a pretrained one) the
+        options start from :meth:`defaults_for` it, and ``options`` beat them."""
+        base = self.defaults_for(model) if model is not None else {}
+        return build_config(self.config_cls, {**base, **(options or {})}, owner=f"editor {self.name!r}")
+
+    def defaults_for(self, model: PreTrainedModel) -> dict[str, Any]:
+        """The option values that differ from the config's defaults for a pretrained ``model``."""
+        own = self.pretrained_defaults(model) if self.pretrained_defaults is not None else {}
+        names = {f.name for f in fields(self.config_cls)}
+        return {k: v for k, v in {**PRETRAINED_EDIT_DEFAULTS, **own}.items() if k in names}
 
     def layers_needing_stats(self, model: PreTrainedModel, config: Any) -> tuple[int, ...]:
         """The layers to compute statistics for before ``apply`` runs (possibly none)."""
@@ -108,9 +128,24 @@ def editor_names() -> list[str]:
     return _EDITORS.names()
 
 
+def _family_layers(model: PreTrainedModel) -> tuple[int, tuple[int, ...]] | None:
+    reference = arch_for(model).edit_layers
+    return reference.scaled(len(decoder_layers(model))) if reference is not None else None
+
+
+def _rome_pretrained(model: PreTrainedModel) -> dict[str, Any]:
+    family = _family_layers(model)
+    return {"layer": family[0]} if family is not None else {}
+
+
+def _memit_pretrained(model: PreTrainedModel) -> dict[str, Any]:
+    family = _family_layers(model)
+    return {"layers": family[1]} if family is not None else {}
+
+
 register_editor(EditorSpec("rome", ROMEConfig,
                            "rank-one edit of one layer, one fact at a time (Meng et al. 2022)",
-                           apply_rome_sequence, rome_layers))
+                           apply_rome_sequence, rome_layers, _rome_pretrained))
 register_editor(EditorSpec("memit", MEMITConfig,
                            "one batch of edits spread over several layers (Meng et al. 2023)",
-                           apply_memit_batch, memit_layers))
+                           apply_memit_batch, memit_layers, _memit_pretrained))

@@ -28,10 +28,11 @@ from safetensors.torch import load_file, save_file
 
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
-from expunge.methods.editing.common import EditContext
+from expunge.methods.editing.common import EditContext, revert
 from expunge.methods.editing.registry import get_editor
-from expunge.methods.editing.stats import projection_weight, second_moment
-from expunge.models.io import check_tokenizer_covers, load_model, save_model_version
+from expunge.methods.editing.stats import projection_weight, second_moments
+from expunge.models.io import ModelRef, check_tokenizer_covers, load_model, save_model_version
+from expunge.recipe import is_pretrained
 from expunge.records import FactEdit, read_json, read_jsonl, write_json_atomic
 
 __all__ = ["EditReport", "edit_model", "revert_model_version", "read_corpus"]
@@ -55,6 +56,8 @@ class EditReport:
     config: dict[str, Any] = field(default_factory=dict)
     evaluation: list[dict[str, Any]] = field(default_factory=list)  # before/after rows (evaluate=True)
     probe_sizes: dict[str, int] = field(default_factory=dict)  # probes per set of that evaluation
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase: load, statistics, edit, ...
+    notes: list[str] = field(default_factory=list)  # defaults chosen for the model, and why
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,72 +96,116 @@ def edit_model(
     cache_dir: str | os.PathLike[str] | None = None,
     evaluate: bool = False,
     progress: bool = True,
+    loaded: tuple[Any, Any, ModelRef] | None = None,
 ) -> EditReport:
     """Apply the update requests in ``edits_path`` (JSONL of FactEdit) to the model at
     ``model_dir`` with the registered editor ``method``; write the edited model to ``out`` (new
     directory). ``options`` (field -> value, text from the CLI or typed values) configure the
-    editor. ROME applies the edits one after another; MEMIT in one batch. ``preserve_subjects``
-    (MEMIT) names other subjects whose facts, asked in the edits' prompt forms, must keep their
-    answers. With ``evaluate`` (``corpus`` must then be a world directory with
-    ``edit_probes.jsonl``) the unedited and the edited model are scored on the world's probes:
-    the before/after rows are in the report's ``evaluation`` (``EditReport.comparison()`` is what
-    ``write_updates_report`` renders)."""
+    editor; for a pretrained model (:func:`expunge.recipe.is_pretrained`) they start from the
+    editor's pretrained defaults (the family's layers, neutral prefixes, the published step budget
+    and early stop), which the report's ``notes`` list. ROME applies the edits one after another;
+    MEMIT in one batch. ``preserve_subjects`` (MEMIT) names other subjects whose facts, asked in
+    the edits' prompt forms, must keep their answers. With ``evaluate`` (``corpus`` must then be a
+    world directory with ``edit_probes.jsonl``) the unedited and the edited model are scored on
+    the world's probes: the before/after rows are in the report's ``evaluation``
+    (``EditReport.comparison()`` is what ``write_updates_report`` renders).
+
+    ``loaded`` is the model as :func:`expunge.models.io.load_model` returned it for ``model_dir``,
+    to skip loading and hashing it again (several edits of one model in one process): it is
+    edited in place, saved, and reverted exactly afterwards, so the caller's model is unchanged.
+    Progress lines (with ``progress``) go to stderr; ``timings`` holds seconds per phase."""
     started = time.perf_counter()
     out = ensure_new_output(out)
     if evaluate and not (Path(corpus) / "edit_probes.jsonl").is_file():
         raise ExpungeError(f"--report needs probes: {corpus} is not a world directory with edit_probes.jsonl",
                            "pass the world the edits come from as --corpus (e.g. `expunge world companies`)")
     editor = get_editor(method)
-    config = editor.make_config(options)
+    editor.make_config(options)  # bad options fail before the model loads
     edits = read_jsonl(edits_path, FactEdit)
     if not edits:
         raise ExpungeError(f"{edits_path} holds no edits", "give at least one FactEdit line")
-    model, tokenizer, parent = load_model(model_dir)
-    check_tokenizer_covers(tokenizer, [e.prompt.format(e.subject_name) + " " + e.target_new for e in edits],
-                           str(model_dir))
     texts = read_corpus(corpus)
     say = (lambda message: print(f"[expunge edit] {message}", file=sys.stderr, flush=True)) if progress \
         else (lambda _m: None)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    if loaded is None:
+        say(f"loading {model_dir}")
+        model, tokenizer, parent = load_model(model_dir)
+    else:
+        model, tokenizer, parent = loaded
+    timings["load"] = time.perf_counter() - clock
+    check_tokenizer_covers(tokenizer, [e.prompt.format(e.subject_name) + " " + e.target_new for e in edits],
+                           str(model_dir))
+    pretrained = is_pretrained(parent.recipe)
+    config = editor.make_config(options, model=model if pretrained else None)
+    notes: list[str] = []
+    if pretrained:
+        defaults = editor.defaults_for(model)
+        shown = ", ".join(f"{k}={_jsonable(v)}" for k, v in defaults.items() if k not in (options or {}))
+        notes.append(f"pretrained model: the defaults for pretrained models ({shown}); -o overrides them")
 
-    moments: dict[int, torch.Tensor] = {}
+    clock = time.perf_counter()
+    moments = second_moments(model, tokenizer, texts, editor.layers_needing_stats(model, config),
+                             cache_dir=cache_dir, model_sha256=parent.sha256, progress=say) \
+        if editor.layers_needing_stats(model, config) else {}
 
     def moment(layer: int) -> torch.Tensor:
         if layer not in moments:
-            say(f"second-moment statistics of layer {layer} on {len(texts)} texts")
-            moments[layer] = second_moment(model, tokenizer, texts, layer, cache_dir=cache_dir)
+            moments.update(second_moments(model, tokenizer, texts, [layer], cache_dir=cache_dir,
+                                          model_sha256=parent.sha256, progress=say))
         return moments[layer]
 
+    timings["statistics"] = time.perf_counter() - clock
+    clock = time.perf_counter()
     score_after = _evaluator(Path(corpus), edits, model, tokenizer) if evaluate else None
+    timings["evaluate"] = time.perf_counter() - clock
     forms = sorted({form for e in edits for form in (e.prompt, *e.more_prompts)})
     preserve = [(form, name) for name in preserve_subjects for form in forms]
+    clock = time.perf_counter()
     result = editor.edit(model, tokenizer, edits, config, EditContext(moment, preserve, say))
-    # The original of every changed matrix (one revert of the batch's result restores them all).
-    originals = dict(result.original_weights)
-    layers = sorted(originals)
-    names = {layer: _state_name(model, layer) for layer in layers}
+    timings["edit"] = time.perf_counter() - clock
+    try:
+        # The original of every changed matrix (one revert of the batch's result restores them all).
+        originals = dict(result.original_weights)
+        layers = sorted(originals)
+        names = {layer: _state_name(model, layer) for layer in layers}
+        edits_sha = hashlib.sha256(Path(edits_path).read_bytes()).hexdigest()
+        record = {"method": method, "config": _jsonable(asdict(config)), "edits_file": str(edits_path),
+                  "edits_sha256": edits_sha, "edit_ids": [e.id for e in edits], "layers": layers,
+                  "modules": [names[layer] for layer in layers], "parent_sha256": parent.sha256,
+                  "preserve_subjects": list(preserve_subjects), "pretrained": pretrained,
+                  # what `expunge revert` writes back: the parent's own lineage and recipe
+                  "parent_parent": parent.parent, "parent_recipe": parent.recipe}
+        carried = {"prompt_format": parent.recipe["prompt_format"]} if parent.recipe.get("prompt_format") else {}
+
+        def extra(directory: Path) -> None:
+            write_json_atomic(directory / EDIT_RECORD, record)
+            save_file({names[layer]: _as_stored(model, layer, originals[layer]) for layer in layers},
+                      str(directory / REVERT_FILE))
+
+        clock = time.perf_counter()
+        comparison = score_after(method) if score_after is not None else None
+        timings["evaluate"] += time.perf_counter() - clock
+        seconds = time.perf_counter() - started
+        clock = time.perf_counter()
+        say(f"writing {out}")
+        ref = save_model_version(model, tokenizer, out, parent=parent.sha256,
+                                 recipe={"kind": "edit", "method": method, "edits_sha256": edits_sha,
+                                         "config": record["config"], "pretrained": pretrained, **carried},
+                                 run={"seconds": seconds, "edits": len(edits)}, extra=extra)
+        timings["save"] = time.perf_counter() - clock
+    finally:
+        if loaded is not None:
+            revert(model, result)  # the caller's model is theirs again, exactly
     seconds = time.perf_counter() - started
-    edits_sha = hashlib.sha256(Path(edits_path).read_bytes()).hexdigest()
-    record = {"method": method, "config": _jsonable(asdict(config)), "edits_file": str(edits_path),
-              "edits_sha256": edits_sha, "edit_ids": [e.id for e in edits], "layers": layers,
-              "modules": [names[layer] for layer in layers], "parent_sha256": parent.sha256,
-              "preserve_subjects": list(preserve_subjects)}
-
-    def extra(directory: Path) -> None:
-        write_json_atomic(directory / EDIT_RECORD, record)
-        save_file({names[layer]: _as_stored(model, layer, originals[layer]) for layer in layers},
-                  str(directory / REVERT_FILE))
-
-    comparison = score_after(method) if score_after is not None else None
-    ref = save_model_version(model, tokenizer, out, parent=parent.sha256,
-                             recipe={"kind": "edit", "method": method, "edits_sha256": edits_sha,
-                                     "config": record["config"]},
-                             run={"seconds": seconds, "edits": len(edits)}, extra=extra)
     if comparison is not None:
         comparison.rows[-1].update(seconds=seconds, seconds_per_edit=seconds / len(edits))
     return EditReport(method, {"path": ref.path, "sha256": ref.sha256}, parent.sha256, len(edits), layers,
                       record["modules"], seconds, seconds / len(edits), record["config"],
                       comparison.rows if comparison is not None else [],
-                      dict(comparison.sizes) if comparison is not None else {})
+                      dict(comparison.sizes) if comparison is not None else {},
+                      {k: round(v, 3) for k, v in timings.items()}, notes)
 
 
 def _evaluator(world_dir: Path, edits: list[FactEdit], model: Any, tokenizer: Any) -> Any:
@@ -199,7 +246,10 @@ def revert_model_version(edited_dir: str | os.PathLike[str], out: str | os.PathL
             if name not in state:
                 raise ExpungeError(f"{REVERT_FILE} names {name!r}, which the model lacks", "the files do not belong together")
             state[name].copy_(weight)
-    ref = save_model_version(model, tokenizer, out, parent=None, recipe={"kind": "revert", "of": str(edited_dir)})
+    # The parent's own recipe and lineage (older edit records lack them: then a plain revert recipe).
+    recipe = dict(record.get("parent_recipe") or {"kind": "revert"})
+    recipe["reverted_from"] = str(edited_dir)
+    ref = save_model_version(model, tokenizer, out, parent=record.get("parent_parent"), recipe=recipe)
     if ref.sha256 != record["parent_sha256"]:
         raise ExpungeError(f"reverting {edited_dir} gave weights {ref.sha256[:16]}…, not the parent's "
                            f"{record['parent_sha256'][:16]}…", "the edited model was changed after it was written")
