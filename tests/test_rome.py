@@ -139,3 +139,34 @@ def test_rome_on_smollm2_edits_a_capital_and_keeps_the_others(smollm2) -> None:
     assert kept >= len(known) - 2, (kept, known, after)
     revert(model, result)
     assert top1("The capital of France is") == "Paris"
+
+
+def test_values_found_together_hit_each_edit_alone_value_exactly(tiny, tiny_world) -> None:
+    """values_batch: the edits' values are found in one batch on the unedited model, and the
+    rank-one updates applied in order each aim at their own value, v* = W0 k + delta, where delta
+    is what the edit finds alone: after both updates the second edit's bare-prompt key maps to
+    exactly what editing it alone gives. values_batch=1 stays published ROME (the first edit of
+    either run is the same update)."""
+    from expunge.methods.editing.common import EditContext, keys_at, rewrite_batch, slot_positions_of_prompt_rows
+    from expunge.methods.editing.rome import apply_rome_sequence
+
+    model, tokenizer, first, texts = tiny
+    person = tiny_world.people("train")[1]
+    second = FactEdit("e2", person.id, person.name, "birthplace", "{} was born in", person.attributes["birthplace"],
+                      "Lyon" if person.attributes["birthplace"] != "Lyon" else "Porto")
+    moment = second_moment(model, tokenizer, texts, 0)
+    context = EditContext(lambda _layer: moment)
+    config = dict(layer=0, steps=8)
+    alone = apply_rome(model, tokenizer, second, moment, ROMEConfig(**config))
+    revert(model, alone)
+    batch = rewrite_batch(tokenizer, [second], ROMEConfig().context_prefixes, "subject_last")
+    key = keys_at(model, batch, 0, "mlp.down_proj")[slot_positions_of_prompt_rows(batch)[0]]
+    together = apply_rome_sequence(model, tokenizer, [first, second], ROMEConfig(**config, values_batch=2), context)
+    revert(model, together)
+    one_by_one = apply_rome_sequence(model, tokenizer, [first, second], ROMEConfig(**config), context)
+    revert(model, one_by_one)
+    aimed, reached = alone.deltas[0].double() @ key, together.deltas[0].double() @ key
+    assert torch.allclose(reached, aimed, rtol=1e-3, atol=1e-4 * aimed.norm().item())
+    assert not torch.equal(together.deltas[0], one_by_one.deltas[0])  # the second value differs: it saw edit 1
+    with pytest.raises(ValueError, match="values_batch"):
+        ROMEConfig(values_batch=0)

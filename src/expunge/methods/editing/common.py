@@ -29,8 +29,8 @@ if TYPE_CHECKING:  # annotations only: the CLI checks editor options before tran
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from expunge.errors import ExpungeError
-from expunge.methods.editing.stats import projection_weight
-from expunge.models.arch import decoder_layers, layer_module
+from expunge.methods.editing.stats import StopForward, projection_weight
+from expunge.models.arch import arch_for, decoder_layers, layer_module
 from expunge.records import FactEdit
 
 __all__ = ["NEUTRAL_PREFIXES", "LookupToken", "EditResult", "EditContext", "revert", "merge_results", "subject_last_index",
@@ -260,13 +260,19 @@ def _at_slots(model: PreTrainedModel, batch: RewriteBatch, module: torch.nn.Modu
     """``module``'s input (``want="input"``) or output at every slot position of ``batch``, in the
     order of ``batch.slots``."""
     captured: dict[str, torch.Tensor] = {}
+
+    def grab(value: torch.Tensor) -> None:
+        captured["x"] = value.detach()
+        raise StopForward  # nothing above the module is needed (MEMIT asks for 2 x its layers)
+
     if want == "input":
-        handle = module.register_forward_pre_hook(lambda _m, inputs: captured.__setitem__("x", inputs[0].detach()))
+        handle = module.register_forward_pre_hook(lambda _m, inputs: grab(inputs[0]))
     else:
-        handle = module.register_forward_hook(
-            lambda _m, _i, output: captured.__setitem__("x", _layer_output(output).detach()))
+        handle = module.register_forward_hook(lambda _m, _i, output: grab(_layer_output(output)))
     try:
         _forward(model, batch)
+    except StopForward:
+        pass
     finally:
         handle.remove()
     rows, positions, _ = _index(batch, captured["x"].device)
@@ -338,18 +344,23 @@ class _PrefixCache:
         self.suffix_ids = suffix_ids.to(device)
         self.mask = torch.cat([prefix_mask, suffix_mask], 1).to(device)
         self.suffix_positions = positions[:, width_prefix:].to(device)
-        self.cache_kwarg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        # The decoder without its unembedding: the logits are needed at a few positions only (the
+        # targets and the essence's last token), and the unembedding is a fifth of a small model.
+        self.decoder = model.base_model
+        self.unembed = model.get_submodule(arch_for(model).lm_head)
+        self.cache_kwarg = "cache" if "cache" in inspect.signature(self.decoder.forward).parameters \
+            else "past_key_values"
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         if width_prefix:
             with torch.no_grad():
-                out = model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
-                            position_ids=positions[:, :width_prefix].to(device), use_cache=True)
+                out = self.decoder(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+                                   position_ids=positions[:, :width_prefix].to(device), use_cache=True)
             cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
             self.kv = [(layer.keys, layer.values) for layer in cache.layers]
 
-    def logits(self) -> torch.Tensor:
-        """(rows, suffix width, vocab): the logits of the suffix positions (suffix index i of row r
-        is position ``split[r] + i`` of the full row)."""
+    def logits(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(len(rows), vocab): the logits at suffix index ``positions[i]`` of row ``rows[i]`` (suffix
+        index j of row r is position ``split[r] + j`` of the full row)."""
         kwargs: dict[str, Any] = {}
         if self.kv:
             from transformers import DynamicCache
@@ -358,8 +369,9 @@ class _PrefixCache:
             for i, (keys, values) in enumerate(self.kv):
                 cache.update(keys, values, i)
             kwargs = {self.cache_kwarg: cache, "use_cache": True}
-        return self.model(input_ids=self.suffix_ids, attention_mask=self.mask, position_ids=self.suffix_positions,
-                          **kwargs).logits
+        hidden = self.decoder(input_ids=self.suffix_ids, attention_mask=self.mask, position_ids=self.suffix_positions,
+                              **kwargs).last_hidden_state
+        return self.unembed(hidden[rows, positions])
 
 
 def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *, steps: int, learning_rate: float,
@@ -416,8 +428,15 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     else:
         target_pos_in, essence_in = target_pos, essence_last
 
-    def forward() -> torch.Tensor:
-        return runner.logits() if runner is not None else _forward(model, batch)
+    # The logits needed: every target position, then every essence row's last position.
+    need_rows = torch.cat([target_rows, essence_rows])
+    need_pos = torch.cat([target_pos_in, essence_in])
+    n_targets = len(target_rows)
+
+    def forward() -> torch.Tensor:  # (n_targets + n_essence, vocab)
+        if runner is not None:
+            return runner.logits(need_rows, need_pos)
+        return _forward(model, batch)[need_rows, need_pos]
 
     def add_delta(_m: torch.nn.Module, _inputs: tuple[torch.Tensor, ...],
                   output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -429,18 +448,18 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     done = torch.zeros(n_edits, dtype=torch.bool, device=device)
     try:
         with torch.no_grad():
-            base_essence = torch.log_softmax(forward()[essence_rows, essence_in].float(), -1)
+            base_essence = torch.log_softmax(forward()[n_targets:].float(), -1)
         handle = decoder_layers(model)[layer].register_forward_hook(add_delta)
         try:
             for _ in range(steps):
                 optimiser.zero_grad()
                 logits = forward().float()
-                logp = torch.log_softmax(logits[target_rows, target_pos_in], -1)
+                logp = torch.log_softmax(logits[:n_targets], -1)
                 nll = _group_mean(-logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), edit_of_target, n_edits)
                 decay = _group_mean((delta.norm(dim=-1) / scale) ** 2, slot_edit, n_edits)
                 loss = (nll + weight_decay * decay).sum()
                 if len(batch.essence_rows) and kl_weight > 0:
-                    new_essence = torch.log_softmax(logits[essence_rows, essence_in], -1)
+                    new_essence = torch.log_softmax(logits[n_targets:], -1)
                     loss = loss + kl_weight * (base_essence.exp() * (base_essence - new_essence)).sum()
                 losses.append(float(nll.detach().mean()))
                 if not torch.isfinite(loss):

@@ -48,9 +48,13 @@ StatsLayers = Callable[["PreTrainedModel", Any], Sequence[int]]
 # model -> option values for a pretrained model of that family (over the config's defaults)
 PretrainedDefaults = Callable[["PreTrainedModel"], dict[str, Any]]
 
-# What every editor changes for a pretrained model: neutral prefixes, and the published step budget
-# (EasyEdit's Llama hparams: 25 steps) with the published early stop at a target NLL of 0.05.
-PRETRAINED_EDIT_DEFAULTS: dict[str, Any] = {"context_prefixes": NEUTRAL_PREFIXES, "steps": 25, "stop_loss": 0.05}
+# What every editor changes for a pretrained model: neutral prefixes, the published step budget
+# (EasyEdit's Llama hparams: 25 steps) with the published early stop at a target NLL of 0.05, and a
+# lighter weight decay. The published decay (1e-3 x ||delta|| / ||v||^2) is all but nil; the toy
+# worlds' 0.5 x (||delta|| / ||v||)^2 kept some SmolLM2 edits from ever reaching the stop (measured:
+# "The capital of France is" -> Rome ended its 25 steps at NLL 0.08), 0.05 lets them.
+PRETRAINED_EDIT_DEFAULTS: dict[str, Any] = {"context_prefixes": NEUTRAL_PREFIXES, "steps": 25, "stop_loss": 0.05,
+                                            "weight_decay": 0.05}
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ def projection_weight(model: PreTrainedModel, layer: int) -> torch.Tensor:
     return module.weight.t() if arch_for(model).transposed_weights else module.weight
 
 
-class _Enough(Exception):
-    """Raised by the hook on the highest layer needed: the rest of the forward pass is not."""
+class StopForward(Exception):
+    """Raised by a hook that has what it needs: the rest of the forward pass is not needed (the
+    caller catches it; the statistics' pass stops at the highest layer asked for)."""
 
 
 def _cache_file(cache_dir: str | os.PathLike[str], model_sha256: str, layer: int, corpus: str) -> Path:
@@ -86,7 +87,7 @@ def second_moments(
             k = inputs[0][mask_holder["mask"]].double()
             totals[layer] = k.T @ k if layer not in totals else totals[layer] + k.T @ k
             if layer == top:
-                raise _Enough
+                raise StopForward
 
         return hook
 
@@ -105,7 +106,7 @@ def second_moments(
             mask_holder["mask"] = enc["attention_mask"].bool().to(device)
             try:
                 model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device))
-            except _Enough:
+            except StopForward:
                 pass
             count += int(enc["attention_mask"].sum())
             done = min(start + batch_size, len(sequences))
