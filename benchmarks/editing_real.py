@@ -2,7 +2,7 @@
 now against an earlier revision (default: 7aca277, main before the pretrained-model work), in one
 run on one machine, with where the time goes and whether the edits took.
 
-    python benchmarks/editing_real.py [--baseline REV] [--edits 5] [--methods rome,memit] [--work DIR]
+    python benchmarks/editing_real.py [--baseline REV] [--edits 1,5] [--methods rome,memit] [--work DIR]
 
 Both versions run as `python -m expunge.cli edit … --json` in a fresh process (imports, loading
 and hashing the model, statistics, the edit and the save all count), on the same model directory
@@ -129,44 +129,61 @@ def score(model_dir: Path, n_edits: int, known: dict[str, str] | None = None) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="7aca277", help="git revision to compare with")
-    parser.add_argument("--edits", type=int, default=5, help=f"edits per run (at most {len(EDITS)})")
+    parser.add_argument("--edits", default="1,5", help=f"edits per run, comma-separated (at most {len(EDITS)})")
     parser.add_argument("--methods", default="rome,memit")
     parser.add_argument("--work", type=Path, help="work directory (kept; default: a temporary one)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=200)
     work = args.work or Path(tempfile.mkdtemp(prefix="expunge-editing-real-"))
     work.mkdir(parents=True, exist_ok=True)
-    model_dir, edits, corpus = prepare(work, min(args.edits, len(EDITS)))
-    n = min(args.edits, len(EDITS))
+    sizes = sorted({min(int(x), len(EDITS)) for x in args.edits.split(",")})
+    model_dir, _, corpus = prepare(work, sizes[-1])
     versions = {f"baseline {args.baseline}": checkout(args.baseline, work), "current": REPO / "src"}
-    unedited, known = score(model_dir, n)
-    console.print(f"unedited SmolLM2: old capital right on {unedited['old']:.0%} of the {n} edit prompts; "
-                  f"knows {len(known)} of {len(NEIGHBOURS)} neighbour capitals ({', '.join(known)})")
-    rows = []
+    _, known = score(model_dir, sizes[-1])
+    console.print(f"unedited SmolLM2 knows {len(known)} of {len(NEIGHBOURS)} neighbour capitals ({', '.join(known)})")
+    runs: dict[tuple[str, str, int], tuple[dict, dict]] = {}
     for method in args.methods.split(","):
         for name, src in versions.items():
-            out = work / f"{method}-{name.split()[0]}-{time.time_ns()}"
-            console.print(f"[dim]{name}: expunge edit --method {method} ({n} edits)…[/dim]")
-            data = run_edit(src, model_dir, edits, corpus, out, method)
-            quality, _ = score(out, n, known)
-            rows.append((method, name, data, quality))
-    table = Table(title=f"expunge edit with defaults on SmolLM2-135M, {n} edits, {len(corpus.read_text().splitlines())}"
-                        " corpus texts, no statistics cache")
-    for column in ("method", "version", "wall s", "s per edit (wall)", "reported s/edit", "speed-up",
-                   "breakdown (s)", "efficacy", "paraphrase", "neighbourhood", "config"):
+            for n in sizes:
+                _, edits, _ = prepare(work, n)
+                out = work / f"{method}-{name.split()[0]}-{n}-{time.time_ns()}"
+                console.print(f"[dim]{name}: expunge edit --method {method} ({n} edits)…[/dim]")
+                data = run_edit(src, model_dir, edits, corpus, out, method)
+                runs[method, name, n] = data, score(out, n, known)[0]
+    n_texts = len(corpus.read_text().splitlines())
+    table = Table(title=f"expunge edit with defaults on SmolLM2-135M, {n_texts} corpus texts, no statistics cache")
+    for column in ("method", "version", "edits", "wall s", "wall s/edit", "breakdown (s)", "efficacy", "paraphrase",
+                   "neighbourhood", "config"):
         table.add_column(column)
-    for method, name, data, quality in rows:
-        base = next(d for m, v, d, _ in rows if m == method and v.startswith("baseline"))
-        timings = data.get("timings") or {}
-        breakdown = ", ".join(f"{k} {v:.1f}" for k, v in timings.items()) or "(not reported)"
+    for (method, name, n), (data, quality) in runs.items():
         config = data.get("config", {})
-        shown = {k: config[k] for k in ("layer", "layers", "steps", "stop_loss") if k in config}
-        table.add_row(method, name, f"{data['wall']:.1f}", f"{data['wall'] / n:.1f}", f"{data['seconds_per_edit']:.1f}",
-                      f"{base['wall'] / data['wall']:.1f}x", breakdown, f"{quality['efficacy']:.0%}",
-                      f"{quality['paraphrase']:.0%}", f"{quality['neighbourhood']:.0%}", json.dumps(shown))
+        shown = {k: config[k] for k in ("layer", "layers", "steps", "stop_loss", "weight_decay") if k in config}
+        breakdown = ", ".join(f"{k} {v:.1f}" for k, v in (data.get("timings") or {}).items()) or "(not reported)"
+        table.add_row(method, name, str(n), f"{data['wall']:.1f}", f"{data['wall'] / n:.1f}", breakdown,
+                      f"{quality['efficacy']:.0%}", f"{quality['paraphrase']:.0%}", f"{quality['neighbourhood']:.0%}",
+                      json.dumps(shown))
     console.print(table)
-    console.print("speed-up: the baseline's wall time over this row's, same method; wall includes the process "
-                  "start (imports), loading and hashing the model, statistics, the edit and the save.")
+    summary = Table(title="time per edit: baseline / current (x = how many times less)")
+    summary.add_column("method")
+    for n in sizes:
+        summary.add_column(f"wall per edit, {n} edit{'s' if n > 1 else ''}")
+    if len(sizes) > 1:
+        summary.add_column(f"marginal per edit ({sizes[0]} -> {sizes[-1]} edits)")
+    names = list(versions)
+    for method in args.methods.split(","):
+        cells = []
+        for n in sizes:
+            b, c = (runs[method, v, n][0]["wall"] / n for v in names)
+            cells.append(f"{b:.1f} / {c:.1f} s = {b / c:.1f}x")
+        if len(sizes) > 1:
+            b, c = ((runs[method, v, sizes[-1]][0]["wall"] - runs[method, v, sizes[0]][0]["wall"])
+                    / (sizes[-1] - sizes[0]) for v in names)
+            cells.append(f"{b:.1f} / {c:.1f} s = {b / c:.1f}x")
+        summary.add_row(method, *cells)
+    console.print(summary)
+    console.print("wall: one `expunge edit` process, from its start (imports, about 6 s here) to its exit: loading "
+                  "and hashing the model, statistics, the edit and the save. marginal: the extra wall time of one more "
+                  "edit in the same call (difference of the two runs over the difference of their edits).")
     return 0
 
 
