@@ -17,6 +17,7 @@ from expunge.errors import ExpungeError
 from expunge.ledger import load_request, make_request, write_request
 from expunge.worlds import load_world
 from expunge.worlds.importers import JsonlSources, import_jsonl, import_tofu
+from mini_tofu import author, write_mini_tofu
 
 runner = CliRunner()
 
@@ -165,45 +166,9 @@ def test_missing_empty_and_option_errors(tmp_path: Path) -> None:
 # TOFU: a miniature of its files (same names, layout and sizes; invented text), so the test runs on
 # any machine; the real files are checked too where ../shared/data/tofu exists.
 
-FIRST = ["Ana", "Bela", "Cato", "Dara", "Emil", "Fenna", "Goran", "Hedda", "Ivo", "Jora"]
-LAST = ["Marsh", "Quill", "Rennick", "Solberg", "Tavish", "Ulvaeus", "Varga", "Wexley", "Yarrow", "Zolani",
-        "Abbot", "Brandt", "Corvin", "Dunmore", "Ellery", "Farrow", "Galt", "Harlow", "Ingram", "Jessop"]
-
-
-def _author(i: int) -> str:
-    return f"{FIRST[i % 10]} {LAST[i // 10]}" if i < 200 else f"{FIRST[i % 10]} {LAST[i % 20]}son"
-
-
-def _qa(i: int, k: int) -> dict:
-    name = _author(i)
-    if k % 4 == 3:  # some items do not name the author, as in TOFU
-        return {"question": f"What genre does the author numbered {i}-{k} write?", "answer": "Mystery novels."}
-    return {"question": f"What is fact {k} about {name}?", "answer": f"{name} has fact number {k} and {i}."}
-
-
-def _perturbed(item: dict) -> dict:
-    return {**item, "paraphrased_question": "Reworded: " + item["question"],
-            "paraphrased_answer": "Reworded: " + item["answer"],
-            "perturbed_answer": [f"wrong {j}: {item['answer']}" for j in range(5)]}
-
-
 @pytest.fixture(scope="module")
 def tofu_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("tofu")
-    full = [_qa(i, k) for i in range(200) for k in range(20)]
-    # full.json is several JSON arrays, one per line, as TOFU ships it
-    (d / "full.json").write_text("\n".join(json.dumps(full[j:j + 1000]) for j in range(0, 4000, 1000)) + "\n")
-    for name, count in (("forget01", 40), ("forget05", 200), ("forget10", 400)):
-        (d / f"{name}.json").write_text(json.dumps([{"prompt": x["question"], "response": x["answer"]}
-                                                    for x in full[-count:]]))
-    (d / "forget10_perturbed.json").write_text(json.dumps([_perturbed(x) for x in full[-400:]]))
-    (d / "retain_perturbed.json").write_text(json.dumps([_perturbed(x) for x in full[:400]]))
-    (d / "holdout10.json").write_text(json.dumps([_qa(200 + i, k) for i in range(20) for k in range(20)]))
-    for stem in ("real_authors", "world_facts"):
-        (d / f"{stem}_perturbed.json").write_text(json.dumps(
-            [{"question": f"{stem} question {i}?", "answer": f"right {i}", "perturbed_answer": [f"w{i}a", f"w{i}b"]}
-             for i in range(10)]))
-    return d
+    return write_mini_tofu(tmp_path_factory.mktemp("tofu"))
 
 
 def test_tofu_import(tofu_dir: Path, tmp_path: Path) -> None:
@@ -212,7 +177,7 @@ def test_tofu_import(tofu_dir: Path, tmp_path: Path) -> None:
     world = load_world(tmp_path / "t")
     authors = world.people("train")
     assert len(authors) == 200 and len(world.people("holdout")) == 20
-    assert [a.name for a in authors[:3]] == [_author(0), _author(1), _author(2)]  # read off their answers
+    assert [a.name for a in authors[:3]] == [author(0), author(1), author(2)]  # read off their answers
     assert {d.split for d in world.documents if d.subjects[0].startswith("tofu-holdout")} == {"holdout"}
     assert all(d.prompt for d in world.documents)  # every document is a QA pair
     # forget10 = the last 20 authors = exactly the items of forget10.json

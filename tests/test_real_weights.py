@@ -94,6 +94,15 @@ def test_tofu_on_smollm2_from_import_to_verdict(shared_tofu: Path, tmp_path: Pat
     # loss on them is the lower.
     original, oracle_eval = v["original"]["sets"]["forget"], v["oracle"]["sets"]["forget"]
     assert original["prob"] > oracle_eval["prob"], (original["prob"], oracle_eval["prob"])
+    # TOFU's metrics as open-unlearning computes them, beside expunge's: every number measured, on
+    # --max-facts items per set; forget quality is the oracle's own distribution for the oracle.
+    tofu = {name: e["tofu"] for name, e in (("original", v["original"]), ("oracle", v["oracle"]))}
+    assert tofu["original"]["sizes"] == {"forget": 10, "retain": 10, "real_authors": 10, "world_facts": 10}
+    for values in tofu.values():
+        assert all(math.isfinite(values["values"][k]) for k in values["values"]), values
+    assert tofu["oracle"]["values"]["forget_quality"] == 1.0
+    assert 0.0 <= tofu["original"]["values"]["forget_quality"] <= 1.0
+    assert tofu["original"]["values"]["forget_Q_A_Prob"] > tofu["oracle"]["values"]["forget_Q_A_Prob"]
 
 
 def capitals_jsonl(directory: Path) -> tuple[Path, Path]:

@@ -28,6 +28,10 @@ class VerifyConfig:
         fluency_tokens: tokens generated per fluency prompt (a subject's name).
         batch_size: batch size of every forward pass.
         seed: seeds the subject samples and the bootstrap.
+        tofu_metrics: on a world made by ``expunge import tofu``, also compute TOFU's metrics as
+            open-unlearning defines them (:mod:`expunge.verify.tofu`), beside expunge's own; with
+            ``max_facts_per_set`` each TOFU set keeps its first that many items.
+        tofu_max_new_tokens: the greedy generation budget of TOFU's ROUGE (200, as TOFU's paper).
     """
 
     policy: VerdictPolicy = field(default_factory=default_policy)
@@ -39,6 +43,8 @@ class VerifyConfig:
     fluency_tokens: int = 24
     batch_size: int = 128
     seed: int = 0
+    tofu_metrics: bool = True
+    tofu_max_new_tokens: int = 200
 
     def __post_init__(self) -> None:
         if self.max_subjects_per_set < 1:
@@ -47,11 +53,12 @@ class VerifyConfig:
             raise ValueError("max_facts_per_set must be at least 1 (or None: every fact)")
         if self.bootstrap_samples < 100:
             raise ValueError("bootstrap_samples must be at least 100 for a usable 95% interval")
-        if self.batch_size < 1 or self.fluency_tokens < 1:
-            raise ValueError("batch_size and fluency_tokens must be at least 1")
+        if self.batch_size < 1 or self.fluency_tokens < 1 or self.tofu_max_new_tokens < 1:
+            raise ValueError("batch_size, fluency_tokens and tofu_max_new_tokens must be at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.to_dict(), "attacks": self.attacks, "attack": asdict(self.attack),
                 "max_subjects_per_set": self.max_subjects_per_set, "max_facts_per_set": self.max_facts_per_set,
                 "bootstrap_samples": self.bootstrap_samples,
-                "fluency_tokens": self.fluency_tokens, "batch_size": self.batch_size, "seed": self.seed}
+                "fluency_tokens": self.fluency_tokens, "batch_size": self.batch_size, "seed": self.seed,
+                "tofu_metrics": self.tofu_metrics, "tofu_max_new_tokens": self.tofu_max_new_tokens}

@@ -38,6 +38,7 @@ from expunge.verify.mia import mia_scores
 from expunge.verify.plan import QA_KINDS, SETS, UTILITY_SETS, VerificationPlan
 from expunge.verify.plausibility import answer_plausibility
 from expunge.verify.probes import answer_budgets, answer_matches, greedy_answers
+from expunge.verify.tofu import TofuEvaluation, TofuSets, evaluate_tofu, is_tofu, tofu_sets
 
 __all__ = ["ModelEvaluation", "evaluate_model", "run_attacks"]
 
@@ -60,12 +61,15 @@ class ModelEvaluation:
     indirect: dict[str, dict[str, float]] = field(default_factory=dict)
     attacks: dict[str, AttackResult] = field(default_factory=dict)
     seconds: float = math.nan
+    tofu: TofuEvaluation | None = None  # TOFU's metrics, on a TOFU world (expunge.verify.tofu)
 
     def to_dict(self, *, details: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "model": self.model, "sets": self.sets,
                                "model_utility": self.utility, "indirect": self.indirect,
                                "attacks": {name: a.to_dict() for name, a in self.attacks.items()},
                                "seconds": round(self.seconds, 2)}
+        if self.tofu is not None:
+            out["tofu"] = self.tofu.to_dict()
         if details:
             out.update(answers=self.answers, truth_ratios=self.truth_ratios, mia_scores=self.mia_scores)
         return out
@@ -155,9 +159,17 @@ def evaluate_model(
                 scores[s] = {k: v[at : at + n] for k, v in flat.items()}
             at += n
     attacks = run_attacks(model, tokenizer, plan, config) if config.attacks else {}
+    tofu = None
+    if config.tofu_metrics and is_tofu(plan.world):
+        chosen = tofu_sets(plan.world, plan.request.targets)
+        if config.max_facts_per_set is not None:
+            cap = config.max_facts_per_set
+            chosen = TofuSets(chosen.forget[:cap], chosen.retain[:cap], chosen.real_authors[:cap],
+                              chosen.world_facts[:cap])
+        tofu = evaluate_tofu(model, tokenizer, chosen, max_new_tokens=config.tofu_max_new_tokens, batch_size=bs)
     model_info = {"path": ref.path, "sha256": ref.sha256} if ref is not None else {}
     return ModelEvaluation(name, model_info, sets, harmonic_mean(parts) if parts else math.nan,
-                           correct, answers, ratios, scores, indirect, attacks, time.perf_counter() - started)
+                           correct, answers, ratios, scores, indirect, attacks, time.perf_counter() - started, tofu)
 
 
 def run_attacks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan: VerificationPlan,

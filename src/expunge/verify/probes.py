@@ -89,8 +89,10 @@ def greedy_answers(
     *,
     max_new_tokens: int | Sequence[int],
     batch_size: int = 128,
+    first_line: bool = True,
 ) -> list[str]:
-    """Greedy continuations of ``prompts``, cut at EOS or the first newline, in input order.
+    """Greedy continuations of ``prompts``, cut at EOS or the first newline, in input order
+    (``first_line=False``: cut at EOS or the budget only, as TOFU's ROUGE generates).
 
     ``max_new_tokens`` is one budget for all prompts or one per prompt. Prompts with similar
     budgets and lengths are generated together (each batch runs to its largest budget, and stops
@@ -105,7 +107,7 @@ def greedy_answers(
     device = model_device(model)
     lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
     order = sorted(range(len(prompts)), key=lambda i: (budgets[i], lengths[i]))
-    newline_ids = _newline_ids(tokenizer)
+    newline_ids = _newline_ids(tokenizer) if first_line else None
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation appends on the right
     outputs: list[str] = [""] * len(prompts)
@@ -121,11 +123,11 @@ def greedy_answers(
                     do_sample=False,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
-                    stopping_criteria=StoppingCriteriaList([_LineEnd(newline_ids, width)]),
+                    stopping_criteria=StoppingCriteriaList([_LineEnd(newline_ids, width)] if first_line else []),
                 )
                 for i, row in zip(rows, generated[:, width:]):
                     text = tokenizer.decode(row[: budgets[i]], skip_special_tokens=True)
-                    outputs[i] = text.split("\n")[0].strip()
+                    outputs[i] = (text.split("\n")[0] if first_line else text).strip()
     finally:
         tokenizer.padding_side = side
     return outputs

@@ -189,6 +189,12 @@ def verify_models(
         results[name] = evaluate(name, load_model(path))
         checks[name], verdicts[name], mia[name] = judge(results[name], evaluations["original"],
                                                          evaluations.get("oracle"), plan, config, oracle_checks)
+    # TOFU's forget quality: each model's forget truth ratios against the retain model's (the oracle).
+    oracle_tofu = evaluations["oracle"].tofu if "oracle" in evaluations else None
+    if oracle_tofu is not None:
+        for evaluation in (*evaluations.values(), *results.values()):
+            if evaluation.tofu is not None:
+                evaluation.tofu = evaluation.tofu.with_forget_quality(oracle_tofu)
     roc = {name: _roc_points(e) for name, e in {**evaluations, **results}.items()}
     return Verification(plan.sizes(), request.id, world.fingerprint, config.to_dict(), evaluations["original"],
                         evaluations.get("oracle"), results, checks, verdicts, mia, roc, oracle_checks)

@@ -44,13 +44,15 @@ from expunge.records import Document, Probe, Subject
 from expunge.worlds.importers.jsonl import source_record
 from expunge.worlds.world import World, write_world
 
-__all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "TOFU_SPLITS", "import_tofu", "author_name", "common_spans"]
+__all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "RETAIN_PERTURBED_AUTHORS", "TOFU_SPLITS", "import_tofu", "author_name", "common_spans"]
 
 GENERATOR_NAME = "tofu"
 GENERATOR_VERSION = "1"
 QA_PER_AUTHOR = 20
 AUTHORS = 200
 HOLDOUT_AUTHORS = 20
+# retain_perturbed.json covers the first 20 authors of full.json: TOFU's retain evaluation set.
+RETAIN_PERTURBED_AUTHORS = 20
 # forget split -> how many of the last authors it holds (1%, 5%, 10% of 200)
 TOFU_SPLITS = {"forget01": 2, "forget05": 10, "forget10": 20}
 SPLIT_SHARES = {"forget01": 0.01, "forget05": 0.05, "forget10": 0.10}
@@ -186,7 +188,8 @@ def _perturbed(directory: Path, full: list[dict[str, Any]]) -> dict[int, dict[st
     items, ``forget10_perturbed.json`` its last 400 (matched by position: one question, "What is
     the full name of the author?", occurs twice in full.json)."""
     out: dict[int, dict[str, Any]] = {}
-    for name, start in (("retain_perturbed.json", 0), ("forget10_perturbed.json", len(full) - 400)):
+    size = RETAIN_PERTURBED_AUTHORS * QA_PER_AUTHOR  # each perturbed file: 20 authors' items
+    for name, start in (("retain_perturbed.json", 0), ("forget10_perturbed.json", len(full) - size)):
         items = _qa_items(directory / name, ("question", "answer", "paraphrased_answer", "perturbed_answer"))
         for i, item in enumerate(items):
             where = start + i
