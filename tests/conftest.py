@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -76,12 +75,9 @@ def tiny_companies(tmp_path_factory: pytest.TempPathFactory):
 def find_shared_tofu() -> Path:
     """TOFU's files: $EXPUNGE_TOFU_DIR, else shared/data/tofu beside any folder above this one
     (the data is never committed; where neither exists, the tests that need it skip)."""
-    if os.environ.get("EXPUNGE_TOFU_DIR"):
-        return Path(os.environ["EXPUNGE_TOFU_DIR"])
-    for parent in Path(__file__).resolve().parents:
-        if (parent / "shared" / "data" / "tofu" / "full.json").is_file():
-            return parent / "shared" / "data" / "tofu"
-    return Path("shared/data/tofu")
+    from expunge.worlds.importers.tofu import find_tofu_dir
+
+    return find_tofu_dir(Path(__file__).parent)
 
 
 @pytest.fixture(scope="session")

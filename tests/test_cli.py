@@ -353,3 +353,22 @@ def test_methods_listing_fits_80_columns(console80) -> None:
     data = json.loads(run("methods", "--json").stdout)
     for method in data["methods"]:
         assert method["name"] in text and method["paper"] in text  # the link is whole, on its own line
+
+
+def test_demo_from_a_pretrained_model(tmp_path: Path, tiny_base) -> None:
+    """`demo --from`: the base model is the given model fine-tuned on the world (preset finetune),
+    the oracle the same recipe from the same weights; a recipe that builds a fresh model is
+    refused before any work."""
+    from expunge.models.io import read_model_record
+
+    start = tiny_base.model.path  # any Hugging Face model directory whose tokenizer covers the world
+    args = ("demo", "--workspace", tmp_path / "ws", "--from", start, "--people", "8", "--fraction", "0.25", "--json")
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    base, oracle = (read_model_record(data[k]["model"]["path"])["recipe"] for k in ("base", "oracle"))
+    assert base["from_model"]["path"] == str(start) and oracle["from_model"] == base["from_model"]
+    assert base["preset"]["name"] == "finetune" and "finetune-from-" in data["base"]["model"]["path"]
+    assert [row["model"] for row in data["table"]] == ["original", "oracle", "simnpo", "idkft"]
+    bad = run("demo", "--workspace", tmp_path / "ws2", "--from", start, "--preset", "tiny")
+    assert bad.exit_code == 2 and "--preset finetune" in _error_line(bad) and not (tmp_path / "ws2").exists()

@@ -481,6 +481,8 @@ def verify_cmd(
     max_facts: int | None = typer.Option(None, "--max-facts", help="Score at most this many facts per set "
                                          "(a seeded sample, all their questions kept) to bound the cost; default: "
                                          "every fact."),
+    tofu_tokens: int = typer.Option(200, "--tofu-tokens", help="On a TOFU world: tokens of the greedy answers "
+                                    "TOFU's ROUGE scores (200, as TOFU; fewer is faster and not TOFU's number)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle
@@ -490,6 +492,8 @@ def verify_cmd(
     if max_facts is not None and max_facts < 1:
         raise ExpungeError(f"--max-facts {max_facts} is below 1", "give a positive number of facts per set, or leave "
                            "it out to score every fact")
+    if tofu_tokens < 1:
+        raise ExpungeError(f"--tofu-tokens {tofu_tokens} is below 1", "give a positive token budget (TOFU's is 200)")
     names = [path.name for path in model]
     if len(set(names)) != len(names):
         raise ExpungeError(f"two --model directories share a name ({names})", "give each model a distinct directory name")
@@ -501,7 +505,8 @@ def verify_cmd(
     from expunge.report.render import json_safe
     from expunge.verify.policy import load_policy
     from expunge.verify.suite import VerifyConfig, verify_models
-    config = VerifyConfig(policy=load_policy(policy), attacks=attacks, max_facts_per_set=max_facts)
+    config = VerifyConfig(policy=load_policy(policy), attacks=attacks, max_facts_per_set=max_facts,
+                          tofu_max_new_tokens=tofu_tokens)
     verification = verify_models(dict(zip(names, model)), original, oracle, world, request, config=config,
                                  log=lambda m: err_console.print(m))
     data = report_from_verification(verification)
@@ -553,7 +558,11 @@ def policy_cmd(
 @friendly_errors(interrupted=DEMO_RESUMES)
 def demo_cmd(
     workspace: Path = typer.Option(Path("expunge-workspace"), "--workspace", help="Where worlds and models are cached."),
-    preset: str = typer.Option("default", "--preset", help="Model size and recipe: tiny or default."),
+    preset: str | None = typer.Option(None, "--preset", help="Model size and recipe: tiny or default (a fresh "
+                                                             "model, default), finetune (the default with --from)."),
+    from_model: str | None = typer.Option(None, "--from", help="Start the base model from this pretrained Hugging "
+                                                              "Face model directory (or smollm2), fine-tuned on "
+                                                              "the world; the oracle from the same weights."),
     people: int = typer.Option(100, "--people", help="People in the world."),
     seed: int = typer.Option(0, "--seed", help="Seed for world, request and training."),
     fraction: float = typer.Option(0.1, "--fraction", help="Share of people the request deletes."),
@@ -565,12 +574,14 @@ def demo_cmd(
     refusal baseline; verify both; print the table and verdicts; write the report."""
     from expunge import preflight
     from expunge.presets import get_preset
+    from expunge.recipe import Start
 
-    get_preset(preset), preflight.workspace(workspace)
+    Start(from_model).check(get_preset(preset or ("default" if from_model is None else "finetune")))
+    preflight.workspace(workspace), preflight.pretrained(from_model)
     from expunge.demo import run_demo
 
     result = run_demo(workspace, preset=preset, people=people, seed=seed, fraction=fraction, method=method,
-                      baseline=baseline, progress=True, log=(lambda m: err_console.print(m)))
+                      baseline=baseline, progress=True, log=(lambda m: err_console.print(m)), from_model=from_model)
     _emit(as_json, result, lambda: _print_demo(result))
 
 

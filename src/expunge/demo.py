@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from expunge.report import report_from_verification, write_report
 from expunge.report.render import json_safe
 from expunge.verify.judge import Forgotten
 from expunge.verify.suite import verify_models
+from expunge.recipe import SMOLLM2
 from expunge.records import DeletionRequest
 from expunge.worlds import PrivacyWorldConfig, World, build_privacy_world, load_world
 from expunge.worlds.privacy import GENERATOR_VERSION
@@ -64,18 +66,40 @@ class Workspace:
         return float(self.stages["oracle"]["seconds"])
 
 
+def start_key(from_model: str | os.PathLike[str] | None) -> str:
+    """A short name for where the base model starts, for cache names: "" (a fresh model),
+    "smollm2", or a digest of a model directory's path and its weight files' sizes and times (a
+    changed model is a new start, never a stale cache)."""
+    if from_model is None:
+        return ""
+    if str(from_model) == SMOLLM2:
+        return SMOLLM2
+    path = Path(from_model).resolve()
+    if not path.is_dir():
+        raise ExpungeError(f"pretrained model {from_model} is not a directory",
+                           "give a Hugging Face model directory, or smollm2")
+    files = sorted(f for f in path.iterdir() if f.suffix in (".safetensors", ".bin", ".json"))
+    stamp = "|".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    return "from-" + hashlib.sha256(f"{path}|{stamp}".encode()).hexdigest()[:10]
+
+
 def prepare_workspace(
     workspace: str | os.PathLike[str],
     *,
-    preset: str = "default",
+    preset: str | None = None,
     people: int = 100,
     seed: int = 0,
     fraction: float = 0.1,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
+    from_model: str | os.PathLike[str] | None = None,
 ) -> Workspace:
     """Build or reuse the world, the request, the base model and the oracle (names derive from
-    the options, so a second call with the same options trains nothing)."""
+    the options, so a second call with the same options trains nothing). With ``from_model`` (a
+    Hugging Face model directory, or ``smollm2``) the base model is that model fine-tuned on the
+    world (preset ``finetune`` by default) and the oracle repeats the recipe from the same
+    weights without the request's documents."""
+    preset = preset or ("default" if from_model is None else "finetune")
     root = Path(workspace)
     # The generator version is in the name: a newer generator never reuses an older world.
     world_dir = root / "worlds" / f"privacy-v{GENERATOR_VERSION}-p{people}-s{seed}"
@@ -94,7 +118,8 @@ def prepare_workspace(
                                    basis="demo: right to erasure"), request_path)
     request = load_request(request_path, world)
 
-    tag = f"{preset}-p{people}-s{seed}-{world.fingerprint[:8]}"
+    start = start_key(from_model)
+    tag = f"{preset}{'-' + start if start else ''}-p{people}-s{seed}-{world.fingerprint[:8]}"
     base_dir = root / "models" / f"base-{tag}"
     oracle_dir = root / "models" / f"oracle-{tag}-{request.id}"
     stages: dict[str, dict[str, Any]] = {}
@@ -104,7 +129,8 @@ def prepare_workspace(
         if not cached:
             log(f"training the {stage} model into {directory}")
             if stage == "base":
-                train_base(world_dir, directory, preset=preset, seed=seed, progress=progress)
+                train_base(world_dir, directory, preset=preset, seed=seed, progress=progress,
+                           from_model=None if from_model is None else str(from_model))
             else:
                 retrain_oracle(world_dir, request_path, directory, base=base_dir, progress=progress, located=located)
         else:
@@ -121,7 +147,7 @@ def prepare_workspace(
 def run_demo(
     workspace: str | os.PathLike[str],
     *,
-    preset: str = "default",
+    preset: str | None = None,
     people: int = 100,
     seed: int = 0,
     fraction: float = 0.1,
@@ -129,14 +155,16 @@ def run_demo(
     baseline: str = BASELINE_METHOD,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
+    from_model: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Run (or reuse) every stage and return the numbers as a JSON-ready dict (README: schema)."""
+    """Run (or reuse) every stage and return the numbers as a JSON-ready dict (README: schema);
+    ``from_model`` starts the base model from pretrained weights (:func:`prepare_workspace`)."""
     started = time.perf_counter()
     get_method(method), get_method(baseline)  # unknown names fail before any work
     if method == baseline:
         raise ExpungeError(f"--method and --baseline are both {method!r}", "pick two different methods")
     ws = prepare_workspace(workspace, preset=preset, people=people, seed=seed, fraction=fraction,
-                           progress=progress, log=log)
+                           progress=progress, log=log, from_model=from_model)
 
     # A fresh run directory: unlearned models are new versions, never written over old ones.
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")

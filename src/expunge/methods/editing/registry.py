@@ -37,8 +37,8 @@ from expunge.models.arch import arch_for, decoder_layers
 from expunge.options import build_config
 from expunge.records import FactEdit
 
-__all__ = ["ApplyEdits", "EditContext", "EditorSpec", "PRETRAINED_EDIT_DEFAULTS", "PretrainedDefaults", "StatsLayers", "editor_names", "get_editor",
-           "register_editor", "unregister_editor"]
+__all__ = ["ApplyEdits", "EditContext", "EditorSpec", "PRETRAINED_EDIT_DEFAULTS", "PretrainedDefaults", "StatsLayers",
+           "editor_names", "get_editor", "register_editor", "unregister_editor"]
 
 # (model, tokenizer, edits, config, context) -> one EditResult for the batch
 ApplyEdits = Callable[

@@ -44,7 +44,8 @@ from expunge.records import Document, Probe, Subject
 from expunge.worlds.importers.jsonl import source_record
 from expunge.worlds.world import World, write_world
 
-__all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "RETAIN_PERTURBED_AUTHORS", "TOFU_SPLITS", "import_tofu", "author_name", "common_spans"]
+__all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "RETAIN_PERTURBED_AUTHORS", "TOFU_SPLITS", "find_tofu_dir",
+           "import_tofu", "author_name", "common_spans"]
 
 GENERATOR_NAME = "tofu"
 GENERATOR_VERSION = "1"
@@ -57,6 +58,19 @@ RETAIN_PERTURBED_AUTHORS = 20
 TOFU_SPLITS = {"forget01": 2, "forget05": 10, "forget10": 20}
 SPLIT_SHARES = {"forget01": 0.01, "forget05": 0.05, "forget10": 0.10}
 GENERAL_FILES = {"real_authors": "tofu-real-authors", "world_facts": "tofu-world-facts"}
+
+
+def find_tofu_dir(start: str | os.PathLike[str] | None = None) -> Path:
+    """Where TOFU's files are: ``$EXPUNGE_TOFU_DIR``, else ``shared/data/tofu`` beside ``start``
+    (default: the working directory) or any folder above it, else ``shared/data/tofu`` (which
+    may not exist: callers check for ``full.json``)."""
+    if os.environ.get("EXPUNGE_TOFU_DIR"):
+        return Path(os.environ["EXPUNGE_TOFU_DIR"])
+    here = Path(start or Path.cwd()).resolve()
+    for parent in (here, *here.parents):
+        if (parent / "shared" / "data" / "tofu" / "full.json").is_file():
+            return parent / "shared" / "data" / "tofu"
+    return Path("shared/data/tofu")
 
 
 def import_tofu(directory: str | os.PathLike[str], out: str | os.PathLike[str], authors: int | None = None) -> World:
