@@ -16,8 +16,10 @@ and the old fact is the first wrong answer. On one set of update requests:
   answer is the unedited model's (``neighbourhood_accuracy`` is plain accuracy);
 * **other_relations**: the edited subjects' other facts (headquarters, founding year, industry),
   accuracy and fraction unchanged from the unedited model;
-* **generation_new / generation_old**: the greedy continuation of the request's prompt is exactly
-  the new (old) fact — and then stops (the continuation is cut at the end of the text or a line);
+* **generation_new / generation_old**: the first answer span of the greedy continuation of the
+  request's prompt is the new (old) fact (:func:`expunge.verify.probes.answer_matches`: up to the
+  first span end after as many words as the fact has, so a pretrained model that writes on after
+  "Rome." still counts; the continuation is cut at the end of the text or a line);
 * **fluency**: ROME's generation entropy of those continuations (bits). Low means repetitive text;
   on a world whose answers are short, a *rise* means the model no longer stops after the answer;
 * **text_nll**: mean next-token NLL on control documents (training text about other subjects):
@@ -42,7 +44,7 @@ from expunge.data import encode_documents
 from expunge.scoring import max_length, padding_id, sequence_nlls
 from expunge.records import Document, FactEdit, Probe
 from expunge.verify.metrics import candidate_logprobs, fluency, multiple_choice_correct
-from expunge.verify.probes import greedy_answers, normalize_answer
+from expunge.verify.probes import answer_matches, greedy_answers
 
 __all__ = ["EditProbeSets", "EditEvaluation", "edit_probe_sets", "evaluate_edits", "EDIT_METRICS"]
 
@@ -61,8 +63,8 @@ EDIT_METRICS: tuple[tuple[str, str], ...] = (
     ("neighbourhood_accuracy", "other subjects' answers correct"),
     ("other_relations", "edited subjects' other facts correct"),
     ("other_relations_unchanged", "edited subjects' other facts unchanged"),
-    ("generation_new", "greedy continuation is exactly the new fact"),
-    ("generation_old", "greedy continuation is exactly the old fact"),
+    ("generation_new", "greedy continuation's first answer span is the new fact"),
+    ("generation_old", "greedy continuation's first answer span is the old fact"),
     ("fluency", "generation entropy (bits)"),
     ("text_nll", "NLL on control documents (lower is better)"),
 )
@@ -207,10 +209,8 @@ def evaluate_edits(
     metrics["other_relations_unchanged"] = unchanged("other_relations")
     prompts = [f"{prompt_context(p)}{p}" if prompt_context else p for p in sets.fluency_prompts]
     generations = greedy_answers(model, tokenizer, prompts, max_new_tokens=fluency_tokens) if prompts else []
-    metrics["generation_new"] = _share([normalize_answer(g) == normalize_answer(e.target_new)
-                                        for g, e in zip(generations, sets.edits)])
-    metrics["generation_old"] = _share([normalize_answer(g) == normalize_answer(e.target_old)
-                                        for g, e in zip(generations, sets.edits)])
+    metrics["generation_new"] = _share([answer_matches(g, e.target_new) for g, e in zip(generations, sets.edits)])
+    metrics["generation_old"] = _share([answer_matches(g, e.target_old) for g, e in zip(generations, sets.edits)])
     metrics["fluency"] = fluency(generations)
     if sets.control_texts:
         sequences = encode_documents(tokenizer, sets.control_texts, max_length(model))
