@@ -5,7 +5,7 @@ as open-unlearning defines them (expunge.verify.tofu) and with expunge's verdict
     python benchmarks/tofu.py [--tofu DIR] [--authors N | --budget-minutes 90] [--splits forget01,forget05,forget10]
                               [--methods simnpo,npo,...] [--work DIR] [--max-new-tokens 200] [--json FILE]
     # a smoke run of the whole path (not the table): --authors 2 --splits forget10 --methods simnpo \
-    #     --epochs 1 -o max_steps=4 --max-new-tokens 16
+    #     --epochs 1 -o max_steps=4 --max-new-tokens 16 --max-facts 10
 
 The path is the user's: ``import tofu`` -> ``train --from smollm2`` (preset ``finetune``: 5 epochs,
 as open-unlearning) -> per split ``request --split`` -> ``retrain`` (the retain model, from the same
@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=200, help="ROUGE's generation budget")
     parser.add_argument("--json", type=Path, help="also write every number here")
     parser.add_argument("--epochs", type=int, help="fine-tuning epochs (default: the finetune preset's 5)")
+    parser.add_argument("--max-facts", type=int, help="facts per set in verification (smoke runs; default: all)")
     parser.add_argument("-o", "--option", action="append", default=[],
                         help="key=value for every method (smoke runs only: the table is of the defaults)")
     args = parser.parse_args(argv)
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     from expunge.pipeline import train_base
     from expunge.presets import get_preset, registered_preset
     from expunge.recipe import TrainingLength
+    from expunge.verify.config import VerifyConfig
     from expunge.worlds import load_world
     from expunge.worlds.importers import import_tofu
     from expunge.worlds.importers.tofu import find_tofu_dir
@@ -186,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             clock = time.perf_counter()
             train_base(world_dir, base, from_model="smollm2", preset=recipe.name, progress=True)
             console.print(f"fine-tuned in {time.perf_counter() - clock:.0f} s")
+        verify_config = VerifyConfig(tofu_max_new_tokens=args.max_new_tokens, max_facts_per_set=args.max_facts)
         rows = [row for split in splits for row in run_split(split, world, world_dir, work, base, methods, options,
-                                                             args.max_new_tokens, console)]
+                                                             verify_config, console)]
     print_tables(console, rows, authors, splits)
     console.print(f"total {(time.perf_counter() - started) / 60:.1f} min; work directory {work}")
     if args.json:
@@ -196,33 +199,36 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_split(split: str, world, world_dir: Path, work: Path, base: Path, methods: list[str], options: dict,
-              max_new_tokens: int, console: Console) -> list[dict]:
+              verify_config, console: Console) -> list[dict]:
     """One split: the request, the retain model, every method, one verification of them all."""
     from expunge.ledger import make_request, write_request
     from expunge.methods.unlearn import unlearn
     from expunge.pipeline import retrain_oracle
-    from expunge.verify.config import VerifyConfig
     from expunge.verify.suite import verify_models
 
     request_path = work / f"request-{split}.json"
     if not request_path.is_file():
         write_request(make_request(world, split=split), request_path)
+    # Seconds are wall-clock of the command's work in this run; a model reused from an earlier run
+    # of the same work directory has none (nan), rather than the 0 its reuse took.
     retain = work / f"retain-{split}"
-    clock = time.perf_counter()
+    retrain_seconds = math.nan
     if not retain.is_dir():
+        clock = time.perf_counter()
         retrain_oracle(world_dir, request_path, retain, base=base, progress=True)
-    retrain_seconds = time.perf_counter() - clock
+        retrain_seconds = time.perf_counter() - clock
     seconds: dict[str, float] = {}
     candidates: dict[str, str] = {}
     for method in methods:
         out = work / f"{method}-{split}"
-        clock = time.perf_counter()
+        seconds[method] = math.nan
         if not out.is_dir():
+            clock = time.perf_counter()
             unlearn(base, world_dir, request_path, out, method=method, options=options, progress=True)
-        seconds[method] = time.perf_counter() - clock
+            seconds[method] = time.perf_counter() - clock
         candidates[method] = str(out)
     verification = verify_models(candidates, base, retain, world_dir, request_path,
-                                 config=VerifyConfig(tofu_max_new_tokens=max_new_tokens),
+                                 config=verify_config,
                                  log=lambda m: console.print(f"[dim]{m}[/dim]"))
     from expunge.verify.metrics import privleak, roc_auc
 
@@ -250,7 +256,7 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
             "mia_auc": auc, "privleak": privleak(auc, retain_auc) if math.isfinite(auc + retain_auc) else math.nan,
             "verdict": f"{verdict.forgotten.value} / {verdict.collateral_damage.value}" if verdict else "",
             "seconds": secs if secs is not None else math.nan,
-            "x_retrain": secs / retrain_seconds if secs is not None and retrain_seconds else math.nan,
+            "x_retrain": secs / retrain_seconds if secs is not None else math.nan,  # nan when either is
         })
     return rows
 
