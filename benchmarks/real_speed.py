@@ -24,7 +24,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -61,12 +60,11 @@ def dataset_and_config(steps: int):
 
 def run_one(loop: str, steps: int, lora_rank: int) -> dict:
     """One run in this process: (tokens, seconds) of the loop; the caller reads the peak memory."""
-    import torch
+    from train_speed import bare_loop  # benchmarks/ is on sys.path: this script runs from it
 
-    from expunge.data import EpochBatchSampler, pad_collate
     from expunge.models.lora import wrap_lora
     from expunge.models.pretrained import load_smollm2
-    from expunge.training import make_optimizer, train_loop, warmup_cosine
+    from expunge.training import train_loop
 
     dataset, config, pad, preset = dataset_and_config(steps)
     if lora_rank and preset.lora_learning_rate:
@@ -76,28 +74,8 @@ def run_one(loop: str, steps: int, lora_rank: int) -> dict:
     if loop == "expunge":
         result = train_loop(model, dataset, config, pad_id=pad, progress=False)
         return {"tokens": result.tokens, "seconds": result.seconds}
-    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, dataset.lengths())
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate(pad))
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
-    model.train()
-    torch.manual_seed(config.seed)
-    step, tokens, epoch = 0, 0, 0
-    started = time.perf_counter()
-    while step < config.max_steps:
-        sampler.use_epoch(epoch)
-        for batch in loader:
-            tokens += int(batch["attention_mask"].sum())
-            model(**batch).loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step >= config.max_steps:
-                break
-        epoch += 1
-    return {"tokens": tokens, "seconds": time.perf_counter() - started}
+    tokens, seconds = bare_loop(model, dataset, config, pad)  # train_speed.py's loop, the same for both benchmarks
+    return {"tokens": tokens, "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

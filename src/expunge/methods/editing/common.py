@@ -33,8 +33,8 @@ from expunge.methods.editing.stats import StopForward, projection_weight
 from expunge.models.arch import arch_for, decoder_layers, layer_module
 from expunge.records import FactEdit
 
-__all__ = ["NEUTRAL_PREFIXES", "LookupToken", "EditResult", "EditContext", "revert", "merge_results", "subject_last_index",
-           "RewriteBatch", "rewrite_batch", "keys_at", "optimise_targets", "output_norms", "residual_at"]
+__all__ = ["NEUTRAL_PREFIXES", "LookupToken", "EditResult", "EditContext", "revert", "merge_results",
+           "subject_last_index", "RewriteBatch", "rewrite_batch", "keys_at", "optimise_targets", "output_norms", "residual_at"]
 
 LookupToken = Literal["subject_last", "prompt_last"]
 
@@ -312,9 +312,9 @@ class _PrefixCache:
     """
 
     def __init__(self, model: PreTrainedModel, batch: RewriteBatch, device: torch.device) -> None:
-        lengths = batch.attention_mask.sum(-1).tolist()
-        first = [min((p for r, p, _ in batch.slots if r == row), default=0) for row in range(len(lengths))]
-        last = [0] * len(lengths)  # the last position whose output is used (a logit or a slot)
+        n_rows = batch.input_ids.shape[0]
+        first = [min((p for r, p, _ in batch.slots if r == row), default=0) for row in range(n_rows)]
+        last = [0] * n_rows  # the last position whose output is used (a logit or a slot)
         for row, position, _ in batch.slots:
             last[row] = max(last[row], position)
         for row, position in batch.targets:

@@ -146,9 +146,9 @@ def edit_model(
         notes.append(f"pretrained model: the defaults for pretrained models ({shown}); -o overrides them")
 
     clock = time.perf_counter()
-    moments = second_moments(model, tokenizer, texts, editor.layers_needing_stats(model, config),
-                             cache_dir=cache_dir, model_sha256=parent.sha256, progress=say) \
-        if editor.layers_needing_stats(model, config) else {}
+    needed = editor.layers_needing_stats(model, config)
+    moments = second_moments(model, tokenizer, texts, needed, cache_dir=cache_dir, model_sha256=parent.sha256,
+                             progress=say) if needed else {}
 
     def moment(layer: int) -> torch.Tensor:
         if layer not in moments:
