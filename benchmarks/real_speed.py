@@ -13,7 +13,7 @@ Accelerate with its loss readings (no progress bar, no checkpoints: those are me
 ``benchmarks/train_speed.py``). Each run is its own process, so its peak resident memory (the
 kernel's ``ru_maxrss``) is its own; runs alternate between the loops and the median is reported.
 
-What is not here yet: `forget` against a bare unlearning loop (issue 13, item 7).
+`forget` against a bare unlearning loop is `benchmarks/forget_speed.py`.
 """
 
 from __future__ import annotations
