@@ -372,3 +372,27 @@ def test_demo_from_a_pretrained_model(tmp_path: Path, tiny_base) -> None:
     assert [row["model"] for row in data["table"]] == ["original", "oracle", "simnpo", "idkft"]
     bad = run("demo", "--workspace", tmp_path / "ws2", "--from", start, "--preset", "tiny")
     assert bad.exit_code == 2 and "--preset finetune" in _error_line(bad) and not (tmp_path / "ws2").exists()
+
+
+def test_forget_checks_options_against_the_defaults_the_run_will_use(tiny_base, tiny_world_dir: Path,
+                                                                      tiny_request_path: Path, tmp_path: Path) -> None:
+    """A plain Hugging Face directory (no expunge record) is a pretrained model: its options are
+    checked, before anything loads, against the pretrained defaults (warm-up 2 steps), not the
+    built-in worlds' (5)."""
+    import shutil
+
+    from expunge.methods.registry import get_method
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_base.model.path, plain)
+    (plain / "expunge_model.json").unlink()
+    warmup = get_method("simnpo").defaults_for(pretrained=True)["warmup_steps"]
+    assert warmup != get_method("simnpo").make_config({}).warmup_steps
+    for model, steps in ((plain, warmup), (tiny_base.model.path, get_method("simnpo").make_config({}).warmup_steps)):
+        result = run("forget", "--model", model, "--world", tiny_world_dir, "--request", tiny_request_path,
+                     "--out", tmp_path / "out", "-o", f"max_steps={steps}")
+        # (the plain directory also gets its one-line warning that nothing vouches for its weights)
+        error = result.stderr.strip().splitlines()[-1]
+        assert result.exit_code == 2 and error.startswith("error:") and f"warmup_steps ({steps}) must be" in error, \
+            result.output
+        assert not (tmp_path / "out").exists()

@@ -358,10 +358,13 @@ def forget_cmd(
     from expunge.options import parse_pairs
 
     pairs = parse_pairs(option)
-    preflight.model(model), preflight.request(request, preflight.world(world)), preflight.output(out)
+    record = preflight.model(model)
+    preflight.request(request, preflight.world(world)), preflight.output(out)
     from expunge.methods.registry import get_method  # torch, not yet transformers
+    from expunge.recipe import is_pretrained
 
-    get_method(method).make_config(pairs)  # before the model (or transformers) loads
+    # Before the model (or transformers) loads, against the defaults the run will use.
+    get_method(method).make_config(pairs, pretrained=is_pretrained(record.get("recipe")))
     from expunge.methods.unlearn import unlearn
 
     report = unlearn(model, world, request, out, method=method, options=pairs, progress=True)
