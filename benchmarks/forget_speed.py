@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per loop and mode (median reported)")
-    parser.add_argument("--lora-rank", type=int, default=8)
+    parser.add_argument("--lora-rank", type=int, default=8, help="the LoRA runs' rank (0: full fine-tuning only)")
     parser.add_argument("--forget-people", type=int, default=1)
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--json", type=Path)
@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     build(work, args.forget_people)
     measured: dict[tuple[str, int], list[dict]] = {}
+    ranks = (0, args.lora_rank) if args.lora_rank else (0,)
     for repeat in range(args.repeats):
-        for rank in (0, args.lora_rank):
+        for rank in ranks:
             for loop in (LOOPS if repeat % 2 == 0 else LOOPS[::-1]):  # who goes first alternates
                 console.print(f"[dim]run {repeat + 1}: {loop}, {'LoRA rank ' + str(rank) if rank else 'full'}…[/dim]")
                 done = subprocess.run([sys.executable, __file__, "--one", loop, str(rank), "--steps", str(args.steps),
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                    "end to end (s)", "vs bare", "peak RSS (MB)"):
         table.add_column(column)
     rows = []
-    for rank in (0, args.lora_rank):
+    for rank in ranks:
         speed = {loop: statistics.median(r["tokens"] / r["step_seconds"] for r in measured[loop, rank]) for loop in LOOPS}
         # What a user waits for per step: the steps and the stop-rule checks between them.
         looped = {loop: statistics.median(r["tokens"] / (r["step_seconds"] + r["phases"].get("checks", 0.0))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,23 @@ def test_retain_term_and_scored_retained_documents_are_apart(tiny_world_dir, tin
     assert load_model(tmp_path / "m")[2].recipe["retain_term_sha256"] == split.train.digest
     assert any(n.startswith("early stop off:") and "needs 10000 of each" in n for n in report.notes), report.notes
     assert report.run.steps == 3 and report.stop is StopKind.MAX_STEPS
+
+
+def test_checks_score_at_most_check_documents_and_only_the_guard_without_the_early_stop(
+        tiny_world_dir, tiny_request_path, tiny_base, tmp_path: Path) -> None:
+    """The stop rules' sets are capped at check_documents (so the early stop, which needs 20 of
+    each, turns itself off at 5); without the early stop the periodic checks score only the
+    retained documents the collapse guard reads, and one last check scores all three."""
+    report = unlearn(tiny_base.model.path, tiny_world_dir, tiny_request_path, tmp_path / "m", method="simnpo",
+                     options={"max_steps": 4, "check_every": 2, "warmup_steps": 0, "check_documents": 5},
+                     progress=False)
+    assert any(n.startswith("early stop off: 5 forget and 5 never-seen") for n in report.notes), report.notes
+    *periodic, last = report.checks
+    assert [c["step"] for c in periodic] == [2] and last["step"] == 4
+    assert set(periodic[0]) == {"step", "retain_nll", "mia_auc"} and math.isnan(periodic[0]["mia_auc"])
+    assert {"forget_nll", "holdout_nll", "retain_nll"} <= set(last) and 0.0 <= last["mia_auc"] <= 1.0
+    with pytest.raises(ExpungeError, match="check_documents"):
+        get_method("simnpo").make_config({"check_documents": 0})
 
 
 def test_unknown_method_and_options() -> None:

@@ -68,7 +68,6 @@ from expunge.worlds import World, load_world
 
 __all__ = ["UnlearnReport", "PairedDataset", "paired_collate", "unlearn", "chunk_sequences", "mean_token_nll"]
 
-EVAL_CAP = 128  # documents per stop-rule set: enough for a stable mean, cheap to score
 
 
 @dataclass
@@ -240,9 +239,10 @@ def unlearn(
     retain_seqs = encode([example_for(d) for d in retain_docs])
     rng = random.Random(config.seed)
     eval_sets = {
-        "forget": _cap(forget_doc_seqs, rng),
-        "holdout": _cap(encode([example_for(d) for d in located.documents(world, "never_seen")]), rng),
-        "retain": _cap(encode([example_for(d) for d in kept_docs]), rng),
+        "forget": _cap(forget_doc_seqs, rng, config.check_documents),
+        "holdout": _cap(encode([example_for(d) for d in located.documents(world, "never_seen")]), rng,
+                        config.check_documents),
+        "retain": _cap(encode([example_for(d) for d in kept_docs]), rng, config.check_documents),
     }
     early_stop = config.early_stop
     if early_stop and min(len(eval_sets["forget"]), len(eval_sets["holdout"])) < config.early_stop_min_documents:
@@ -327,8 +327,8 @@ def unlearn(
                else float("nan"))
         return {"step": step, **{f"{k}_nll": mean for k, (_, mean) in scores.items()}, "mia_auc": auc}
 
-    # Scoring a set costs a forward pass over up to EVAL_CAP documents: on SmolLM2 the three sets
-    # took as long as three training steps, at every check. Without the early stop only the
+    # Scoring a set is a forward pass over up to check_documents documents: on SmolLM2 a check of
+    # 128 retained documents took longer than five training steps (benchmarks/forget_speed.py). Without the early stop only the
     # collapse guard reads a check (the retain set); the forget and never-seen sets are scored
     # once, on the state that is saved.
     checked = tuple(eval_sets) if early_stop else ("retain",)
@@ -395,8 +395,8 @@ def chunk_sequences(seqs: list[list[Any]], size: int) -> list[list[Any]]:
             if len(window) > 1]
 
 
-def _cap(seqs: list[list[int]], rng: random.Random) -> list[list[int]]:
-    return seqs if len(seqs) <= EVAL_CAP else rng.sample(seqs, EVAL_CAP)
+def _cap(seqs: list[list[int]], rng: random.Random, limit: int) -> list[list[int]]:
+    return seqs if len(seqs) <= limit else rng.sample(seqs, limit)
 
 
 def _refusal_texts(world: World, request: Any, seed: int, fmt: PromptFormat = PromptFormat.TEXT) -> list[Example]:

@@ -25,12 +25,15 @@ RETAIN_LOSSES = ("nll", "kl", "none")
 # which are tuned for the small models trained from scratch on the built-in worlds: a step 35 x
 # smaller (their 7e-4 wrecks a pretrained model's other knowledge in a few steps), batches of 8
 # (a 135M-parameter step on 32 pairs took 33 s on 2 CPU cores), a budget of 60 steps with the stop
-# rules checked every 5, and windows of 64 BPE tokens. Options given with -o beat these.
+# rules checked every 5 on at most 32 documents per set (scoring 128 retained documents took
+# longer than five of these small steps, measured by benchmarks/forget_speed.py), and windows of
+# 64 BPE tokens. Options given with -o beat these.
 PRETRAINED_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-5,
     "batch_size": 8,
     "max_steps": 60,
     "check_every": 5,
+    "check_documents": 32,
     "min_steps": 10,
     "warmup_steps": 2,
     "chunk_tokens": 64,
@@ -64,6 +67,10 @@ class UnlearnConfig:
             documents (of each); with fewer, an AUC is noise (one 12-sentence reference fired it
             while the forget loss was still below the original's), so the run takes its fixed
             budget of ``max_steps`` instead and says so in its notes.
+        check_documents: documents per stop-rule set at most (forget, never-seen, retained; a
+            seeded sample of larger sets, the same one at every check). Each check is a forward
+            pass over them, so this trades the checks' cost against their precision; the
+            collapse guard compares the same documents before and after, which needs few.
         max_retain_loss_increase: collapse guard: stop, and restore the last good state, when the
             retain documents' mean token NLL rises by more than this (nats) over the original's.
         group_by_length: batch pairs of similar length (see ``PairedDataset``): less padding,
@@ -97,6 +104,7 @@ class UnlearnConfig:
     early_stop: bool = True
     early_stop_auc: float = 0.55
     early_stop_min_documents: int = 20
+    check_documents: int = 128
     max_retain_loss_increase: float = 0.5
     group_by_length: bool = False
     chunk_tokens: int = 24
@@ -104,8 +112,10 @@ class UnlearnConfig:
     generic_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1 or self.batch_size < 1 or self.check_every < 1 or self.early_stop_min_documents < 1:
-            raise ValueError("max_steps, batch_size, check_every and early_stop_min_documents must be at least 1")
+        if min(self.max_steps, self.batch_size, self.check_every, self.early_stop_min_documents,
+               self.check_documents) < 1:
+            raise ValueError("max_steps, batch_size, check_every, early_stop_min_documents and check_documents must "
+                             "be at least 1")
         if not self.learning_rate > 0:
             raise ValueError("learning_rate must be positive")
         if not 0 <= self.warmup_steps < self.max_steps:
