@@ -328,7 +328,7 @@ def unlearn(
         return {"step": step, **{f"{k}_nll": mean for k, (_, mean) in scores.items()}, "mia_auc": auc}
 
     # Scoring a set is a forward pass over up to check_documents documents: on SmolLM2 a check of
-    # 128 retained documents took longer than five training steps (benchmarks/forget_speed.py). Without the early stop only the
+    # 128 retained documents took as long as 1.75 training steps (benchmarks/forget_speed.py). Without the early stop only the
     # collapse guard reads a check (the retain set); the forget and never-seen sets are scored
     # once, on the state that is saved.
     checked = tuple(eval_sets) if early_stop else ("retain",)
