@@ -67,43 +67,6 @@ def build(work: Path, forget_people: int) -> None:
     write_request(make_request(world, subjects=[s.id for s in train[:forget_people]]), work / "request.json")
 
 
-def bare_train_loop(model, dataset, config, *, collate_fn, loss_fn, **_: Any):
-    """The minimal loop over expunge's own batches and loss: sampler, AdamW, constant LR after
-    warm-up, clipping; nothing else."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from expunge.data import EpochBatchSampler
-    from expunge.training import StopKind, TrainResult, count_tokens, make_optimizer, warmup_cosine
-
-    lengths = dataset.lengths() if config.group_by_length else None
-    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, lengths)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)
-    optimizer = make_optimizer(model, config)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
-    model.train()
-    step, tokens, epoch = 0, 0, 0
-    start = time.perf_counter()
-    while step < config.max_steps:
-        sampler.use_epoch(epoch)
-        for batch in loader:
-            tokens += count_tokens(batch)
-            loss, _ = loss_fn(model, batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step >= config.max_steps:
-                break
-        epoch += 1
-    seconds = time.perf_counter() - start
-    model.eval()
-    return TrainResult(steps=step, tokens=tokens, seconds=seconds, tokens_per_second=tokens / seconds,
-                       final_loss=float(loss), stop=StopKind.MAX_STEPS)
-
-
 def run_one(loop: str, work: Path, steps: int, lora_rank: int) -> dict:
     """One `forget` in this process, its step throughput, end-to-end seconds and phase profile."""
     import expunge.methods.unlearn as unlearn_module
@@ -121,6 +84,13 @@ def run_one(loop: str, work: Path, steps: int, lora_rank: int) -> dict:
 
     for name in PHASES:
         setattr(unlearn_module, name, timed(name, getattr(unlearn_module, name)))
+    # The bare loop is train_speed.py's, the same for every benchmark, given the method's own
+    # batches and loss (benchmarks/ is on sys.path: this script runs from it).
+    from train_speed import bare_loop
+
+    def bare_train_loop(model, dataset, config, *, collate_fn, loss_fn, **_: Any):
+        return bare_loop(model, dataset, config, collate_fn=collate_fn, loss_fn=loss_fn)
+
     loop_fn = bare_train_loop if loop == "bare" else unlearn_module.train_loop
 
     def training(model, dataset, config, **kwargs):

@@ -74,8 +74,8 @@ def run_one(loop: str, steps: int, lora_rank: int) -> dict:
     if loop == "expunge":
         result = train_loop(model, dataset, config, pad_id=pad, progress=False)
         return {"tokens": result.tokens, "seconds": result.seconds}
-    tokens, seconds = bare_loop(model, dataset, config, pad)  # train_speed.py's loop, the same for both benchmarks
-    return {"tokens": tokens, "seconds": seconds}
+    result = bare_loop(model, dataset, config, pad)  # train_speed.py's loop, the same for every benchmark
+    return {"tokens": result.tokens, "seconds": result.seconds}
 
 
 def main(argv: list[str] | None = None) -> int:

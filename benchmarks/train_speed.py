@@ -18,39 +18,52 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from transformers.utils import logging as hf_logging
 
 from expunge.data import EpochBatchSampler, SequenceDataset, encode_documents, pad_collate
 from expunge.models import build_llama
 from expunge.pipeline import world_tokenizer
 from expunge.presets import get_preset
-from expunge.training import TrainingConfig, make_optimizer, train_loop, warmup_cosine
+from expunge.training import (LossFn, StopKind, TrainingConfig, TrainResult, count_tokens, make_optimizer,
+                              train_loop, warmup_cosine)
 from expunge.worlds import PrivacyWorldConfig, generate_privacy_world
 from expunge.worlds.world import World
 
 
-def bare_loop(model: torch.nn.Module, dataset: SequenceDataset, config: TrainingConfig, pad_id: int) -> tuple[int, float]:
-    """The minimal loop a researcher would write by hand. Returns (tokens, seconds)."""
-    lengths = [len(s) for s in dataset.sequences]
+def bare_loop(model: torch.nn.Module, dataset: Dataset, config: TrainingConfig, pad_id: int | None = None, *,
+              collate_fn: Callable[[list[Any]], Any] | None = None, loss_fn: LossFn | None = None) -> TrainResult:
+    """The minimal loop a researcher would write by hand: the same length-grouped sampler, AdamW
+    groups, schedule and clipping as ``train_loop``, and nothing else (no Accelerate, no progress
+    bar, no loss readings, no checkpoints).
+
+    ``collate_fn`` and ``loss_fn`` take the place of the default padding and causal-LM loss, as in
+    ``train_loop`` (forget_speed.py passes an unlearning method's own batches and loss).
+    """
+    if collate_fn is None:
+        if pad_id is None:
+            raise ValueError("pass pad_id (for the default padding) or a collate_fn")
+        collate_fn = pad_collate(pad_id)
+    lengths = dataset.lengths() if config.group_by_length and hasattr(dataset, "lengths") else None
     sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, lengths)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pad_collate(pad_id))
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
     model.train()
-    step, tokens, epoch = 0, 0, 0
+    step, tokens, epoch, loss = 0, 0, 0, torch.tensor(float("nan"))
     start = time.perf_counter()
     while step < config.max_steps:
         sampler.use_epoch(epoch)
         for batch in loader:
-            tokens += int(batch["attention_mask"].sum())
-            loss = model(**batch).loss
+            tokens += count_tokens(batch)
+            loss = loss_fn(model, batch)[0] if loss_fn is not None else model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
             optimizer.step()
@@ -60,7 +73,10 @@ def bare_loop(model: torch.nn.Module, dataset: SequenceDataset, config: Training
             if step >= config.max_steps:
                 break
         epoch += 1
-    return tokens, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    model.eval()
+    return TrainResult(steps=step, tokens=tokens, seconds=seconds, tokens_per_second=tokens / seconds,
+                       final_loss=float(loss.detach()), stop=StopKind.MAX_STEPS)
 
 
 def main() -> None:
@@ -92,7 +108,8 @@ def main() -> None:
         return run
 
     def bare() -> tuple[int, float]:
-        return bare_loop(build_llama(preset.model, tokenizer, seed=0), dataset, config, pad)
+        result = bare_loop(build_llama(preset.model, tokenizer, seed=0), dataset, config, pad)
+        return result.tokens, result.seconds
 
     loops: dict[str, Callable[[], tuple[int, float]]] = {
         "bare PyTorch loop": bare,
