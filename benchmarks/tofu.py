@@ -16,7 +16,9 @@ All of TOFU is 200 authors; fine-tuning SmolLM2 on it is hours per epoch on 2 CP
 takes the largest author count whose base fine-tune and retrain models (one per split) fit in
 60% of ``--budget-minutes`` (the rest is for the methods and verification), keeping TOFU's
 1 / 5 / 10 % forget shares (``import tofu --authors``: at least one author per split). It prints
-the sizes chosen and the estimate.
+the sizes chosen and the estimate. Below 100 authors the shares round to the same authors (at 10
+authors forget01, forget05 and forget10 are all one author): splits that name the same authors are
+one request, run once and shown under the largest split's name.
 
 Columns: forget quality (KS p-value of the forget truth ratios against the retain model's), model
 utility (harmonic mean of the nine retain / real-author / world-fact numbers; also as a ratio to
@@ -117,7 +119,8 @@ def choose_authors(budget_minutes: float, tok_per_s: float, per_author: float, s
     best = (10, math.inf)
     for n in range(10, 201, 10):
         shares = {"forget01": 0.01, "forget05": 0.05, "forget10": 0.10}
-        forget = [max(1, round(n * shares[s])) for s in splits]
+        # splits of equal size name the same (last) authors: one retrain model between them
+        forget = {max(1, round(n * shares[s])) for s in splits}
         tokens = epochs * per_author * (n + sum(n - f for f in forget))
         seconds = tokens / tok_per_s
         if seconds <= TRAINING_SHARE * budget_minutes * 60 or n == 10:
@@ -175,6 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         import_tofu(tofu, world_dir, authors=authors)
     world = load_world(world_dir)
     console.print(f"world: {authors} authors; splits " + ", ".join(f"{s} {len(world.splits[s])}" for s in splits))
+    # Below 100 authors TOFU's 1 / 5 / 10 % shares round to the same few authors (each split keeps
+    # at least one): a split that names the same authors as a larger one is the same request, run
+    # once and shown under the largest split's name.
+    same: dict[tuple[str, ...], list[str]] = {}
+    for split in splits:
+        same.setdefault(tuple(sorted(world.splits[split])), []).append(split)
+    for names in same.values():
+        if len(names) > 1:
+            console.print(f"[yellow]{' = '.join(names)} at {authors} authors (the same "
+                          f"{len(world.splits[names[0]])} author(s)): run once, as {names[-1]}[/yellow]")
+    run_splits = [names[-1] for names in same.values()]
 
     recipe = get_preset("finetune")
     if args.epochs is not None:
@@ -189,12 +203,13 @@ def main(argv: list[str] | None = None) -> int:
             train_base(world_dir, base, from_model="smollm2", preset=recipe.name, progress=True)
             console.print(f"fine-tuned in {time.perf_counter() - clock:.0f} s")
         verify_config = VerifyConfig(tofu_max_new_tokens=args.max_new_tokens, max_facts_per_set=args.max_facts)
-        rows = [row for split in splits for row in run_split(split, world, world_dir, work, base, methods, options,
+        rows = [row for split in run_splits for row in run_split(split, world, world_dir, work, base, methods, options,
                                                              verify_config, console)]
     print_tables(console, rows, authors, splits)
     console.print(f"total {(time.perf_counter() - started) / 60:.1f} min; work directory {work}")
     if args.json:
-        args.json.write_text(json.dumps({"authors": authors, "rows": rows}, indent=2, default=str))
+        args.json.write_text(json.dumps({"authors": authors, "same_splits": [n for n in same.values() if len(n) > 1],
+                                         "rows": rows}, indent=2, default=str))
     return 0
 
 
