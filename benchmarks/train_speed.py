@@ -25,15 +25,15 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from transformers.utils import logging as hf_logging
 
-from expunge.data import EpochBatchSampler, SequenceDataset, encode_documents, pad_collate
+from expunge.data import SequenceDataset, encode_documents
 from expunge.models import build_llama
 from expunge.pipeline import world_tokenizer
 from expunge.presets import get_preset
-from expunge.training import (LossFn, StopKind, TrainingConfig, TrainResult, count_tokens, make_optimizer,
-                              train_loop, warmup_cosine)
+from expunge.training import (LossFn, StopKind, TrainingConfig, TrainResult, batch_loader, count_tokens,
+                              make_optimizer, train_loop, warmup_cosine)
 from expunge.worlds import PrivacyWorldConfig, generate_privacy_world
 from expunge.worlds.world import World
 
@@ -47,13 +47,7 @@ def bare_loop(model: torch.nn.Module, dataset: Dataset, config: TrainingConfig, 
     ``collate_fn`` and ``loss_fn`` take the place of the default padding and causal-LM loss, as in
     ``train_loop`` (forget_speed.py passes an unlearning method's own batches and loss).
     """
-    if collate_fn is None:
-        if pad_id is None:
-            raise ValueError("pass pad_id (for the default padding) or a collate_fn")
-        collate_fn = pad_collate(pad_id)
-    lengths = dataset.lengths() if config.group_by_length and hasattr(dataset, "lengths") else None
-    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, lengths)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)
+    loader, sampler = batch_loader(dataset, config, pad_id=pad_id, collate_fn=collate_fn)  # train_loop's batches
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
     model.train()

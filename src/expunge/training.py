@@ -127,6 +127,21 @@ def make_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opti
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=config.betas, foreach=True)
 
 
+def batch_loader(dataset: Dataset, config: TrainingConfig, *, pad_id: int | None = None,
+                 collate_fn: Callable[[list[Any]], Any] | None = None) -> tuple[DataLoader, EpochBatchSampler]:
+    """The batches a run trains on, and the sampler that orders them (``use_epoch`` reshuffles):
+    seeded by ``config.seed``, of similar lengths when ``config.group_by_length`` and the dataset
+    has ``lengths()``, padded with ``pad_id`` unless a ``collate_fn`` is given. The benchmarks'
+    bare loops read the same batches from it."""
+    if collate_fn is None:
+        if pad_id is None:
+            raise ValueError("pass pad_id (for the default padding) or a collate_fn")
+        collate_fn = pad_collate(pad_id)
+    lengths = dataset.lengths() if config.group_by_length and hasattr(dataset, "lengths") else None
+    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, lengths)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn), sampler
+
+
 def count_tokens(batch: Any) -> int:
     """Non-padding tokens in a batch: the sum of every ``attention_mask`` in it (batches may nest,
     e.g. ``{"forget": {...}, "retain": {...}}`` for unlearning)."""
@@ -165,13 +180,7 @@ def train_loop(
     """
     accelerator = accelerator or Accelerator()
     set_seed(config.seed)
-    if collate_fn is None:
-        if pad_id is None:
-            raise ValueError("pass pad_id (for the default padding) or a collate_fn")
-        collate_fn = pad_collate(pad_id)
-    lengths = dataset.lengths() if config.group_by_length and hasattr(dataset, "lengths") else None
-    sampler = EpochBatchSampler(len(dataset), config.batch_size, config.seed, lengths)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn)
+    loader, sampler = batch_loader(dataset, config, pad_id=pad_id, collate_fn=collate_fn)
     optimizer = make_optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(config))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
