@@ -14,7 +14,7 @@ CONSTRAINTS := constraints.txt
 PIP_INSTALL = -m pip install --quiet -c $(CONSTRAINTS)
 TORCH := torch==2.13.0
 # The one test command: `make test` and `make test-1thread` run exactly this.
-TEST_ARGS := -m "slow or not slow"
+TEST_ARGS := -m "slow or not slow" --durations=15
 
 .PHONY: setup test test-1thread test-fast demo bench lock clean
 
