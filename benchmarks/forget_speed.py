@@ -3,7 +3,8 @@ defaults for a pretrained model) against a bare PyTorch loop on the same batches
 as a user's own Hugging Face model, full and LoRA, with a profile of where expunge's run spends
 its time. Goal (issue 13, item 7): expunge >= 0.8 x bare.
 
-    python benchmarks/forget_speed.py [--steps 20] [--repeats 1] [--lora-rank 8] [--forget-people 1] [--json FILE]
+    python benchmarks/forget_speed.py [--steps 20] [--repeats 1] [--lora-rank 8] [--modes full,lora] [--forget-people 1]
+                                      [--json FILE]
 
 The data is the user's path: a JSONL of plain-text facts about invented people (the privacy
 world's documents, so SmolLM2's BPE tokenizer and the generic anchor's stand-in names are those
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per loop and mode (median reported)")
     parser.add_argument("--lora-rank", type=int, default=8, help="the LoRA runs' rank (0: full fine-tuning only)")
+    parser.add_argument("--modes", default="full,lora", help="which runs: full, lora or both (comma-separated)")
     parser.add_argument("--forget-people", type=int, default=1)
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--json", type=Path)
@@ -136,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     build(work, args.forget_people)
     measured: dict[tuple[str, int], list[dict]] = {}
-    ranks = (0, args.lora_rank) if args.lora_rank else (0,)
+    modes = set(args.modes.split(","))
+    if not modes or modes - {"full", "lora"} or ("lora" in modes and not args.lora_rank):
+        raise SystemExit(f"--modes {args.modes}: use full, lora or full,lora (lora needs --lora-rank above 0)")
+    ranks = tuple(r for mode, r in (("full", 0), ("lora", args.lora_rank)) if mode in modes)
     for repeat in range(args.repeats):
         for rank in ranks:
             for loop in (LOOPS if repeat % 2 == 0 else LOOPS[::-1]):  # who goes first alternates
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 measured.setdefault((loop, rank), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
     import torch
 
-    first = measured["expunge", 0][0]
+    first = measured["expunge", ranks[0]][0]
     table = Table(title=f"SmolLM2-135M `forget` (SimNPO, pretrained defaults: batch {first['batch_size']} forget + "
                         f"{first['batch_size']} retain, generic anchor weight {first['generic_weight']}), "
                         f"{args.steps} steps, {torch.get_num_threads()} threads, median of {args.repeats}")
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         profile.add_row(row["mode"], row["loop"], *(f"{row['phases'].get(n, 0.0):.1f}" for n in names),
                         f"{row['seconds']:.1f}")
     console.print(profile)
-    console.print("notes of expunge's full run: " + "; ".join(first["notes"]))
+    console.print(f"notes of expunge's {'full' if not ranks[0] else 'LoRA'} run: " + "; ".join(first["notes"]))
     if args.json:
         args.json.write_text(json.dumps({"steps": args.steps, "repeats": args.repeats, "rows": rows}, indent=2))
     return 0
