@@ -206,9 +206,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row for split in run_splits for row in run_split(split, world, world_dir, work, base, methods, options,
                                                              verify_config, console)]
     print_tables(console, rows, authors, splits)
+    console.print(f"verification: {args.max_facts or 'all'} items per set, TOFU's ROUGE on {args.max_new_tokens}-token "
+                  f"answers; fine-tuning {recipe.length.max_epochs} epochs")
     console.print(f"total {(time.perf_counter() - started) / 60:.1f} min; work directory {work}")
     if args.json:
         args.json.write_text(json.dumps({"authors": authors, "same_splits": [n for n in same.values() if len(n) > 1],
+                                         "epochs": recipe.length.max_epochs, "max_facts": args.max_facts,
+                                         "max_new_tokens": args.max_new_tokens, "options": options,
                                          "rows": rows}, indent=2, default=str))
     return 0
 
