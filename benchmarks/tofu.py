@@ -228,10 +228,16 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     request_path = work / f"request-{split}.json"
     if not request_path.is_file():
         write_request(make_request(world, split=split), request_path)
-    # Seconds are wall-clock of the command's work in this run; a model reused from an earlier run
-    # of the same work directory has none (nan), rather than the 0 its reuse took.
+    # Seconds are wall-clock of the command's work in this run. A model reused from an earlier run
+    # of the same work directory shows the seconds its own record kept (``run.seconds``: the
+    # retain model's training loop, a method's whole run before its save), not the 0 its reuse took.
+    def recorded_seconds(directory: Path) -> float:
+        from expunge.integrity import MODEL_RECORD
+
+        return float(json.loads((directory / MODEL_RECORD).read_text()).get("run", {}).get("seconds", math.nan))
+
     retain = work / f"retain-{split}"
-    retrain_seconds = math.nan
+    retrain_seconds = recorded_seconds(retain) if retain.is_dir() else math.nan
     if not retain.is_dir():
         clock = time.perf_counter()
         retrain_oracle(world_dir, request_path, retain, base=base, progress=True)
@@ -240,7 +246,7 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     candidates: dict[str, str] = {}
     for method in methods:
         out = work / f"{method}-{split}"
-        seconds[method] = math.nan
+        seconds[method] = recorded_seconds(out) if out.is_dir() else math.nan
         if not out.is_dir():
             clock = time.perf_counter()
             unlearn(base, world_dir, request_path, out, method=method, options=options, progress=True)
