@@ -222,6 +222,7 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     """One split: the request, the retain model, every method, one verification of them all."""
     from expunge.ledger import make_request, write_request
     from expunge.methods.unlearn import unlearn
+    from expunge.models.io import read_model_record
     from expunge.pipeline import retrain_oracle
     from expunge.verify.suite import verify_models
 
@@ -231,26 +232,21 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     # Seconds are wall-clock of the command's work in this run. A model reused from an earlier run
     # of the same work directory shows the seconds its own record kept (``run.seconds``: the
     # retain model's training loop, a method's whole run before its save), not the 0 its reuse took.
-    def recorded_seconds(directory: Path) -> float:
-        from expunge.integrity import MODEL_RECORD
-
-        return float(json.loads((directory / MODEL_RECORD).read_text()).get("run", {}).get("seconds", math.nan))
+    def made(directory: Path, make) -> float:
+        if directory.is_dir():
+            return float(read_model_record(directory).get("run", {}).get("seconds", math.nan))
+        clock = time.perf_counter()
+        make()
+        return time.perf_counter() - clock
 
     retain = work / f"retain-{split}"
-    retrain_seconds = recorded_seconds(retain) if retain.is_dir() else math.nan
-    if not retain.is_dir():
-        clock = time.perf_counter()
-        retrain_oracle(world_dir, request_path, retain, base=base, progress=True)
-        retrain_seconds = time.perf_counter() - clock
+    retrain_seconds = made(retain, lambda: retrain_oracle(world_dir, request_path, retain, base=base, progress=True))
     seconds: dict[str, float] = {}
     candidates: dict[str, str] = {}
     for method in methods:
         out = work / f"{method}-{split}"
-        seconds[method] = recorded_seconds(out) if out.is_dir() else math.nan
-        if not out.is_dir():
-            clock = time.perf_counter()
-            unlearn(base, world_dir, request_path, out, method=method, options=options, progress=True)
-            seconds[method] = time.perf_counter() - clock
+        seconds[method] = made(out, lambda: unlearn(base, world_dir, request_path, out, method=method, options=options,
+                                                    progress=True))
         candidates[method] = str(out)
     verification = verify_models(candidates, base, retain, world_dir, request_path,
                                  config=verify_config,

@@ -18,9 +18,9 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
