@@ -124,12 +124,13 @@ FAST = VerifyConfig(policy=override_policy(default_policy(), evidence={"min_subj
 
 
 @pytest.fixture(scope="module")
-def verification(tiny_world_dir, tiny_request_path, tiny_base, tiny_oracle, tmp_path_factory):
+def verification(tiny_world_dir, tiny_request_path, tiny_base, tiny_oracle, tiny_policy, tmp_path_factory):
     """The original model and a copy of the oracle, verified as if they were unlearned models."""
     root = tmp_path_factory.mktemp("verify")
     shutil.copytree(tiny_oracle.model.path, root / "oracle_copy")
     return verify_models({"unchanged": tiny_base.model.path, "oracle_copy": root / "oracle_copy"},
-                         tiny_base.model.path, tiny_oracle.model.path, tiny_world_dir, tiny_request_path, config=FAST)
+                         tiny_base.model.path, tiny_oracle.model.path, tiny_world_dir, tiny_request_path,
+                         config=VerifyConfig(policy=tiny_policy, bootstrap_samples=200))
 
 
 def test_original_is_not_forgotten_and_oracle_copy_is(verification) -> None:
@@ -291,7 +292,8 @@ def test_a_failing_oracle_makes_forgotten_not_verified(sets, shift, failing) -> 
 def test_the_tiny_oracle_is_checked_and_reported(verification) -> None:
     keys = [c.policy_key for c in verification.oracle_checks]
     assert keys.count("oracle.max_knowledge_gap") == 3 and "oracle.auc_margin" in keys
-    assert verification.oracle_trusted  # retrained on the same recipe: it passes (measured 0.88 vs 0.89 retain)
+    # Retrained on the same recipe, it passes the tiny world's tolerance (conftest.TINY_ORACLE_GAP).
+    assert verification.oracle_trusted
     data = report_from_verification(verification)
     assert data.verification["oracle_trusted"] and len(data.verification["oracle_checks"]) == len(keys)
     assert "## The oracle, checked first" in to_markdown(data)
