@@ -24,7 +24,10 @@ Columns: forget quality (KS p-value of the forget truth ratios against the retai
 utility (harmonic mean of the nine retain / real-author / world-fact numbers; also as a ratio to
 the retain model's), forget ROUGE-L recall and truth ratio, MIA AUC (loss score, forget vs the
 never-seen holdout authors) and PrivLeak against the retain model, expunge's verdict (forgotten /
-collateral damage), seconds and the share of retraining time.
+collateral damage; on the retain model's row, whether it passed its own checks as the oracle),
+seconds and the share of retraining time. Under the table, each method's failed checks (policy
+keys); the whole verification is written beside it as ``report-SPLIT-TIME.md`` in the work
+directory, and the JSON keeps each row's ``failed_checks``.
 
 Beside it, open-unlearning's published numbers (``docs/results.md`` of locuslab/open-unlearning,
 commit 8f9872c: Llama-2-7b-hf-chat and Llama-3.2-1B-Instruct, lr 1e-5, 10 epochs), model utility
@@ -224,6 +227,8 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     from expunge.methods.unlearn import unlearn
     from expunge.models.io import read_model_record
     from expunge.pipeline import retrain_oracle
+    from expunge.report import report_from_verification, write_report
+    from expunge.verify.judge import CheckStatus
     from expunge.verify.suite import verify_models
 
     request_path = work / f"request-{split}.json"
@@ -251,6 +256,11 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     verification = verify_models(candidates, base, retain, world_dir, request_path,
                                  config=verify_config,
                                  log=lambda m: console.print(f"[dim]{m}[/dim]"))
+    # The whole evidence behind the verdict column (every check, the oracle's own checks), beside
+    # the table; a new file per run, since a report is never overwritten.
+    report = write_report(report_from_verification(verification),
+                          work / f"report-{split}-{time.strftime('%Y%m%dT%H%M%S')}.md")
+    console.print(f"report: {report}")
     from expunge.verify.metrics import privleak, roc_auc
 
     def loss_auc(evaluation) -> float:  # LOSS-score MIA: forget documents vs never-seen holdout ones
@@ -275,7 +285,11 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
             "forget_rouge": values.get("forget_Q_A_ROUGE", math.nan),
             "forget_truth_ratio": values.get("forget_truth_ratio", math.nan),
             "mia_auc": auc, "privleak": privleak(auc, retain_auc) if math.isfinite(auc + retain_auc) else math.nan,
-            "verdict": f"{verdict.forgotten.value} / {verdict.collateral_damage.value}" if verdict else "",
+            "verdict": (f"{verdict.forgotten.value} / {verdict.collateral_damage.value}" if verdict else
+                        "" if name == "finetuned" else "oracle: trusted" if verification.oracle_trusted else
+                        "oracle: NOT trusted (its own checks failed)"),
+            "failed_checks": [] if verdict is None else
+            [c.policy_key for c in verification.checks[name] if c.status is CheckStatus.FAIL],
             "seconds": secs if secs is not None else math.nan,
             "x_retrain": secs / retrain_seconds if secs is not None else math.nan,  # nan when either is
         })
@@ -306,6 +320,9 @@ def print_tables(console: Console, rows: list[dict], authors: int, splits: list[
             ref.add_row(method, *(f"{_num(by_split[s][0])} / {by_split[s][1] / published['Retain'][s][1]:.2f} / "
                                   f"{_num(by_split[s][2])}" for s in splits))
         console.print(ref)
+    for r in rows:
+        if r.get("failed_checks"):
+            console.print(f"{r['split']} {r['model']}: failed checks {', '.join(r['failed_checks'])}")
     for r in rows:
         if r["split"] == splits[-1] and r["model"] not in ("finetuned", "retain"):
             meets = r["forget_quality"] >= 0.05 and r["utility_vs_retain"] >= 0.9
