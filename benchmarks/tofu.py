@@ -228,7 +228,7 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     from expunge.models.io import read_model_record
     from expunge.pipeline import retrain_oracle
     from expunge.report import report_from_verification, write_report
-    from expunge.verify.judge import CheckStatus
+    from expunge.verify.metrics import privleak, roc_auc
     from expunge.verify.suite import verify_models
 
     request_path = work / f"request-{split}.json"
@@ -261,7 +261,6 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
     report = write_report(report_from_verification(verification),
                           work / f"report-{split}-{time.strftime('%Y%m%dT%H%M%S')}.md")
     console.print(f"report: {report}")
-    from expunge.verify.metrics import privleak, roc_auc
 
     def loss_auc(evaluation) -> float:  # LOSS-score MIA: forget documents vs never-seen holdout ones
         scores = evaluation.mia_scores
@@ -288,8 +287,7 @@ def run_split(split: str, world, world_dir: Path, work: Path, base: Path, method
             "verdict": (f"{verdict.forgotten.value} / {verdict.collateral_damage.value}" if verdict else
                         "" if name == "finetuned" else "oracle: trusted" if verification.oracle_trusted else
                         "oracle: NOT trusted (its own checks failed)"),
-            "failed_checks": [] if verdict is None else
-            [c.policy_key for c in verification.checks[name] if c.status is CheckStatus.FAIL],
+            "failed_checks": [] if verdict is None else verification.failed_checks(name),
             "seconds": secs if secs is not None else math.nan,
             "x_retrain": secs / retrain_seconds if secs is not None else math.nan,  # nan when either is
         })

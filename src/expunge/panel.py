@@ -73,8 +73,7 @@ class PanelResult:
             v = self.verification.verdicts[name]
             out.append({"model": name, "expected": PANEL[name][1], "forgotten": v.forgotten,
                         "collateral_damage": v.collateral_damage, "flags": len(v.flags),
-                        "failed_checks": [c.policy_key for c in self.verification.checks[name]
-                                          if c.decisive and c.passed is False],
+                        "failed_checks": self.verification.failed_checks(name),
                         "correct": ok})
         return out
 

@@ -36,7 +36,7 @@ from expunge.prompts import format_of, world_as_seen
 from expunge.records import ModelRef
 from expunge.verify.config import VerifyConfig
 from expunge.verify.evaluate import ModelEvaluation, evaluate_model, run_attacks
-from expunge.verify.judge import Check, Reference, Verdict, check_oracle, check_reference, judge
+from expunge.verify.judge import Check, CheckStatus, Reference, Verdict, check_oracle, check_reference, judge
 from expunge.verify.metrics import roc_curve
 from expunge.verify.plan import VerificationPlan, plan_verification
 from expunge.worlds import World, load_world
@@ -83,6 +83,10 @@ class Verification:
     def oracle_trusted(self) -> bool:
         """Whether the oracle passed its own checks (:func:`expunge.verify.judge.check_oracle`)."""
         return all(ch.passed is not False for ch in self.oracle_checks)
+
+    def failed_checks(self, name: str) -> list[str]:
+        """The policy keys of the counted checks that candidate ``name`` failed."""
+        return [ch.policy_key for ch in self.checks[name] if ch.status is CheckStatus.FAIL]
 
     def to_dict(self) -> dict[str, Any]:
         return {
