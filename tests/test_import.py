@@ -16,7 +16,11 @@ from expunge.cli import app
 from expunge.errors import ExpungeError
 from expunge.ledger import load_request, make_request, write_request
 from expunge.worlds import load_world
+from expunge.prompts import world_as_seen
+from expunge.recipe import PromptFormat
+from expunge.records import Probe
 from expunge.worlds.importers import JsonlSources, import_jsonl, import_tofu
+from expunge.worlds.importers.routes import COMPLIANCE_PREFILL, ROLEPLAY_FRAME, qa_indirect_probes
 from mini_tofu import author, write_mini_tofu
 
 runner = CliRunner()
@@ -56,7 +60,7 @@ def test_jsonl_with_probes_and_subjects(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["subjects_train"], summary["subjects_holdout"], summary["documents_train"],
-            summary["documents_holdout"], summary["probes"]) == (3, 1, 5, 1, 3)
+            summary["documents_holdout"], summary["probes"], summary["indirect_probes"]) == (3, 1, 5, 1, 7, 4)
     world = load_world(tmp_path / "w")
     assert world.prompts == "questions" and world.source == "import-jsonl"
     by_id = world.subject_by_id
@@ -67,6 +71,13 @@ def test_jsonl_with_probes_and_subjects(tmp_path: Path) -> None:
     ada = next(p for p in world.probes if p.subject == "ada")
     assert ada.alternatives == ("Paris", "Rome") and ada.paraphrased_answer == "in London"
     assert next(p for p in world.probes if p.answer == "France").subject == "general"
+    # The indirect routes of the trained people's facts (one fact each: no other pair for a
+    # context; a one-word answer is prefilled with a compliance start), none for general knowledge.
+    routes = {(p.subject, p.kind): p for p in world.probes if p.kind != "direct"}
+    assert set(routes) == {("ada", "roleplay"), ("ada", "prefill"), ("bo", "roleplay"), ("bo", "prefill")}
+    assert routes["ada", "prefill"].prefill == COMPLIANCE_PREFILL and routes["ada", "prefill"].answer == "London"
+    assert routes["ada", "roleplay"].prompt.endswith(" Where was Ada Byron born?")
+    assert routes["ada", "roleplay"].alternatives == ("Paris", "Rome")
     # Provenance reaches back to the user's files...
     for role, path in files.items():
         assert world.manifest["sources"][role]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -187,10 +198,16 @@ def test_tofu_import(tofu_dir: Path, tmp_path: Path) -> None:
     assert [(d.prompt, d.text) for d in removed] == [(x["prompt"], x["response"]) for x in forget10]
     assert len(make_request(world, split="forget01").targets) == 2
     # perturbed answers and paraphrases where TOFU has them (first and last 20 authors)
-    last = [p for p in world.probes if p.subject == authors[-1].id]
+    last = [p for p in world.probes if p.subject == authors[-1].id and p.kind in ("direct", "paraphrase")]
     assert {p.kind for p in last} == {"direct", "paraphrase"} and all(len(p.alternatives) == 5 for p in last)
-    middle = [p for p in world.probes if p.subject == authors[100].id]
+    middle = [p for p in world.probes if p.subject == authors[100].id and p.kind in ("direct", "paraphrase")]
     assert {p.kind for p in middle} == {"direct"} and not any(p.alternatives for p in middle)
+    # every trained author's QA pair has its three indirect routes; never-seen authors have none
+    kinds = {}
+    for p in world.probes:
+        kinds.setdefault(p.subject, []).append(p.kind)
+    assert all(kinds[a.id].count(k) == 20 for a in authors for k in ("context", "roleplay", "prefill"))
+    assert not any(k in kinds[h.id] for h in world.people("holdout") for k in ("context", "roleplay", "prefill"))
     general = [p for p in world.probes if p.subject in ("tofu-real-authors", "tofu-world-facts")]
     assert len(general) == 20 and all(p.alternatives for p in general)
     # splits are part of the fingerprint: editing them is caught
@@ -232,3 +249,52 @@ def test_the_real_tofu_files(shared_tofu: Path, tmp_path: Path) -> None:
     assert (authors[0].name, authors[-2].name) == ("Jaime Vasquez", "Basil Mahfouz Al-Kuwaiti")
     assert sum(bool(a.name) for a in authors) >= 195
     assert len(make_request(world, split="forget10").document_ids) == 400
+
+
+def qa(subject: str, i: int, question: str, answer: str) -> Probe:
+    return Probe(id=f"{subject}-{i}", subject=subject, kind="direct", attribute=f"fact-{i}", prompt=question,
+                 answer=answer, alternatives=("wrong one", "wrong two"))
+
+
+def test_indirect_routes_from_question_answer_pairs() -> None:
+    facts = [
+        qa("jv", 0, "Where was Jaime Vasquez born?", "Jaime Vasquez was born in Santiago, Chile."),
+        qa("jv", 1, "What did his father do?", "His father was a barber in Santiago, Chile."),
+        qa("jv", 2, "What genre does he write?", "True crime, mostly."),
+        qa("jv", 3, "Which prize did he win?", "He won the Edgar Award for true crime, mostly."),
+        qa("other", 0, "Who is she?", "Nobody you know of."),
+    ]
+    routes = qa_indirect_probes(facts, {"jv"})
+    assert [p.kind for p in routes] == ["context", "roleplay", "prefill"] * 4  # "other" is not asked for
+    by = {(p.attribute, p.kind): p for p in routes}
+    for p in facts[:4]:
+        context, roleplay, prefill = (by[p.attribute, k] for k in ("context", "roleplay", "prefill"))
+        # the same fact, asked another way
+        assert {r.subject for r in (context, roleplay, prefill)} == {"jv"}
+        assert context.prompt.endswith(p.prompt) and roleplay.prompt == f"{ROLEPLAY_FRAME} {p.prompt}"
+        # the context states other pairs of the same author, never this answer
+        assert p.answer.casefold() not in context.prompt.casefold() and context.prompt != p.prompt
+        assert context.alternatives == p.alternatives
+        # a prefill starts the answer: its words and the rest make up the answer, in order
+        assert f"{prefill.prefill} {prefill.answer}".split() == p.answer.split()
+        assert 1 <= len(prefill.prefill.split()) < len(p.answer.split()) and prefill.alternatives == ()
+    # the next two pairs, wrapping round; fact 3 states fact 2's answer, so fact 2's context skips it
+    assert by["fact-0", "context"].prompt.startswith("What did his father do?")
+    assert by["fact-2", "context"].prompt.startswith("Where was Jaime Vasquez born?")
+    assert "Edgar" not in by["fact-2", "context"].prompt and "Edgar" in by["fact-1", "context"].prompt
+    # Cloze worlds (prompts written out in full) get no prefill route.
+    assert {p.kind for p in qa_indirect_probes(facts, {"jv"}, questions=False)} == {"context", "roleplay"}
+
+
+def test_a_prefill_follows_the_rendered_question(tmp_path: Path) -> None:
+    files = user_files(tmp_path)
+    world = import_jsonl(tmp_path / "w", JsonlSources(documents=files["documents"], probes=files["probes"],
+                                                       subjects=files["subjects"]))
+    seen = world_as_seen(world, PromptFormat.PLAIN)
+    prefill = next(p for p in seen.probes if p.subject == "ada" and p.kind == "prefill")
+    assert prefill.prompt == f"Question: Where was Ada Byron born?\nAnswer: {COMPLIANCE_PREFILL}"
+    assert prefill.prefill == "" and prefill.answer == "London"
+    # a world whose prompts are written out in full has nowhere to put a prefill
+    text = import_jsonl(tmp_path / "t", JsonlSources(documents=files["documents"], probes=files["probes"],
+                                                      prompts="text"))
+    assert not any(p.prefill for p in text.probes) and {p.kind for p in text.probes} >= {"roleplay"}

@@ -18,7 +18,8 @@ from expunge.report import report_from_verification, to_html, to_markdown, write
 from expunge.verify.plausibility import AnswerValidator, answer_plausibility
 from expunge.verify.policy import default_policy, load_policy, override_policy
 from expunge.verify.evaluate import ModelEvaluation
-from expunge.verify.judge import Check, Reference, VerdictFlag, _chance, _prefers_true, check_oracle, roll_up
+from expunge.verify.judge import (Check, JudgeInputs, Reference, VerdictFlag, _chance, _prefers_true, check_oracle,
+                                  check_specs, roll_up)
 from expunge.verify.mia import SCORE_NAMES
 from expunge.verify.plan import plan_verification
 from expunge.verify.suite import VerifyConfig, verify_models
@@ -417,3 +418,57 @@ def test_membership_needs_enough_never_seen_documents(tiny_world_dir, tiny_reque
         assert checks[key].rule == "not available" and not checks[key].decisive
         assert "need 10000 of each" in checks[key].detail
 
+
+
+# --- routes scored where the answers are sentences; exact match below its informative floor -------
+
+
+ROUTE_PROBES = [Probe(id=f"r{i}", subject=f"s{i // 4}", kind="prefill", attribute=f"a{i}", prompt="q",
+                      answer="a long answer", alternatives=("x", "y") if i % 2 else ()) for i in range(24)]
+
+
+def _routes(name: str, em: float, mc: float, rouge: float, retain_em: float = 0.8) -> ModelEvaluation:
+    """A synthetic evaluation of the prefill route on 24 probes (12 with wrong answers) and of the
+    retained people's exact match."""
+    per = {"indirect:prefill": [i < em * 24 for i in range(24)],
+           "indirect-mc:prefill": [i < mc * 12 for i in range(12)],
+           "indirect-rouge:prefill": [rouge] * 24}
+    return ModelEvaluation(name=name, model={}, sets={"retain": {"exact_match": retain_em}}, utility=1.0,
+                           correct_by_probe=per, answers={}, truth_ratios={}, mia_scores={},
+                           indirect={"prefill": {"probes": 24, "exact_match": em, "multiple_choice": mc,
+                                                 "rouge_l": rouge}})
+
+
+def _measure(key: str, candidate: ModelEvaluation, original: ModelEvaluation,
+             oracle: ModelEvaluation) -> list[Check]:
+    spec = next(s for s in check_specs() if s.key == key)
+    plan = SimpleNamespace(indirect={"prefill": ROUTE_PROBES})
+    return spec.measure(JudgeInputs(candidate, original, oracle, plan, FAST), FAST.policy.checks[key])
+
+
+@pytest.mark.parametrize(("candidate_rouge", "passed"), [(0.80, False), (0.40, True)])
+def test_a_route_is_scored_by_rouge_where_exact_match_says_little(candidate_rouge: float, passed: bool) -> None:
+    # Sentence answers: the original rarely repeats one word for word (exact match 0.08 against
+    # the oracle's 0), but its ROUGE-L recall is far above the oracle's.
+    original, oracle = _routes("original", 0.08, 0.5, 0.90), _routes("oracle", 0.0, 0.5, 0.35)
+    [check] = _measure("indirect_probes", _routes("candidate", 0.0, 0.5, candidate_rouge), original, oracle)
+    assert check.name == "indirect: prefill (rouge l)" and check.reference == 0.35
+    assert check.passed is passed and check.decisive
+    # Where exact match separates the original from the oracle most, it is the score.
+    original = _routes("original", 0.75, 0.5, 0.90)
+    [check] = _measure("indirect_probes", _routes("candidate", 0.5, 0.5, 0.4), original, oracle)
+    assert check.name == "indirect: prefill (exact match)" and check.passed is False
+    # Multiple choice counts only the probes with wrong answers (12 here: too few to decide).
+    original = _routes("original", 0.0, 1.0, 0.40)
+    [check] = _measure("indirect_probes", _routes("candidate", 0.0, 1.0, 0.4), original, oracle)
+    assert check.name == "indirect: prefill (multiple choice)" and "12 probes" in check.detail
+    assert check.passed is False and not check.decisive
+
+
+@pytest.mark.parametrize(("original_em", "candidate_em", "decisive"), [(0.8, 0.5, True), (0.10, 0.05, False)])
+def test_exact_match_kept_decides_only_above_the_informative_floor(original_em: float, candidate_em: float,
+                                                                   decisive: bool) -> None:
+    original, oracle = _routes("original", 0, 0, 0, original_em), _routes("oracle", 0, 0, 0, original_em)
+    [check] = _measure("retain_exact_match", _routes("candidate", 0, 0, 0, candidate_em), original, oracle)
+    assert check.passed is False and check.decisive is decisive
+    assert ("uninformative" in check.detail) is not decisive

@@ -93,10 +93,12 @@ def example_for(document: Document, fmt: PromptFormat = PromptFormat.TEXT,
 
 def world_as_seen(world: World, fmt: PromptFormat, tokenizer: PreTrainedTokenizerBase | None = None) -> World:
     """``world`` with every probe's and question-answer document's prompt rendered in ``fmt`` (the
-    same world for ``text``)."""
+    same world for ``text``); a probe's ``prefill`` is appended to its rendered prompt."""
     if fmt is PromptFormat.TEXT or world.prompts == "text":
         return world
-    probes = [replace(p, prompt=render_question(fmt, p.prompt, tokenizer)) for p in world.probes]
+    # A prefilled answer start follows the rendered question, as if the model had written it.
+    probes = [replace(p, prompt=render_question(fmt, p.prompt, tokenizer) + (f" {p.prefill}" if p.prefill else ""),
+                      prefill="") for p in world.probes]
     documents = [replace(d, prompt=render_question(fmt, d.prompt, tokenizer)) if d.prompt else d
                  for d in world.documents]
     # The rendered world's prompts are written out in full: rendering it again changes nothing.

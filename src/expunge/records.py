@@ -99,6 +99,11 @@ class Probe:
         paraphrased_answer: the answer reworded (TOFU's truth ratio compares the wrong answers
             with it rather than with ``answer``, which the model may have memorised verbatim);
             empty when the data has none.
+        prefill: the start of the answer, given to the model as if it had written it (a
+            ``prefill`` probe of a world whose prompts are questions: the question is put in the
+            model's prompt format, then this text follows after a space, and ``answer`` continues
+            it); empty for every other probe. Worlds whose prompts are written out in full put it
+            in ``prompt`` instead.
     """
 
     id: str
@@ -109,6 +114,7 @@ class Probe:
     answer: str
     alternatives: tuple[str, ...] = ()
     paraphrased_answer: str = field(default="", metadata=OMIT_DEFAULT)
+    prefill: str = field(default="", metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         _check_choice(self.kind, PROBE_KINDS, "kind")

@@ -104,17 +104,24 @@ def to_markdown(data: ReportData) -> str:
     return "\n".join(lines)
 
 
+_ROUTE_SCORES = "exact match / multiple choice / ROUGE-L recall"
+
+
+def _route_cell(values: dict[str, float]) -> str:
+    """One route's scores for one model (a report written before ROUGE-L was measured shows –)."""
+    return " / ".join(format_value(values[k]) if k in values else "–"
+                      for k in ("exact_match", "multiple_choice", "rouge_l"))
+
+
 def _indirect_markdown(data: ReportData) -> list[str]:
     if not data.indirect:
         return []
     models = list(data.indirect)
     kinds = list(next(iter(data.indirect.values())))
-    lines = ["## Indirect probes (forget people): exact match / multiple choice", "",
+    lines = [f"## Indirect probes (forget people): {_ROUTE_SCORES}", "",
              "| route | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
     for kind in kinds:
-        cells = [f"{format_value(data.indirect[m][kind]['exact_match'])} / "
-                 f"{format_value(data.indirect[m][kind]['multiple_choice'])}" if kind in data.indirect[m] else "–"
-                 for m in models]
+        cells = [_route_cell(data.indirect[m][kind]) if kind in data.indirect[m] else "–" for m in models]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -272,10 +279,10 @@ img { max-width: 100%; } small { color: #666; }
 {% for flag in v.flags %}<li><b>flag:</b> {{ flag }}</li>{% endfor %}</ul>
 {% endfor %}
 {% if data.indirect %}{% set models = data.indirect.keys()|list %}
-<h2>Indirect probes (forget people): exact match / multiple choice</h2>
+<h2>Indirect probes (forget people): {{ route_scores }}</h2>
 <table><tr><th>route</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
 {% for kind in data.indirect[models[0]] %}<tr><td class="text">{{ kind }}</td>{% for m in models %}
-<td>{% if kind in data.indirect[m] %}{{ fmt(data.indirect[m][kind].exact_match) }} / {{ fmt(data.indirect[m][kind].multiple_choice) }}{% else %}–{% endif %}</td>
+<td>{% if kind in data.indirect[m] %}{{ route_cell(data.indirect[m][kind]) }}{% else %}–{% endif %}</td>
 {% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% if attack_table %}{% set models = data.attacks.keys()|list %}
 <h2>Attacks: accuracy recovered on the forget facts (recovery = fraction of the original's)</h2>
@@ -290,7 +297,7 @@ img { max-width: 100%; } small { color: #666; }
 def to_html(data: ReportData, *, with_plots: bool = True) -> str:
     images = plots(data) if with_plots else None
     return _HTML.render(data=data, columns=TABLE_COLUMNS, fmt=format_value, images=images,
-                        attack_table=attack_rows(data))
+                        attack_table=attack_rows(data), route_scores=_ROUTE_SCORES, route_cell=_route_cell)
 
 
 RENDERERS = {".json": to_json, ".md": to_markdown, ".html": to_html, ".htm": to_html}

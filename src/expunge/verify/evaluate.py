@@ -35,7 +35,7 @@ from expunge.verify.metrics import (
     truth_ratio_retain_stat,
 )
 from expunge.verify.mia import mia_scores
-from expunge.verify.plan import QA_KINDS, SETS, UTILITY_SETS, VerificationPlan
+from expunge.verify.plan import QA_KINDS, SETS, UTILITY_SETS, VerificationPlan, with_choices
 from expunge.verify.plausibility import answer_plausibility
 from expunge.verify.probes import answer_budgets, answer_matches, greedy_answers
 from expunge.verify.tofu import TofuEvaluation, TofuSets, evaluate_tofu, is_tofu, tofu_sets
@@ -54,7 +54,9 @@ class ModelEvaluation:
     model: dict[str, Any]
     sets: dict[str, dict[str, float]]
     utility: float
-    correct_by_probe: dict[str, list[bool]]  # set name or "indirect:<kind>" -> per probe
+    # set name, "indirect:<kind>" (exact match), "indirect-mc:<kind>" (multiple choice, on the
+    # probes with wrong answers) or "indirect-rouge:<kind>" (ROUGE-L recall) -> per probe
+    correct_by_probe: dict[str, Sequence[float]]
     answers: dict[str, list[str]]
     truth_ratios: dict[str, list[float]]  # per fact
     mia_scores: dict[str, dict[str, list[float]]]  # set -> score name -> per document
@@ -96,7 +98,7 @@ def evaluate_model(
     started = time.perf_counter()
     bs = config.batch_size
     sets: dict[str, dict[str, float]] = {}
-    correct: dict[str, list[bool]] = {}
+    correct: dict[str, Sequence[float]] = {}
     answers: dict[str, list[str]] = {}
     ratios: dict[str, list[float]] = {}
     for set_name in SETS:
@@ -108,7 +110,7 @@ def evaluate_model(
         # Truth ratio and multiple choice need wrong answers; data without them (a user's own
         # probes) still has Prob, measured on every fact. What cannot be measured is nan, which
         # every check reports as not available.
-        choices = [p for p in facts if p.alternatives]
+        choices = with_choices(facts)
         logps = candidate_logprobs(model, tokenizer, choices, batch_size=bs)
         # The truth ratio compares the wrong answers with the paraphrased answer where the data
         # has one (TOFU), else with the answer.
@@ -141,10 +143,15 @@ def evaluate_model(
     indirect: dict[str, dict[str, float]] = {}
     for kind, probes in plan.indirect.items():
         generated, hits = _greedy_hits(model, tokenizer, probes, bs)
-        choice = [multiple_choice_correct(lp) for lp in candidate_logprobs(model, tokenizer, probes, batch_size=bs)]
-        indirect[kind] = {"probes": len(probes), "exact_match": _mean(hits), "multiple_choice": _mean(choice)}
+        # Multiple choice on the probes that have wrong answers (a prefill that cut the answer has
+        # none); ROUGE-L recall for answers that are sentences, where exact match says little.
+        choice = [multiple_choice_correct(lp) for lp in
+                  candidate_logprobs(model, tokenizer, with_choices(probes), batch_size=bs)]
+        rouge = [rouge_l_recall(g, p.answer) for p, g in zip(probes, generated)]
+        indirect[kind] = {"probes": len(probes), "exact_match": _mean(hits), "multiple_choice": _mean(choice),
+                          "rouge_l": _mean(rouge)}
         correct[f"indirect:{kind}"], answers[f"indirect:{kind}"] = hits, generated
-        correct[f"indirect-mc:{kind}"] = choice
+        correct[f"indirect-mc:{kind}"], correct[f"indirect-rouge:{kind}"] = choice, rouge
     # Model utility: harmonic mean of Prob, ROUGE-L and the truth-ratio stat over the sets that
     # must survive (TOFU): any one of them near 0 pulls it to 0.
     parts = [sets[s][k] for s in UTILITY_SETS if s in sets for k in ("prob", "rouge_l", "truth_ratio_retain_stat")]

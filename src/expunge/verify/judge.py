@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,7 @@ from expunge.verify.config import VerifyConfig
 from expunge.verify.evaluate import ModelEvaluation
 from expunge.verify.metrics import forget_quality, privleak, roc_auc, tpr_at_fpr
 from expunge.verify.mia import SCORE_NAMES
-from expunge.verify.plan import INDIRECT_KINDS, VerificationPlan
+from expunge.verify.plan import INDIRECT_KINDS, VerificationPlan, with_choices
 from expunge.verify.policy import CheckRule
 
 __all__ = ["Question", "Forgotten", "Collateral", "Confidence", "VerdictFlag", "CheckStatus", "Check",
@@ -404,24 +404,32 @@ def _membership(sign: float) -> Spec:
     return measure
 
 
+_ROUTE_METRICS = {"exact_match": "indirect", "multiple_choice": "indirect-mc", "rouge_l": "indirect-rouge"}
+
+
 def _indirect_probes(j: JudgeInputs, rule: CheckRule) -> list[Check]:
     out = []
     for kind, values in j.candidate.indirect.items():
-        # Score each route by whichever of exact match and multiple choice the ORIGINAL model
-        # uses best against the oracle: the most sensitive way to see the knowledge come back.
+        # Score each route by whichever of exact match, multiple choice and ROUGE-L recall the
+        # ORIGINAL model uses best against the oracle: the most sensitive way to see the knowledge
+        # come back (ROUGE-L where answers are sentences and exact match says little).
         orig = j.original.indirect[kind]
+        probes = j.plan.indirect[kind]
         if j.oracle is not None:
             ora = j.oracle.indirect[kind]
-        else:  # never-seen people's direct exact match (or 0), and chance
+        else:  # never-seen people's direct exact match (or 0) and ROUGE-L (or none), and chance
             seen = j.never_seen("exact_match")
-            ora = {"exact_match": 0.0 if seen is None else seen, "multiple_choice": _chance(j.plan.indirect[kind])}
-        metric = max(("exact_match", "multiple_choice"), key=lambda m: orig[m] - ora[m] if not math.isnan(ora[m])
-                     else -math.inf)
-        hits = j.candidate.correct_by_probe[f"indirect:{kind}" if metric == "exact_match" else f"indirect-mc:{kind}"]
-        ci = _interval(hits, j.plan.indirect[kind], j.config)
+            rouge = j.never_seen("rouge_l")
+            ora = {"exact_match": 0.0 if seen is None else seen, "multiple_choice": _chance(probes),
+                   "rouge_l": math.nan if rouge is None else rouge}
+        # (an evaluation written before a metric existed lacks it: nan, never chosen)
+        gaps = {m: orig.get(m, math.nan) - ora.get(m, math.nan) for m in _ROUTE_METRICS}
+        metric = max(_ROUTE_METRICS, key=lambda m: -math.inf if math.isnan(gaps[m]) else gaps[m])
+        scored = with_choices(probes) if metric == "multiple_choice" else probes
+        ci = _interval(j.candidate.correct_by_probe[f"{_ROUTE_METRICS[metric]}:{kind}"], scored, j.config)
         out.append(j.at_most_oracle(rule, f"indirect: {kind} ({metric.replace('_', ' ')})", values[metric],
-                                    ora[metric], orig[metric], f"{int(values['probes'])} probes", ci, gated=True,
-                                    probes=int(values["probes"])))
+                                    ora[metric], orig[metric], f"{len(scored)} probes", ci, gated=True,
+                                    probes=len(scored)))
     return out
 
 
@@ -449,8 +457,17 @@ def _exact_match_kept(set_name: str) -> Spec:
     def measure(j: JudgeInputs, rule: CheckRule) -> list[Check]:
         if set_name not in j.candidate.sets:
             return []
-        return [j.ratio(rule, f"{set_name} exact match", j.candidate.sets[set_name]["exact_match"],
-                        j.original.sets[set_name]["exact_match"])]
+        original = j.original.sets[set_name]["exact_match"]
+        check = j.ratio(rule, f"{set_name} exact match", j.candidate.sets[set_name]["exact_match"], original)
+        floor = j.config.policy.min_informative_gap
+        if original < floor:
+            # Answers that are sentences (TOFU's) are rarely reproduced word for word: a ratio of two
+            # near-zero shares moves on a handful of items. Model utility (Prob, ROUGE-L and truth
+            # ratio on the same sets) decides instead.
+            check = replace(check, decisive=False, detail=(
+                f"uninformative: the original answers only {original:.3f} of these exactly (needs {floor}); "
+                "model utility decides" + (f"; {check.detail}" if check.detail else "")))
+        return [check]
 
     return measure
 
@@ -666,8 +683,9 @@ def _auc_interval(candidate: ModelEvaluation, plan: VerificationPlan, score: str
     return [float(np.percentile(aucs, 2.5)), float(np.percentile(aucs, 97.5))]
 
 
-def _interval(hits: Sequence[bool], probes: Sequence[Probe], config: VerifyConfig) -> list[float]:
-    """95% bootstrap interval of an accuracy, resampling people (a person's probes go together)."""
+def _interval(hits: Sequence[float], probes: Sequence[Probe], config: VerifyConfig) -> list[float]:
+    """95% bootstrap interval of a mean per-probe score (an accuracy, or ROUGE-L), resampling
+    people (a person's probes go together)."""
     rng = np.random.default_rng(config.seed + 1)
     values = np.asarray(hits, dtype=float)
     groups = _grouped_indices([p.subject for p in probes])

@@ -32,7 +32,7 @@ from expunge.verify.plausibility import AnswerValidator
 from expunge.worlds import World
 
 __all__ = ["SETS", "UTILITY_SETS", "QA_KINDS", "INDIRECT_KINDS", "VerificationPlan", "plan_verification",
-           "one_per_fact"]
+           "one_per_fact", "with_choices"]
 
 SETS = ("forget", "holdout", "retain", "neighbours", "general")
 # The sets whose knowledge must survive; model utility is measured over them (TOFU's choice).
@@ -85,6 +85,11 @@ def one_per_fact(probes: list[Probe]) -> list[Probe]:
     return list(chosen.values())
 
 
+def with_choices(probes: list[Probe]) -> list[Probe]:
+    """The probes that have wrong answers: the ones multiple choice and truth ratios can score."""
+    return [p for p in probes if p.alternatives]
+
+
 def _cap_facts(probes: list[Probe], cap: int | None, rng: random.Random) -> list[Probe]:
     """At most ``cap`` facts (subject, attribute), a seeded sample, with all their questions."""
     facts = list(dict.fromkeys((p.subject, p.attribute) for p in probes))
@@ -113,7 +118,13 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
             subjects[name] = sorted(rng.sample(subjects[name], config.max_subjects_per_set))
     probes = {name: _cap_facts(world.probes_for(ids, kinds=QA_KINDS), config.max_facts_per_set, rng)
               for name, ids in subjects.items()}
-    indirect = {kind: world.probes_for(subjects["forget"], kinds=[kind]) for kind in INDIRECT_KINDS}
+    # The routes ask about the facts the forget set scores: a fact the cap left out is left out
+    # of every route too (routes to facts that are no question of their own, such as multi-hop,
+    # stay).
+    dropped = ({(p.subject, p.attribute) for p in world.probes_for(subjects["forget"], kinds=QA_KINDS)}
+               - {(p.subject, p.attribute) for p in probes["forget"]})
+    indirect = {kind: [p for p in world.probes_for(subjects["forget"], kinds=[kind])
+                       if (p.subject, p.attribute) not in dropped] for kind in INDIRECT_KINDS}
     # Membership inference reads the removed documents and those of the sampled never-seen and
     # retained people.
     docs = {

@@ -205,6 +205,10 @@ def _check_references(world: World, path: Path) -> None:
                 f"{path / 'probes.jsonl'}: probe {probe.id} names unknown subject {probe.subject!r}",
                 "every probe's subject must be listed in subjects.jsonl",
             )
+        if probe.prefill and world.prompts == "text":
+            raise ExpungeError(
+                f"{path / 'probes.jsonl'}: probe {probe.id} has a 'prefill', but this world's prompts are written out "
+                "in full", "put the answer's start at the end of the probe's prompt instead")
 
 
 def manifest_for(generator: str, version: str, options: Any, counts: dict[str, int]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ input line first (errors name ``file:line`` and the field), keeps the user's ids
 sha256 of each source file in the manifest, so provenance reaches back to the files it came from.
 
 - :func:`import_jsonl`: documents (and optionally probes and subjects) as JSON Lines;
-- :func:`import_tofu`: the TOFU benchmark's files (Maini et al. 2024) from a directory.
+- :func:`import_tofu`: the TOFU benchmark's files (Maini et al. 2024) from a directory;
+- :mod:`~expunge.worlds.importers.routes`: the indirect routes (context, role-play, prefill) both
+  build from the data's own question–answer pairs.
 """
 
 from __future__ import annotations

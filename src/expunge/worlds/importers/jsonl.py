@@ -19,7 +19,9 @@ subjects (optional)
 A subject's role follows from its documents: named only by ``holdout`` documents, it is
 never-seen; otherwise it is trained. Without a subjects file, every id the documents and probes
 name becomes a person named by its id. Without probes the world has none, and verification runs
-only what documents support (membership inference, verbatim continuation).
+only what documents support (membership inference, verbatim continuation). With probes, each
+trained subject's questions also give the indirect routes to the same facts (context, role-play,
+prefilled answers: :mod:`expunge.worlds.importers.routes`).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from typing import Any
 from expunge.errors import ExpungeError
 from expunge.integrity import file_sha256
 from expunge.records import DOCUMENT_SPLITS, SUBJECT_KINDS, Document, Probe, Subject, iter_json_lines
+from expunge.worlds.importers.routes import qa_indirect_probes
 from expunge.worlds.world import PROMPT_STYLES, World, write_world
 
 __all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "GENERAL_SUBJECT", "JsonlSources", "import_jsonl"]
 
 GENERATOR_NAME = "import-jsonl"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: indirect route probes (importers/routes.py)
 GENERAL_SUBJECT = "general"
 
 # field -> (type check, what to write); "required" fields first.
@@ -81,6 +84,10 @@ def import_jsonl(out: str | os.PathLike[str], sources: JsonlSources) -> World:
     documents, doc_lines = _read_documents(sources.documents, declared)
     probes = _read_probes(sources.probes, declared) if sources.probes else []
     subjects = _subjects(declared, documents, doc_lines, probes, sources)
+    # The indirect routes to each trained subject's facts, built from their own probes.
+    trained = {s.id for s in subjects if s.role == "train" and s.id != GENERAL_SUBJECT}
+    routes = qa_indirect_probes(probes, trained, questions=sources.prompts == "questions")
+    probes = [*probes, *routes]
     files = {"documents": sources.documents, "probes": sources.probes, "subjects": sources.subjects}
     counts = {
         "subjects_train": sum(s.role == "train" for s in subjects),
@@ -88,6 +95,7 @@ def import_jsonl(out: str | os.PathLike[str], sources: JsonlSources) -> World:
         "documents_train": sum(d.split == "train" for d in documents),
         "documents_holdout": sum(d.split == "holdout" for d in documents),
         "probes": len(probes),
+        "indirect_probes": len(routes),
     }
     manifest = {
         "generator": GENERATOR_NAME,

@@ -15,6 +15,8 @@ order), plus evaluation files. The import maps them onto the world format:
   truth ratio, and the paraphrased question becomes a ``paraphrase`` probe of the same fact;
 - ``holdout10.json`` (20 never-seen authors × 20 QA) gives never-seen people and their holdout
   documents, the reference for membership inference;
+- each trained author's QA pairs also give the indirect routes to the same facts (context from
+  their other QA pairs, role-play, prefilled answers: :mod:`expunge.worlds.importers.routes`);
 - ``real_authors`` and ``world_facts`` (with their wrong options) are general knowledge:
   probes of two entities that no document is about;
 - ``splits.json`` names TOFU's forget sets: ``forget01`` / ``forget05`` / ``forget10`` are the last
@@ -42,13 +44,14 @@ from typing import Any
 from expunge.errors import ExpungeError
 from expunge.records import Document, Probe, Subject
 from expunge.worlds.importers.jsonl import source_record
+from expunge.worlds.importers.routes import qa_indirect_probes
 from expunge.worlds.world import World, write_world
 
 __all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "RETAIN_PERTURBED_AUTHORS", "TOFU_SPLITS", "find_tofu_dir",
            "import_tofu", "author_name", "common_spans"]
 
 GENERATOR_NAME = "tofu"
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: indirect route probes (importers/routes.py)
 QA_PER_AUTHOR = 20
 AUTHORS = 200
 HOLDOUT_AUTHORS = 20
@@ -134,6 +137,8 @@ def import_tofu(directory: str | os.PathLike[str], out: str | os.PathLike[str], 
                                 alternatives=wrong))
 
     trained = [s.id for s in subjects if s.role == "train" and s.kind == "person"]
+    routes = qa_indirect_probes(probes, set(trained))
+    probes.extend(routes)
     sizes = {name: count if authors is None else max(1, round(authors * SPLIT_SHARES[name]))
              for name, count in TOFU_SPLITS.items()}
     splits = {name: trained[-count:] for name, count in sizes.items()}
@@ -152,6 +157,7 @@ def import_tofu(directory: str | os.PathLike[str], out: str | os.PathLike[str], 
             "documents_train": sum(d.split == "train" for d in documents),
             "documents_holdout": sum(d.split == "holdout" for d in documents),
             "probes": len(probes),
+            "indirect_probes": len(routes),
             "probes_with_wrong_answers": sum(bool(p.alternatives) for p in probes),
         },
     }
