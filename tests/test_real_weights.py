@@ -91,6 +91,12 @@ def test_tofu_on_smollm2_from_import_to_verdict(shared_tofu: Path, tmp_path: Pat
         assert key in checks and checks[key]["rule"] != "not available", (key, checks.get(key))
         assert math.isfinite(checks[key]["value"]), checks[key]
     assert 0.0 <= checks["forget_quality"]["value"] <= 1.0
+    # The indirect routes built from the data (context, role-play, prefill) are measured on the
+    # same 10 facts: tried, and reported but not deciding on so few probes.
+    routes = {c["name"].split(" (")[0]: c for c in candidate["checks"] if c["policy_key"] == "indirect_probes"}
+    assert set(routes) == {"indirect: context", "indirect: roleplay", "indirect: prefill"}, routes
+    assert all(math.isfinite(c["value"]) and not c["decisive"] for c in routes.values()), routes
+    assert not set(routes) & set(verdict["attacks_not_tried"]), verdict["attacks_not_tried"]
     # The model saw the forget author's answers once and the oracle never did: the original's
     # loss on them is the lower.
     original, oracle_eval = v["original"]["sets"]["forget"], v["oracle"]["sets"]["forget"]
