@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import time
 import subprocess
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 from expunge.errors import ExpungeError
-from expunge.integrity import MODEL_RECORD, UnverifiedModelWarning, check_model_dir
+from expunge.integrity import MODEL_RECORD, UnverifiedModelWarning, check_model_dir, file_sha256
 from expunge.models import ModelPreset, build_llama, load_model, save_model_version, weights_sha256
 from expunge.pipeline import world_tokenizer
 
@@ -91,6 +93,29 @@ def test_tampered_weights_are_refused(small, tmp_path: Path) -> None:
     (tmp_path / "m" / MODEL_RECORD).write_text(json.dumps(record))
     with pytest.raises(ExpungeError, match="do not match the sha256"):
         load_model(tmp_path / "m")
+
+
+def test_a_file_hashed_once_is_read_again_whenever_it_changed(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 4096)
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    first = file_sha256(path)  # old enough to be remembered (see integrity.RACY_NS)
+    assert file_sha256(path) == first == hashlib.sha256(b"a" * 4096).hexdigest()
+    # Changed in place, same size, its mtime set back: the inode's ctime still moved.
+    with path.open("r+b") as handle:
+        handle.write(b"b")
+    os.utime(path, (old, old))
+    assert file_sha256(path) == hashlib.sha256(b"b" + b"a" * 4095).hexdigest()
+    # A file written just now is never remembered: a second write in the same clock tick could
+    # leave every stat field as it was.
+    fresh = tmp_path / "fresh.bin"
+    fresh.write_bytes(b"x" * 64)
+    assert file_sha256(fresh) == hashlib.sha256(b"x" * 64).hexdigest()
+    stat = os.stat(fresh)
+    fresh.write_bytes(b"y" * 64)
+    os.utime(fresh, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_sha256(fresh) == hashlib.sha256(b"y" * 64).hexdigest()
 
 
 def test_recorded_file_hashes_are_what_sha256sum_prints(small, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from typing import Any
 from expunge.errors import ExpungeError
 from expunge.records import read_json
 
-__all__ = ["MODEL_RECORD", "UnverifiedModelWarning", "file_sha256", "files_sha256", "check_model_dir"]
+__all__ = ["MODEL_RECORD", "UnverifiedModelWarning", "file_sha256", "files_sha256", "check_model_dir",
+           "check_model_files"]
 
 MODEL_RECORD = "expunge_model.json"
 
@@ -35,12 +37,29 @@ class UnverifiedModelWarning(UserWarning):
     """A model directory has no ``expunge_model.json``: nothing vouches for its weights."""
 
 
+# (resolved path, size, mtime and ctime in ns, inode) -> sha256: a file this process hashed and
+# that has not changed since (its stat would differ) is not read again. The CLI checks a model's
+# files before any work and loading checks them again; for a 540 MB model the second read costs
+# most of a second. As git does, a file modified less than RACY_NS before it was hashed is not
+# remembered: a write in the same clock tick could leave the stat unchanged. The weights' own
+# sha256 is always recomputed from the loaded tensors, whatever this cache says.
+_HASHED: dict[tuple[str, int, int, int, int], str] = {}
+RACY_NS = 2_000_000_000
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file's bytes (what ``sha256sum`` prints)."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+    if key in _HASHED:
+        return _HASHED[key]
+    started = time.time_ns()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    if started - max(stat.st_mtime_ns, stat.st_ctime_ns) > RACY_NS:
+        _HASHED[key] = digest.hexdigest()
     return digest.hexdigest()
 
 
@@ -51,12 +70,13 @@ def files_sha256(directory: str | os.PathLike[str]) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name != MODEL_RECORD}
 
 
-def check_model_dir(path: str | os.PathLike[str], *, what: str = "model") -> dict[str, Any]:
+def check_model_dir(path: str | os.PathLike[str], *, what: str = "model", files: bool = True) -> dict[str, Any]:
     """Check a model directory without loading it; return its record ({} for a plain Hugging Face
     model, with an :class:`UnverifiedModelWarning`).
 
-    Refuses a missing directory, one without ``config.json``, and one whose files differ from the
-    sha256 its record lists (naming the file).
+    Refuses a missing directory, one without ``config.json``, and (``files``; else see
+    :func:`check_model_files`) one whose files differ from the sha256 its record lists (naming
+    the file).
     """
     path = Path(path)
     if not path.is_dir():
@@ -73,6 +93,15 @@ def check_model_dir(path: str | os.PathLike[str], *, what: str = "model") -> dic
     record = read_json(path / MODEL_RECORD, "model record")
     if not isinstance(record, dict):
         raise ExpungeError(f"{path / MODEL_RECORD}: not a model record", "re-create this model version")
+    if files:
+        check_model_files(path, record)
+    return record
+
+
+def check_model_files(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
+    """Every file ``record`` lists is present in ``path`` with that sha256 (the error names the
+    file)."""
+    path = Path(path)
     for name, expected in sorted((record.get("files") or {}).items()):
         file = path / name
         if not file.is_file():
@@ -83,4 +112,3 @@ def check_model_dir(path: str | os.PathLike[str], *, what: str = "model") -> dic
                 f"{file}: sha256 differs from the one in {MODEL_RECORD} (changed after it was written)",
                 "restore the original file, or re-create this model version",
             )
-    return record
