@@ -201,6 +201,15 @@ def test_facts_per_set_can_be_capped(tiny_world_dir, tiny_request_path) -> None:
         # every question of a chosen fact is kept
         assert [p.id for p in probes] == [p.id for p in full.probes[name] if (p.subject, p.attribute) in facts]
     assert plan_verification(world, request, VerifyConfig(max_facts_per_set=3)).probes == capped.probes
+    # The routes follow the forget set's chosen facts; those about no question of their own
+    # (multi-hop through the employer, reverse questions by the value) all stay.
+    chosen = {(p.subject, p.attribute) for p in capped.probes["forget"]}
+    asked = {(p.subject, p.attribute) for p in full.probes["forget"]}
+    for kind, probes in full.indirect.items():
+        kept = [p for p in probes if (p.subject, p.attribute) in chosen or (p.subject, p.attribute) not in asked]
+        assert capped.indirect.get(kind, []) == kept, kind
+    assert sum(map(len, capped.indirect.values())) < sum(map(len, full.indirect.values()))
+    assert capped.indirect["multihop"] == full.indirect["multihop"]
     with pytest.raises(ValueError, match="max_facts_per_set"):
         VerifyConfig(max_facts_per_set=0)
 
