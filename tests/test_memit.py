@@ -76,16 +76,21 @@ def test_target_optimisation_batched_equals_one_at_a_time(tiny) -> None:
 
 def test_target_optimisation_on_the_prefix_cache_equals_the_whole_texts(tiny) -> None:
     """Each step runs only the positions from a row's first slot on, over the cached keys and
-    values of the rest: the same deltas as running every rewrite text whole."""
+    values of the rest, and hands back the stored outputs of the layers up to the edited one: the
+    same deltas as running every rewrite text whole through every layer."""
     model, tokenizer, edits, _ = tiny
     options = dict(steps=6, learning_rate=0.5, kl_weight=0.1, weight_decay=0.5, clamp_norm_factor=4.0)
-    for token in ("subject_last", "prompt_last"):
+    # Layer 1 freezes every layer of the tiny model. (At subject_last its last layer is no place
+    # for a delta: no later layer carries it from the subject to the target.)
+    for token, layer in (("subject_last", 0), ("prompt_last", 0), ("prompt_last", 1)):
         batch = rewrite_batch(tokenizer, edits, ("", "Question:", "The city of"), token)
-        cached, cached_losses = optimise_targets(model, batch, 0, **options)
-        whole, whole_losses = optimise_targets(model, batch, 0, prefix_cache=False, **options)
+        cached, cached_losses = optimise_targets(model, batch, layer, **options)
+        whole, whole_losses = optimise_targets(model, batch, layer, prefix_cache=False, **options)
         assert cached.abs().max() > 0
-        assert torch.allclose(cached, whole, atol=1e-4, rtol=1e-3), token
+        assert torch.allclose(cached, whole, atol=1e-4, rtol=1e-3), (token, layer)
         assert cached_losses == pytest.approx(whole_losses, rel=1e-3, abs=1e-5)
+    # The layers run as themselves again afterwards.
+    assert all("forward" not in vars(m) for m in model.modules())
 
 
 def test_an_edit_that_reached_the_stop_loss_keeps_its_delta_in_a_batch(tiny) -> None:

@@ -309,9 +309,15 @@ class _PrefixCache:
     *suffix*, from the first slot to the last position whose logits are scored. For ROME's texts
     ("<prefix> The capital of France is Tokyo", slot at "France") that is 2-3 positions of about
     ten. Without a prefix (every row starts at its slot) it is the plain forward pass.
+
+    The layers up to ``frozen_through`` (the one after which the delta is added) do not see the
+    delta either, at any position: their outputs on the suffix are computed once too, and each
+    step hands them back instead of running those layers (forward hooks on them, such as the one
+    adding the delta, still run). On SmolLM2 that is the first 6 of 30 layers for ROME.
     """
 
-    def __init__(self, model: PreTrainedModel, batch: RewriteBatch, device: torch.device) -> None:
+    def __init__(self, model: PreTrainedModel, batch: RewriteBatch, device: torch.device,
+                 frozen_through: int | None = None) -> None:
         n_rows = batch.input_ids.shape[0]
         first = [min((p for r, p, _ in batch.slots if r == row), default=0) for row in range(n_rows)]
         last = [0] * n_rows  # the last position whose output is used (a logit or a slot)
@@ -357,10 +363,26 @@ class _PrefixCache:
                                    position_ids=positions[:, :width_prefix].to(device), use_cache=True)
             cache = out.get("cache") if out.get("cache") is not None else out.get("past_key_values")
             self.kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self.frozen: list[tuple[torch.nn.Module, Any]] = []
+        if frozen_through is not None:
+            layers = list(decoder_layers(model))[: frozen_through + 1]
+            outputs: list[Any] = [None] * len(layers)
 
-    def logits(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """(len(rows), vocab): the logits at suffix index ``positions[i]`` of row ``rows[i]`` (suffix
-        index j of row r is position ``split[r] + j`` of the full row)."""
+            def keep(i: int) -> Callable[..., None]:
+                def hook(_m: torch.nn.Module, _inputs: Any, output: Any) -> None:
+                    outputs[i] = output
+                return hook
+
+            handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+            try:
+                with torch.no_grad():
+                    self._run()
+            finally:
+                for handle in handles:
+                    handle.remove()
+            self.frozen = list(zip(layers, outputs))
+
+    def _run(self) -> torch.Tensor:
         kwargs: dict[str, Any] = {}
         if self.kv:
             from transformers import DynamicCache
@@ -369,8 +391,21 @@ class _PrefixCache:
             for i, (keys, values) in enumerate(self.kv):
                 cache.update(keys, values, i)
             kwargs = {self.cache_kwarg: cache, "use_cache": True}
-        hidden = self.decoder(input_ids=self.suffix_ids, attention_mask=self.mask, position_ids=self.suffix_positions,
-                              **kwargs).last_hidden_state
+        return self.decoder(input_ids=self.suffix_ids, attention_mask=self.mask, position_ids=self.suffix_positions,
+                            **kwargs).last_hidden_state
+
+    def logits(self, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(len(rows), vocab): the logits at suffix index ``positions[i]`` of row ``rows[i]`` (suffix
+        index j of row r is position ``split[r] + j`` of the full row)."""
+        # The frozen layers answer with their stored outputs (an instance attribute shadows the
+        # class's forward; the module's hooks still run around it).
+        for layer, output in self.frozen:
+            layer.forward = lambda *_a, _output=output, **_k: _output
+        try:
+            hidden = self._run()
+        finally:
+            for layer, _ in self.frozen:
+                del layer.forward
         return self.unembed(hidden[rows, positions])
 
 
@@ -420,7 +455,7 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     edit_of_target = torch.tensor([batch.rows[r] for r, _ in batch.targets], device=device)
     slot_edit = torch.zeros(batch.n_slots, dtype=torch.long, device=device).index_put_(
         (slot_ids,), torch.tensor([batch.rows[r] for r, _, _ in batch.slots], device=device))
-    runner = _PrefixCache(model, batch, device) if prefix_cache else None
+    runner = _PrefixCache(model, batch, device, frozen_through=layer) if prefix_cache else None
     if runner is not None:  # every position as a suffix index
         positions = positions - runner.split[rows]
         target_pos_in = target_pos - runner.split[target_rows]
