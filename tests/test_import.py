@@ -282,6 +282,11 @@ def test_indirect_routes_from_question_answer_pairs() -> None:
     assert by["fact-0", "context"].prompt.startswith("What did his father do?")
     assert by["fact-2", "context"].prompt.startswith("Where was Jaime Vasquez born?")
     assert "Edgar" not in by["fact-2", "context"].prompt and "Edgar" in by["fact-1", "context"].prompt
+    # Short answers are stated as sentences, one after another.
+    short = [qa("ab", 0, "Where was Ada born?", "London"), qa("ab", 1, "Where does she live?", "Lyon"),
+             qa("ab", 2, "Her best book?", '"Engines."')]
+    [context] = [p for p in qa_indirect_probes(short, {"ab"}) if p.kind == "context" and p.attribute == "fact-0"]
+    assert context.prompt == 'Where does she live? Lyon. Her best book? "Engines." Where was Ada born?'
     # Cloze worlds (prompts written out in full) get no prefill route.
     assert {p.kind for p in qa_indirect_probes(facts, {"jv"}, questions=False)} == {"context", "roleplay"}
 

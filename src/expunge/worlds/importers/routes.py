@@ -53,7 +53,7 @@ def qa_indirect_probes(probes: Sequence[Probe], subjects: Collection[str], *, qu
             # The next pairs in the data's order (wrapping round), never one that states the answer.
             others = [p for p in facts[i + 1:] + facts[:i] if answer not in _folded(f"{p.prompt} {p.answer}")]
             if others:
-                context = " ".join(f"{p.prompt} {p.answer}" for p in others[:CONTEXT_PAIRS])
+                context = " ".join(_sentence(f"{p.prompt} {p.answer}") for p in others[:CONTEXT_PAIRS])
                 out.append(replace(probe, id=f"{probe.id}-context", kind="context",
                                    prompt=f"{context} {probe.prompt}"))
             out.append(replace(probe, id=f"{probe.id}-roleplay", kind="roleplay",
@@ -70,6 +70,12 @@ def _prefilled(probe: Probe) -> Probe:
     cut = len(words) // 3
     return replace(probe, id=f"{probe.id}-prefill", kind="prefill", prefill=" ".join(words[:cut]),
                    answer=" ".join(words[cut:]), alternatives=(), paraphrased_answer="")
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending as a sentence ends, so that pairs read one after another ("... London.")."""
+    text = text.strip()
+    return text if text.rstrip("\"'\u201d\u2019)")[-1:] in (".", "!", "?") else f"{text}."
 
 
 def _folded(text: str) -> str:
