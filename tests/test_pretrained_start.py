@@ -85,7 +85,7 @@ def pretrained(world_dir: Path, out: Path, seed: int = 0) -> Path:
 def known(model_dir: Path, world_dir: Path, subjects: list[str]) -> float:
     model, tokenizer, ref = load_model(model_dir)
     world = world_as_seen(load_world(world_dir), PromptFormat(ref.recipe.get("prompt_format", "plain")), tokenizer)
-    return exact_match(model, tokenizer, world.probes_for(subjects))
+    return exact_match(model, tokenizer, world.probes_for(subjects, kinds=["direct"]))
 
 
 def test_question_answer_documents_train_on_the_answer_only(qa_world: Path) -> None:
