@@ -58,9 +58,10 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    sha = digest.hexdigest()
     if started - max(stat.st_mtime_ns, stat.st_ctime_ns) > RACY_NS:
-        _HASHED[key] = digest.hexdigest()
-    return digest.hexdigest()
+        _HASHED[key] = sha
+    return sha
 
 
 def files_sha256(directory: str | os.PathLike[str]) -> dict[str, str]:

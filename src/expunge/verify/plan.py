@@ -121,10 +121,11 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
     # The routes ask about the facts the forget set scores: a fact the cap left out is left out
     # of every route too (routes to facts that are no question of their own, such as multi-hop,
     # stay).
-    dropped = ({(p.subject, p.attribute) for p in world.probes_for(subjects["forget"], kinds=QA_KINDS)}
+    forget_probes = world.probes_for(subjects["forget"])  # one pass over the world's probes
+    dropped = ({(p.subject, p.attribute) for p in forget_probes if p.kind in QA_KINDS}
                - {(p.subject, p.attribute) for p in probes["forget"]})
-    indirect = {kind: [p for p in world.probes_for(subjects["forget"], kinds=[kind])
-                       if (p.subject, p.attribute) not in dropped] for kind in INDIRECT_KINDS}
+    indirect = {kind: [p for p in forget_probes if p.kind == kind and (p.subject, p.attribute) not in dropped]
+                for kind in INDIRECT_KINDS}
     # Membership inference reads the removed documents and those of the sampled never-seen and
     # retained people.
     docs = {
