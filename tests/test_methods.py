@@ -20,7 +20,7 @@ from expunge.methods.registry import (ExtraKind, MethodSpec, Need, Prepared, Pre
 from expunge.scoring import sequence_logprobs
 from expunge.options import parse_pairs
 from expunge.methods.unlearn import PairedDataset, chunk_sequences, mean_token_nll, unlearn
-from expunge.scoring import sequence_nlls
+from expunge.scoring import length_batches, sequence_nlls
 from expunge.training import StopKind
 from expunge.models import load_model, weights_sha256
 from expunge.worlds import load_world
@@ -174,6 +174,39 @@ def test_sequence_nlls_do_not_depend_on_batching(tiny_world, tiny_base) -> None:
     tokens = [len(s) - 1 for s in seqs]
     assert mean_one == pytest.approx(sum(n * t for n, t in zip(one, tokens)) / sum(tokens), abs=1e-5)
     assert mean_token_nll(model, seqs, tokenizer.pad_token_id) == pytest.approx(mean_one, abs=1e-5)
+
+
+def test_length_batches_find_the_cheapest_cut() -> None:
+    """The dynamic programme against every way to cut the sorted order into runs (small sets),
+    and its limits: batch size, padded positions, every index exactly once."""
+    import itertools
+    import random
+
+    def cost(lengths, batches, call):
+        return sum(len(b) * max(lengths[i] for i in b) + call for b in batches)
+
+    rng = random.Random(0)
+    for trial in range(40):
+        lengths = [rng.choice([1, 3, 8, 9, 40, 75]) for _ in range(rng.randint(1, 9))]
+        size, call, cap = rng.randint(1, 5), rng.choice([0, 5, 64]), rng.choice([10_000, 100])
+        got = length_batches(lengths, size, call_positions=call, max_positions=cap)
+        assert sorted(i for b in got for i in b) == list(range(len(lengths)))
+        assert all(len(b) <= size and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= cap) for b in got)
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        best = math.inf
+        for k in range(len(order)):
+            for cuts in itertools.combinations(range(1, len(order)), k):
+                bounds = (0, *cuts, len(order))
+                runs = [order[a:b] for a, b in zip(bounds, bounds[1:])]
+                if all(len(r) <= size and (len(r) == 1 or len(r) * max(lengths[i] for i in r) <= cap) for r in runs):
+                    best = min(best, cost(lengths, runs, call))
+        assert cost(lengths, got, call) == best, (trial, lengths, size, call, cap)
+    # The case that motivated it: many short sequences and a few long ones are not one batch.
+    lengths = [10] * 28 + [74] * 4
+    assert sorted(map(len, length_batches(lengths, 32))) == [4, 28]
+    assert length_batches([], 8) == []
+    with pytest.raises(ValueError, match="batch_size"):
+        length_batches([3], 0)
 
 
 def test_chunking_and_option_parsing() -> None:

@@ -25,9 +25,9 @@ RETAIN_LOSSES = ("nll", "kl", "none")
 # which are tuned for the small models trained from scratch on the built-in worlds: a step 35 x
 # smaller (their 7e-4 wrecks a pretrained model's other knowledge in a few steps), batches of 8
 # (a 135M-parameter step on 32 pairs took 33 s on 2 CPU cores), a budget of 60 steps with the stop
-# rules checked every 5 on at most 32 documents per set (a check of 128 retained documents took
-# as long as 1.75 of these small steps, a third more time on top of the steps; with 32, 0.7 of
-# one: benchmarks/forget_speed.py), and windows of 64 BPE tokens. Options given with -o beat these.
+# rules checked every 5 on at most 32 documents per set (measured before checks were batched by
+# length: a check of 128 retained documents took as long as 1.75 of these small steps, with 32,
+# 0.7 of one; benchmarks/forget_speed.py), and windows of 64 BPE tokens. Options given with -o beat these.
 PRETRAINED_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-5,
     "batch_size": 8,
