@@ -22,7 +22,7 @@ from expunge.verify.judge import (Check, JudgeInputs, Reference, VerdictFlag, _c
                                   check_specs, roll_up)
 from expunge.verify.mia import SCORE_NAMES
 from expunge.verify.plan import plan_verification
-from expunge.verify.suite import VerifyConfig, verify_models
+from expunge.verify.suite import Verification, VerifyConfig, verify_models
 
 
 def _probe(attribute: str, answer: str, alternatives: tuple[str, ...], subject: str = "s") -> Probe:
@@ -246,6 +246,11 @@ def test_leak_flag_and_uncounted_checks() -> None:
     assert ignored.status == "not counted" and leak.status == "FAIL" and passed.status == "pass"
     clean = roll_up([passed, ignored, _check("collateral", True)], [], SIZES, {}, [])
     assert clean.forgotten == "yes" and not clean.flags
+    # Two routes under one policy key fail: the key is named once; passed and uncounted checks not at all.
+    routes = [Check(f"indirect: {k}", "forgotten", 0.9, 0.7, "<= oracle + 0.1", False, policy_key="indirect_probes")
+              for k in ("context", "roleplay")]
+    verification = Verification({}, "r", "w", {}, None, None, {}, {"m": [leak, *routes, passed, ignored]}, {}, {}, {})
+    assert verification.failed_checks("m") == ["over_unlearning_leak", "indirect_probes"]
 
 
 # --- the oracle is checked before it is trusted ---------------------------------------------------

@@ -85,8 +85,9 @@ class Verification:
         return all(ch.passed is not False for ch in self.oracle_checks)
 
     def failed_checks(self, name: str) -> list[str]:
-        """The policy keys of the counted checks that candidate ``name`` failed."""
-        return [ch.policy_key for ch in self.checks[name] if ch.status is CheckStatus.FAIL]
+        """The policy keys of the counted checks that candidate ``name`` failed, each once (one key
+        can rule several checks: every indirect route is an ``indirect_probes`` check)."""
+        return list(dict.fromkeys(ch.policy_key for ch in self.checks[name] if ch.status is CheckStatus.FAIL))
 
     def to_dict(self) -> dict[str, Any]:
         return {
