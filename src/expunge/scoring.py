@@ -146,24 +146,17 @@ def length_batches(lengths: Sequence[int], batch_size: int, *, call_positions: i
 @torch.no_grad()
 def batched_logits(
     model: torch.nn.Module, sequences: Sequence[Sequence[int]], pad_id: int, batch_size: int,
-    *, by_length: bool = False,
 ) -> Iterator[tuple[list[int], dict[str, torch.Tensor], Any]]:
     """Right-padded batches of ``sequences`` through the model in eval mode, without gradients:
     yields (the batch's indices, the padded batch on the model's device, the model's outputs).
-    Batches run in input order, ``batch_size`` at a time, or with ``by_length`` as
-    :func:`length_batches` cuts them (callers place results by the yielded indices). Right
-    padding keeps every real token where it is alone, so a batch gives what one-at-a-time calls
-    give, up to floating-point rounding."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+    Batches are cut by :func:`length_batches` (at most ``batch_size`` rows), so they do not come in
+    input order: callers place results by the yielded indices. Right padding keeps every real
+    token where it is alone, so a batch gives what one-at-a-time calls give, up to floating-point
+    rounding."""
     device = model_device(model)
     collate = pad_collate(pad_id)
-    if by_length:
-        batches = length_batches([len(s) for s in sequences], batch_size)
-    else:
-        batches = [list(range(i, min(i + batch_size, len(sequences)))) for i in range(0, len(sequences), batch_size)]
     with eval_mode(model):
-        for rows in batches:
+        for rows in length_batches([len(s) for s in sequences], batch_size):
             batch = {k: v.to(device) for k, v in collate([sequences[i] for i in rows]).items()}
             yield rows, batch, model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
@@ -177,7 +170,7 @@ def sequence_nlls(model: torch.nn.Module, sequences: Sequence[Sequence[int]], pa
         return [], float("nan")
     per_sequence = [0.0] * len(sequences)
     total, count = 0.0, 0
-    for rows, batch, outputs in batched_logits(model, sequences, pad_id, batch_size, by_length=True):
+    for rows, batch, outputs in batched_logits(model, sequences, pad_id, batch_size):
         logp, n = sequence_logprobs(outputs.logits, batch["labels"])
         for i, lp, k in zip(rows, logp.tolist(), n.tolist()):
             per_sequence[i] = -lp / max(k, 1)
@@ -199,9 +192,10 @@ def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], 
     ``starts[i]`` (>= 1) to its end, in input order.
 
     The same numbers as :func:`token_logprobs` on the full logits, computed cheaply: sequences of
-    similar length are batched together (:func:`length_batches`: less padding), the model projects onto the vocabulary
-    only the positions from the batch's earliest start on (``logits_to_keep``, where the model
-    takes it), and the log-softmax runs only at scored positions. For answers after prompts most
+    similar length are batched together (:func:`length_batches`: less padding), the model
+    projects onto the vocabulary only the positions from the batch's earliest start on
+    (``logits_to_keep``, where the model takes it), and the log-softmax runs only at scored
+    positions. For answers after prompts most
     of a sequence is prompt, and the (time x vocabulary) projection is a large share of a small
     model's forward.
     """

@@ -421,7 +421,7 @@ def _fits(seqs: list[list[int]], vocab_size: int) -> bool:
 def _teacher_logprobs(model: PreTrainedModel, seqs: list[list[int]], pad: int) -> list[torch.Tensor]:
     """Next-token log-probabilities of the (original) model at every position of each sequence."""
     out: list[torch.Tensor] = [torch.zeros(0)] * len(seqs)
-    for rows, _, outputs in batched_logits(model, seqs, pad, 128, by_length=True):
+    for rows, _, outputs in batched_logits(model, seqs, pad, 128):
         logp = torch.log_softmax(outputs.logits.float(), -1)
         for r, i in enumerate(rows):
             out[i] = logp[r, : len(seqs[i])].clone()

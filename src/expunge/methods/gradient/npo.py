@@ -40,7 +40,7 @@ class NPOConfig(UnlearnConfig):
 def prepare_npo(prep: Preparation) -> Prepared:
     """The original model's summed log-probability of every forget sequence (``ref_logp``)."""
     ref = [0.0] * len(prep.forget)
-    for rows, batch, outputs in batched_logits(prep.model, prep.forget, prep.pad_id, 128, by_length=True):
+    for rows, batch, outputs in batched_logits(prep.model, prep.forget, prep.pad_id, 128):
         for i, value in zip(rows, sequence_logprobs(outputs.logits, batch["labels"])[0].tolist()):
             ref[i] = value
     return Prepared(extras={"ref_logp": SequenceExtra(ExtraKind.SCALAR, ref)})
