@@ -251,7 +251,7 @@ def test_a_pretrained_model_gets_the_family_defaults_and_a_loaded_model_is_reuse
     model.save_pretrained(plain), tokenizer.save_pretrained(plain)  # a user's own model: no expunge record
     rome = get_editor("rome")
     family_layer, family_layers = arch_for(model).edit_layers.scaled(len(decoder_layers(model)))
-    assert rome.defaults_for(model) == {**PRETRAINED_EDIT_DEFAULTS, "layer": family_layer}
+    assert rome.defaults_for(model) == {**PRETRAINED_EDIT_DEFAULTS, "layer": family_layer, "values_batch": 16}
     assert get_editor("memit").defaults_for(model)["layers"] == family_layers
     assert rome.make_config({"steps": "3"}, model=model).steps == 3  # an option beats a default
     lines = (world_dir / "edits.jsonl").read_text().splitlines()[:1]

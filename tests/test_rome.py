@@ -170,3 +170,18 @@ def test_values_found_together_hit_each_edit_alone_value_exactly(tiny, tiny_worl
     assert not torch.equal(together.deltas[0], one_by_one.deltas[0])  # the second value differs: it saw edit 1
     with pytest.raises(ValueError, match="values_batch"):
         ROMEConfig(values_batch=0)
+
+
+def test_value_batches_never_hold_one_subject_twice() -> None:
+    """An edit of a subject already in the batch starts the next one (it must see the first:
+    both write at the subject's key); otherwise batches fill up to their size, in order."""
+    from expunge.methods.editing.rome import value_batches
+
+    def edit(i: int, subject: str) -> FactEdit:
+        return FactEdit(f"e{i}", subject, subject.title(), "r", "{} is", "a", "b")
+
+    edits = [edit(0, "x"), edit(1, "y"), edit(2, "x"), edit(3, "z"), edit(4, "w"), edit(5, "v")]
+    ids = lambda batches: [[e.id for e in b] for b in batches]  # noqa: E731
+    assert ids(value_batches(edits, 16)) == [["e0", "e1"], ["e2", "e3", "e4", "e5"]]
+    assert ids(value_batches(edits, 3)) == [["e0", "e1"], ["e2", "e3", "e4"], ["e5"]]
+    assert ids(value_batches(edits, 1)) == [[e.id] for e in edits]  # published ROME

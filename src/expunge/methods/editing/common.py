@@ -18,6 +18,7 @@ Vocabulary (as in the papers):
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -298,6 +299,14 @@ def output_norms(model: PreTrainedModel, batch: RewriteBatch, layer: int, path: 
     return _group_mean(norms, slot_ids, batch.n_slots)
 
 
+def _rows_of(output: Any, keep: torch.Tensor) -> Any:
+    if isinstance(output, torch.Tensor):
+        return output[keep]
+    if isinstance(output, tuple):
+        return tuple(_rows_of(o, keep) for o in output)
+    return output
+
+
 class _PrefixCache:
     """The rows of a rewrite batch split where an edit first touches them, so that each
     optimisation step recomputes only what the delta can change.
@@ -382,6 +391,17 @@ class _PrefixCache:
                     handle.remove()
             self.frozen = list(zip(layers, outputs))
 
+    def rows(self, keep: torch.Tensor) -> _PrefixCache:
+        """The same cache for the rows ``keep`` only (row i of the result is row ``keep[i]``): once
+        an edit is done its rows need not run any more."""
+        sub = copy.copy(self)
+        sub.split = self.split[keep]
+        sub.suffix_ids, sub.mask, sub.suffix_positions = (self.suffix_ids[keep], self.mask[keep],
+                                                          self.suffix_positions[keep])
+        sub.kv = [(keys[keep], values[keep]) for keys, values in self.kv]
+        sub.frozen = [(layer, _rows_of(output, keep)) for layer, output in self.frozen]
+        return sub
+
     def _run(self) -> torch.Tensor:
         kwargs: dict[str, Any] = {}
         if self.kv:
@@ -423,14 +443,16 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     to (MEMIT's scale; ``scale`` gives another per slot, e.g. ROME's MLP output norm).
 
     An edit whose mean target NLL is below ``stop_loss`` at the start of a step is done: its
-    deltas are kept as they are from then on (ROME's published code stops at 0.05), and the loop
-    ends when every edit is done. The batch's loss is the *sum* over edits, and deltas of
+    deltas are kept as they are from then on (ROME's published code stops at 0.05), its rows no
+    longer run (a batch costs what its unfinished edits cost), and the loop ends when every edit
+    is done. The batch's loss is the *sum* over edits, and deltas of
     different edits touch different rows, so each edit gets the same gradients, and the same stop,
     as when optimised alone: a batch gives the same deltas as its edits one at a time.
 
     With ``prefix_cache`` each step runs only the positions a delta can change
     (:class:`_PrefixCache`); False runs the whole rewrite texts every step (the same deltas, up to
-    float rounding; kept to test that). Returns (deltas (n_slots, d), mean NLL over edits per step).
+    float rounding; kept to test that). Returns (deltas (n_slots, d), mean NLL over edits per step,
+    a done edit counting with its NLL when it stopped).
     """
     params = list(model.parameters())
     device = params[0].device
@@ -439,68 +461,89 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     model.eval()
     for p in params:
         p.requires_grad_(False)
-    rows, positions, slot_ids = _index(batch, device)
+    _, _, slot_ids = _index(batch, device)
     base_h = residual_at(model, batch, layer).float()  # (n positions, d)
     if scale is None:  # one scale per slot: the norm of the residual it is added to (mean over positions)
         scale = _group_mean(base_h.norm(dim=-1), slot_ids, batch.n_slots)
     scale = scale.to(device).float()
     delta = torch.zeros(batch.n_slots, base_h.shape[-1], device=device, requires_grad=True)
     optimiser = torch.optim.Adam([delta], lr=learning_rate)
-    target_rows = torch.tensor([r for r, _ in batch.targets], device=device)
-    target_pos = torch.tensor([p for _, p in batch.targets], device=device)
-    labels = batch.input_ids.to(device)[target_rows, target_pos + 1]
-    essence_rows = torch.tensor(batch.essence_rows, device=device, dtype=torch.long)
-    essence_last = torch.tensor(batch.essence_last, device=device, dtype=torch.long)
     n_edits = max(batch.rows) + 1
-    edit_of_target = torch.tensor([batch.rows[r] for r, _ in batch.targets], device=device)
     slot_edit = torch.zeros(batch.n_slots, dtype=torch.long, device=device).index_put_(
         (slot_ids,), torch.tensor([batch.rows[r] for r, _, _ in batch.slots], device=device))
     runner = _PrefixCache(model, batch, device, frozen_through=layer) if prefix_cache else None
-    if runner is not None:  # every position as a suffix index
-        positions = positions - runner.split[rows]
-        target_pos_in = target_pos - runner.split[target_rows]
-        essence_in = essence_last - runner.split[essence_rows]
-    else:
-        target_pos_in, essence_in = target_pos, essence_last
+    split = runner.split.tolist() if runner is not None else [0] * len(batch.rows)
+    essence_of_row = {row: i for i, row in enumerate(batch.essence_rows)}
+    ids = batch.input_ids.to(device)
 
-    # The logits needed: every target position, then every essence row's last position.
-    need_rows = torch.cat([target_rows, essence_rows])
-    need_pos = torch.cat([target_pos_in, essence_in])
-    n_targets = len(target_rows)
+    def plan(edits: set[int]) -> dict[str, Any]:
+        """What a step runs for the rows of ``edits`` (the edits not yet done): the rows, renumbered
+        0.. in batch order, and every index into them. Positions are suffix indices with the
+        prefix cache (position p of row r is suffix index p - split[r])."""
+        keep = [r for r, e in enumerate(batch.rows) if e in edits]
+        new = {r: i for i, r in enumerate(keep)}
+        slots = [(new[r], p - split[r], s) for r, p, s in batch.slots if r in new]
+        targets = [(r, p) for r, p in batch.targets if r in new]
+        essence = [r for r in batch.essence_rows if r in new]
+        tensor = lambda values: torch.tensor(values, device=device, dtype=torch.long)  # noqa: E731
+        return {
+            "keep": tensor(keep), "rows": tensor([r for r, _, _ in slots]),
+            "positions": tensor([p for _, p, _ in slots]), "slots": tensor([s for _, _, s in slots]),
+            # the logits needed: every target position, then every essence row's last position
+            "need_rows": tensor([new[r] for r, _ in targets] + [new[r] for r in essence]),
+            "need_pos": tensor([p - split[r] for r, p in targets]
+                               + [batch.essence_last[essence_of_row[r]] - split[r] for r in essence]),
+            "n_targets": len(targets), "labels": ids[tensor([r for r, _ in targets]), tensor([p + 1 for _, p in targets])],
+            "target_edit": tensor([batch.rows[r] for r, _ in targets]), "essence": tensor([essence_of_row[r] for r in essence]),
+            "runner": runner.rows(tensor(keep)) if runner is not None and len(keep) < len(batch.rows) else runner,
+        }
 
-    def forward() -> torch.Tensor:  # (n_targets + n_essence, vocab)
-        if runner is not None:
-            return runner.logits(need_rows, need_pos)
-        return _forward(model, batch)[need_rows, need_pos]
+    def forward(step: dict[str, Any]) -> torch.Tensor:  # (n_targets + n_essence, vocab)
+        if step["runner"] is not None:
+            return step["runner"].logits(step["need_rows"], step["need_pos"])
+        keep = step["keep"]
+        return model(input_ids=ids[keep], attention_mask=batch.attention_mask.to(device)[keep]).logits[
+            step["need_rows"], step["need_pos"]]
+
+    step = plan(set(range(n_edits)))
 
     def add_delta(_m: torch.nn.Module, _inputs: tuple[torch.Tensor, ...],
                   output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
         hidden = _layer_output(output).clone()
-        hidden[rows, positions] = hidden[rows, positions] + delta[slot_ids].to(hidden.dtype)
+        rows, positions = step["rows"], step["positions"]
+        hidden[rows, positions] = hidden[rows, positions] + delta[step["slots"]].to(hidden.dtype)
         return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
     losses: list[float] = []
     done = torch.zeros(n_edits, dtype=torch.bool, device=device)
+    last_nll = torch.zeros(n_edits, device=device)  # an edit's NLL when it was last run
     try:
         with torch.no_grad():
-            base_essence = torch.log_softmax(forward()[n_targets:].float(), -1)
+            base_essence = torch.log_softmax(forward(step)[step["n_targets"]:].float(), -1)
         handle = decoder_layers(model)[layer].register_forward_hook(add_delta)
         try:
             for _ in range(steps):
                 optimiser.zero_grad()
-                logits = forward().float()
+                logits = forward(step).float()
+                n_targets = step["n_targets"]
                 logp = torch.log_softmax(logits[:n_targets], -1)
-                nll = _group_mean(-logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1), edit_of_target, n_edits)
+                nll = _group_mean(-logp.gather(-1, step["labels"].unsqueeze(-1)).squeeze(-1), step["target_edit"],
+                                  n_edits)  # 0 for the edits that are done (not run)
                 decay = _group_mean((delta.norm(dim=-1) / scale) ** 2, slot_edit, n_edits)
                 loss = (nll + weight_decay * decay).sum()
-                if len(batch.essence_rows) and kl_weight > 0:
+                if len(step["essence"]) and kl_weight > 0:
+                    base = base_essence[step["essence"]]
                     new_essence = torch.log_softmax(logits[n_targets:], -1)
-                    loss = loss + kl_weight * (base_essence.exp() * (base_essence - new_essence)).sum()
-                losses.append(float(nll.detach().mean()))
+                    loss = loss + kl_weight * (base.exp() * (base - new_essence)).sum()
+                # A done edit's delta no longer moves, so its NLL stays what it was when it
+                # was last run.
+                last_nll = torch.where(done, last_nll, nll.detach())
+                losses.append(float(last_nll.mean()))
                 if not torch.isfinite(loss):
                     raise ExpungeError("the edit's value optimisation produced a non-finite loss",
                                        "lower learning_rate, or check the model's weights for NaN")
-                done |= nll.detach() < stop_loss
+                newly = ~done & (last_nll < stop_loss)
+                done |= newly
                 if bool(done.all()):
                     break
                 loss.backward()
@@ -512,6 +555,10 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
                     norms = delta.norm(dim=-1)
                     delta.mul_(torch.where(norms > limit, limit / norms.clamp(min=1e-12), torch.ones_like(norms))[:, None])
                     delta[frozen] = kept
+                if bool(newly.any()):
+                    # The rows of the edits now done no longer run: a batch costs what its
+                    # unfinished edits cost, not its slowest edit's steps times all of it.
+                    step = plan({e for e in range(n_edits) if not done[e]})
         finally:
             handle.remove()
     finally:

@@ -138,8 +138,10 @@ def _family_layers(model: PreTrainedModel) -> tuple[int, tuple[int, ...]] | None
 
 
 def _rome_pretrained(model: PreTrainedModel) -> dict[str, Any]:
+    # Values found 16 edits at a time: on real weights a step reads every weight whatever the
+    # batch, and finished edits stop running (ROMEConfig.values_batch; docs/editing.md).
     family = _family_layers(model)
-    return {"layer": family[0]} if family is not None else {}
+    return {"values_batch": 16, **({"layer": family[0]} if family is not None else {})}
 
 
 def _memit_pretrained(model: PreTrainedModel) -> dict[str, Any]:
