@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(column)
     for (method, name, n), (data, quality) in runs.items():
         config = data.get("config", {})
-        shown = {k: config[k] for k in ("layer", "layers", "steps", "stop_loss", "weight_decay") if k in config}
+        shown = {k: config[k] for k in ("layer", "layers", "steps", "stop_loss", "weight_decay", "values_batch") if k in config}
         breakdown = ", ".join(f"{k} {v:.1f}" for k, v in (data.get("timings") or {}).items()) or "(not reported)"
         table.add_row(method, name, str(n), f"{data['wall']:.1f}", f"{data['wall'] / n:.1f}", breakdown,
                       f"{quality['efficacy']:.0%}", f"{quality['paraphrase']:.0%}", f"{quality['neighbourhood']:.0%}",

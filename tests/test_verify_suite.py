@@ -15,6 +15,7 @@ import pytest
 from expunge.errors import ExpungeError
 from expunge.records import Probe
 from expunge.report import report_from_verification, to_html, to_markdown, write_report
+from expunge.verify.metrics import harmonic_mean
 from expunge.verify.plausibility import AnswerValidator, answer_plausibility
 from expunge.verify.policy import default_policy, load_policy, override_policy
 from expunge.verify.evaluate import ModelEvaluation
@@ -486,3 +487,24 @@ def test_exact_match_kept_decides_only_above_the_informative_floor(original_em: 
     [check] = _measure("retain_exact_match", _routes("candidate", 0, 0, 0, candidate_em), original, oracle)
     assert check.passed is False and check.decisive is decisive
     assert ("uninformative" in check.detail) is not decisive
+
+
+def test_model_utility_names_the_parts_that_fell_furthest() -> None:
+    """Model utility is a harmonic mean: its check says which parts moved, so that a failure
+    driven by, say, raw answer probabilities is told apart from lost answers."""
+
+    def evaluation(name: str, general_prob: float) -> ModelEvaluation:
+        sets = {"retain": {"prob": 0.5, "rouge_l": 0.6, "truth_ratio_retain_stat": 0.4},
+                "general": {"prob": general_prob, "rouge_l": 0.3, "truth_ratio_retain_stat": 0.5}}
+        utility = harmonic_mean([v for s in sets.values() for v in s.values()])
+        return ModelEvaluation(name=name, model={}, sets=sets, utility=utility, correct_by_probe={}, answers={},
+                               truth_ratios={}, mia_scores={})
+
+    original = evaluation("original", 0.2)
+    [check] = _measure("model_utility", evaluation("candidate", 0.05), original, original)
+    assert check.passed is False
+    assert check.detail.startswith("harmonic mean of retain prob, retain rouge_l, retain truth_ratio_retain_stat, "
+                                   "general prob")
+    assert "furthest below the original: general prob 0.050 vs 0.200 (0.25x)" in check.detail
+    [check] = _measure("model_utility", evaluation("candidate", 0.2), original, original)
+    assert check.passed is True

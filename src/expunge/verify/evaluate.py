@@ -40,7 +40,7 @@ from expunge.verify.plausibility import answer_plausibility
 from expunge.verify.probes import answer_budgets, answer_matches, greedy_answers
 from expunge.verify.tofu import TofuEvaluation, TofuSets, evaluate_tofu, is_tofu, tofu_sets
 
-__all__ = ["ModelEvaluation", "evaluate_model", "run_attacks"]
+__all__ = ["UTILITY_PART_KEYS", "ModelEvaluation", "evaluate_model", "run_attacks", "utility_parts"]
 
 
 @dataclass
@@ -83,6 +83,16 @@ def _greedy_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
                                max_new_tokens=answer_budgets(tokenizer, probes), batch_size=batch_size)
     return generated, [answer_matches(g, p.answer) for p, g in zip(probes, generated)]
 
+
+
+UTILITY_PART_KEYS: tuple[str, ...] = ("prob", "rouge_l", "truth_ratio_retain_stat")
+
+
+def utility_parts(sets: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """What model utility is the harmonic mean of: "{set} {metric}" -> value, for the sets that
+    must survive (:data:`expunge.verify.plan.UTILITY_SETS`) and Prob, ROUGE-L and the truth-ratio
+    stat of each."""
+    return {f"{s} {k}": float(sets[s][k]) for s in UTILITY_SETS if s in sets for k in UTILITY_PART_KEYS}
 
 def evaluate_model(
     model: PreTrainedModel,
@@ -154,7 +164,7 @@ def evaluate_model(
         correct[f"indirect-mc:{kind}"], correct[f"indirect-rouge:{kind}"] = choice, rouge
     # Model utility: harmonic mean of Prob, ROUGE-L and the truth-ratio stat over the sets that
     # must survive (TOFU): any one of them near 0 pulls it to 0.
-    parts = [sets[s][k] for s in UTILITY_SETS if s in sets for k in ("prob", "rouge_l", "truth_ratio_retain_stat")]
+    parts = list(utility_parts(sets).values())
     scores = {}
     all_texts = [t for s in ("forget", "holdout", "retain") for t in plan.texts[s]]
     if all_texts:

@@ -37,7 +37,7 @@ from expunge.choices import TextEnum
 from expunge.records import Probe
 from expunge.verify.attacks import Attack, attacks as registered_attacks
 from expunge.verify.config import VerifyConfig
-from expunge.verify.evaluate import ModelEvaluation
+from expunge.verify.evaluate import ModelEvaluation, utility_parts
 from expunge.verify.metrics import forget_quality, privleak, roc_auc, tpr_at_fpr
 from expunge.verify.mia import SCORE_NAMES
 from expunge.verify.plan import INDIRECT_KINDS, VerificationPlan, with_choices
@@ -473,7 +473,17 @@ def _exact_match_kept(set_name: str) -> Spec:
 
 
 def _model_utility(j: JudgeInputs, rule: CheckRule) -> list[Check]:
-    return [j.ratio(rule, "model utility", j.candidate.utility, j.original.utility)]
+    check = j.ratio(rule, "model utility", j.candidate.utility, j.original.utility)
+    # A harmonic mean follows its smallest parts: say which moved, so that a failure can be read
+    # (e.g. raw answer probabilities falling everywhere while ROUGE holds).
+    mine, theirs = utility_parts(j.candidate.sets), utility_parts(j.original.sets)
+    moved = sorted(((mine[k] / theirs[k], k) for k in mine if k in theirs and theirs[k] > 0
+                    and not math.isnan(mine[k])), key=lambda item: item[0])
+    if not moved:
+        return [check]
+    detail = "harmonic mean of " + ", ".join(mine) + "; furthest below the original: " + ", ".join(
+        f"{k} {mine[k]:.3f} vs {theirs[k]:.3f} ({r:.2f}x)" for r, k in moved[:3])
+    return [replace(check, detail=f"{check.detail}; {detail}" if check.detail else detail)]
 
 
 def _fluency(j: JudgeInputs, rule: CheckRule) -> list[Check]:
