@@ -167,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     splits = args.splits.split(",")
     methods = args.methods.split(",")
+    from expunge.worlds.importers.tofu import TOFU_SPLITS
+
+    if any(s not in TOFU_SPLITS for s in splits):
+        parser.error(f"unknown split in {args.splits!r}; use: {', '.join(TOFU_SPLITS)}")
+    unknown = [m for m in methods if m not in method_names()]
+    if unknown:  # before minutes of fine-tuning, not after
+        parser.error(f"unknown method(s) {', '.join(unknown)}; use: {', '.join(method_names())}")
     if args.authors is None:
         console.print("[dim]measuring the training throughput of SmolLM2 (3 steps on 2 authors)…[/dim]")
         tok_per_s, per_author = measure_throughput(tofu, work), tokens_per_author(tofu, work)

@@ -165,3 +165,16 @@ def test_memit_on_smollm2_edits_several_capitals_in_one_batch(smollm2) -> None:
     assert kept >= len(known) - 3, (kept, known, neighbours, after)
     revert(model, result)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_keys_and_residual_in_one_pass_equal_the_two_passes(tiny) -> None:
+    """MEMIT reads a layer's keys and the last layer's residual from one forward pass: the same
+    tensors as reading each alone."""
+    from expunge.methods.editing.common import keys_and_residual, keys_at, residual_at
+
+    model, tokenizer, edits, _ = tiny
+    batch = rewrite_batch(tokenizer, edits, ("", "Question:"), "prompt_last")
+    for layer, z_layer in ((0, 1), (1, 1), (0, 0)):
+        keys, residual = keys_and_residual(model, batch, layer, "mlp.down_proj", z_layer)
+        assert torch.equal(keys, keys_at(model, batch, layer, "mlp.down_proj"))
+        assert torch.equal(residual, residual_at(model, batch, z_layer))

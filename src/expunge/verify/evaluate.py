@@ -84,7 +84,6 @@ def _greedy_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
     return generated, [answer_matches(g, p.answer) for p, g in zip(probes, generated)]
 
 
-
 UTILITY_PART_KEYS: tuple[str, ...] = ("prob", "rouge_l", "truth_ratio_retain_stat")
 
 
@@ -92,7 +91,9 @@ def utility_parts(sets: dict[str, dict[str, Any]]) -> dict[str, float]:
     """What model utility is the harmonic mean of: "{set} {metric}" -> value, for the sets that
     must survive (:data:`expunge.verify.plan.UTILITY_SETS`) and Prob, ROUGE-L and the truth-ratio
     stat of each."""
-    return {f"{s} {k}": float(sets[s][k]) for s in UTILITY_SETS if s in sets for k in UTILITY_PART_KEYS}
+    return {f"{s} {k}": float(sets[s][k]) for s in UTILITY_SETS if s in sets for k in UTILITY_PART_KEYS
+            if k in sets[s]}
+
 
 def evaluate_model(
     model: PreTrainedModel,

@@ -35,7 +35,8 @@ from expunge.models.arch import arch_for, decoder_layers, layer_module
 from expunge.records import FactEdit
 
 __all__ = ["NEUTRAL_PREFIXES", "LookupToken", "EditResult", "EditContext", "revert", "merge_results",
-           "subject_last_index", "RewriteBatch", "rewrite_batch", "keys_at", "optimise_targets", "output_norms", "residual_at"]
+           "subject_last_index", "RewriteBatch", "rewrite_batch", "keys_at", "keys_and_residual", "optimise_targets",
+           "output_norms", "residual_at"]
 
 LookupToken = Literal["subject_last", "prompt_last"]
 
@@ -257,44 +258,58 @@ def _layer_output(output: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tens
 
 
 @torch.no_grad()
-def _at_slots(model: PreTrainedModel, batch: RewriteBatch, module: torch.nn.Module, *, want: str) -> torch.Tensor:
-    """``module``'s input (``want="input"``) or output at every slot position of ``batch``, in the
-    order of ``batch.slots``."""
-    captured: dict[str, torch.Tensor] = {}
+def _at_slots(model: PreTrainedModel, batch: RewriteBatch, wanted: Sequence[tuple[torch.nn.Module, str]]
+              ) -> list[torch.Tensor]:
+    """For each (module, ``"input"`` or ``"output"``) of ``wanted``, that module's input or output at
+    every slot position of ``batch``, in the order of ``batch.slots``: all from one forward pass,
+    stopped once the last of them is read (MEMIT asks for a key and a residual per layer)."""
+    captured: dict[int, torch.Tensor] = {}
 
-    def grab(value: torch.Tensor) -> None:
-        captured["x"] = value.detach()
-        raise StopForward  # nothing above the module is needed (MEMIT asks for 2 x its layers)
+    def grab(i: int, value: torch.Tensor) -> None:
+        captured[i] = value.detach()
+        if len(captured) == len(wanted):
+            raise StopForward  # nothing above is needed
 
-    if want == "input":
-        handle = module.register_forward_pre_hook(lambda _m, inputs: grab(inputs[0]))
-    else:
-        handle = module.register_forward_hook(lambda _m, _i, output: grab(_layer_output(output)))
+    handles = []
+    for i, (module, want) in enumerate(wanted):
+        if want == "input":
+            handles.append(module.register_forward_pre_hook(lambda _m, inputs, i=i: grab(i, inputs[0])))
+        else:
+            handles.append(module.register_forward_hook(lambda _m, _i, output, i=i: grab(i, _layer_output(output))))
     try:
         _forward(model, batch)
     except StopForward:
         pass
     finally:
-        handle.remove()
-    rows, positions, _ = _index(batch, captured["x"].device)
-    return captured["x"][rows, positions]
+        for handle in handles:
+            handle.remove()
+    rows, positions, _ = _index(batch, captured[0].device)
+    return [captured[i][rows, positions] for i in range(len(wanted))]
 
 
 def keys_at(model: PreTrainedModel, batch: RewriteBatch, layer: int, mlp_out: str) -> torch.Tensor:
     """The output projection's input at every slot position of ``batch`` (n_slot_positions, d_in),
     in the order of ``batch.slots``."""
-    return _at_slots(model, batch, layer_module(model, layer, mlp_out), want="input").double()
+    return _at_slots(model, batch, [(layer_module(model, layer, mlp_out), "input")])[0].double()
 
 
 def residual_at(model: PreTrainedModel, batch: RewriteBatch, layer: int) -> torch.Tensor:
     """The residual stream after decoder layer ``layer`` at every slot position of ``batch``."""
-    return _at_slots(model, batch, decoder_layers(model)[layer], want="output").double()
+    return _at_slots(model, batch, [(decoder_layers(model)[layer], "output")])[0].double()
+
+
+def keys_and_residual(model: PreTrainedModel, batch: RewriteBatch, layer: int, mlp_out: str,
+                      residual_layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`keys_at` ``layer``, :func:`residual_at` ``residual_layer``) from one forward pass."""
+    keys, residual = _at_slots(model, batch, [(layer_module(model, layer, mlp_out), "input"),
+                                              (decoder_layers(model)[residual_layer], "output")])
+    return keys.double(), residual.double()
 
 
 def output_norms(model: PreTrainedModel, batch: RewriteBatch, layer: int, path: str) -> torch.Tensor:
     """Per slot, the mean norm of submodule ``path`` of decoder layer ``layer``'s output at the
     slot's positions (ROME scales its value step by the MLP output's norm)."""
-    norms = _at_slots(model, batch, layer_module(model, layer, path), want="output").float().norm(dim=-1)
+    norms = _at_slots(model, batch, [(layer_module(model, layer, path), "output")])[0].float().norm(dim=-1)
     _, _, slot_ids = _index(batch, norms.device)
     return _group_mean(norms, slot_ids, batch.n_slots)
 

@@ -46,10 +46,11 @@ from expunge.methods.editing.common import (
     EditContext,
     EditResult,
     LookupToken,
+    RewriteBatch,
     check_lookup,
+    keys_and_residual,
     keys_at,
     optimise_targets,
-    residual_at,
     revert,
     rewrite_batch,
     slot_positions_of_prompt_rows,
@@ -172,7 +173,7 @@ def apply_memit(
 
     # 1. Targets at the last edited layer, chunk by chunk.
     chunks = [list(edits[i : i + config.chunk_size]) for i in range(0, len(edits), config.chunk_size)]
-    batches, targets = [], []
+    batches: list[tuple[RewriteBatch, list[int], torch.Tensor]] = []
     first_losses: list[float] = []
     for n, chunk in enumerate(chunks):
         note(f"targets: edits {n * config.chunk_size + 1}-{n * config.chunk_size + len(chunk)} of {len(edits)}")
@@ -185,9 +186,10 @@ def apply_memit(
         first_losses = first_losses or losses
         keep = slot_positions_of_prompt_rows(batch)
         slot_ids = torch.tensor([batch.slots[i][2] for i in keep], device=deltas.device)
-        h = residual_at(model, batch, z_layer)[keep]
-        batches.append((batch, keep))
-        targets.append(h + deltas[slot_ids].double())
+        batches.append((batch, keep, deltas[slot_ids].double()))
+    # The targets z = h + delta, h the residual at the last layer before any update: read in the
+    # first layer's pass below (no update is applied before every batch has been read).
+    targets: list[torch.Tensor] = []
 
     keep_batch = None
     if preserve:
@@ -203,9 +205,12 @@ def apply_memit(
             note(f"layer {layer}: solving for {len(edits)} edits")
             weight = projection_weight(model, layer)
             keys, residuals = [], []
-            for (batch, keep), z in zip(batches, targets):
-                keys.append(keys_at(model, batch, layer, spec.mlp_out)[keep])
-                residuals.append((z - residual_at(model, batch, z_layer)[keep]) / (len(layers) - i))
+            for b, (batch, keep, delta) in enumerate(batches):
+                k_now, z_now = keys_and_residual(model, batch, layer, spec.mlp_out, z_layer)  # one pass
+                if i == 0:
+                    targets.append(z_now[keep] + delta)
+                keys.append(k_now[keep])
+                residuals.append((targets[b] - z_now[keep]) / (len(layers) - i))
             k = torch.cat(keys).T  # (d_in, N)
             r = torch.cat(residuals).T  # (d_out, N)
             moment = second_moments(layer) if callable(second_moments) else second_moments[layer]
