@@ -489,7 +489,7 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
     runner = _PrefixCache(model, batch, device, frozen_through=layer) if prefix_cache else None
     split = runner.split.tolist() if runner is not None else [0] * len(batch.rows)
     essence_of_row = {row: i for i, row in enumerate(batch.essence_rows)}
-    ids = batch.input_ids.to(device)
+    ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
 
     def plan(edits: set[int]) -> dict[str, Any]:
         """What a step runs for the rows of ``edits`` (the edits not yet done): the rows, renumbered
@@ -517,7 +517,7 @@ def optimise_targets(model: PreTrainedModel, batch: RewriteBatch, layer: int, *,
         if step["runner"] is not None:
             return step["runner"].logits(step["need_rows"], step["need_pos"])
         keep = step["keep"]
-        return model(input_ids=ids[keep], attention_mask=batch.attention_mask.to(device)[keep]).logits[
+        return model(input_ids=ids[keep], attention_mask=mask[keep]).logits[
             step["need_rows"], step["need_pos"]]
 
     step = plan(set(range(n_edits)))
