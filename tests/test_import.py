@@ -16,7 +16,7 @@ from expunge.cli import app
 from expunge.errors import ExpungeError
 from expunge.ledger import load_request, make_request, write_request
 from expunge.worlds import load_world
-from expunge.prompts import world_as_seen
+from expunge.prompts import example_for, world_as_seen
 from expunge.recipe import PromptFormat
 from expunge.records import Probe
 from expunge.worlds.importers import JsonlSources, import_jsonl, import_tofu
@@ -227,6 +227,30 @@ def test_tofu_subset_keeps_the_forget_authors_and_shares(tofu_dir: Path, tmp_pat
     assert len(world.people("holdout")) == 3
     with pytest.raises(ExpungeError, match="unknown split 'forget20'.*forget01, forget05, forget10"):
         make_request(world, split="forget20")
+
+
+def test_verification_scores_as_many_retained_documents_as_the_larger_reference(tofu_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """The retained documents are read by no check, only drawn as the report's third loss
+    histogram: a seeded sample as large as the larger of the forget and never-seen sets, where TOFU
+    has many more of them (here 3 forget and 3 never-seen authors against the retained rest)."""
+    from expunge.locate import locate, split_retain
+    from expunge.verify.config import VerifyConfig
+    from expunge.verify.plan import plan_verification
+
+    world = import_tofu(tofu_dir, tmp_path / "t", authors=30)
+    request = make_request(world, split="forget10")
+    located = locate(world, request)
+    trained = set(split_retain(world, located).train.documents)
+    plan = plan_verification(world, request, VerifyConfig())
+    every = [d for d in located.documents(world, "retain")
+             if d.id not in trained and set(d.subjects) & set(plan.subjects["retain"])]
+    keep = max(len(plan.texts["forget"]), len(plan.texts["holdout"]))
+    assert len(plan.texts["forget"]) == len(plan.texts["holdout"]) == 60 and len(every) > 2 * keep
+    assert len(plan.texts["retain"]) == len(set(plan.texts["retain"])) == keep
+    assert set(plan.texts["retain"]) < {example_for(d) for d in every}  # distinct, retained, unused
+    assert plan_verification(world, request, VerifyConfig()).texts == plan.texts  # seeded
+    assert plan_verification(world, request, VerifyConfig(seed=1)).texts["retain"] != plan.texts["retain"]
 
 
 def test_tofu_files_that_are_not_tofu(tofu_dir: Path, tmp_path: Path) -> None:

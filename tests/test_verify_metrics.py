@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import zlib
@@ -307,6 +308,64 @@ def test_suffix_logprobs_equal_the_full_logits_kernel(tiny_model, tiny_world) ->
         torch.testing.assert_close(part, full, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="start 0"):
         suffix_logprobs(model, sequences[:1], [0], padding_id(tokenizer))
+
+
+def _alone(model, ids, start):
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits
+    labels = torch.tensor([ids])
+    labels[0, :start] = -100
+    return token_logprobs(logits, labels)[0, start - 1 :]
+
+
+def test_suffix_logprobs_share_prefixes_as_if_each_ran_alone(tiny_model, tiny_world) -> None:
+    """Sequences that share their prefix (a question's candidate answers) run it once from a
+    key/value cache: the numbers are each sequence's own, alone, up to rounding (float64: 1e-10),
+    for groups larger than a batch, prefixes of one token, a member that scores nothing, and
+    sequences with a prefix of their own beside them; on a peft (LoRA) model too."""
+    from peft import LoraConfig, get_peft_model
+
+    from expunge.scoring import _prefix_batches, _prefix_groups
+
+    model, tokenizer = tiny_model
+    model.eval()
+    probes = _probes_of_trained(tiny_world)[:4]
+    sequences, starts = [], []
+    for probe in probes:  # each prompt with its answer and every wrong answer
+        head = tokenizer(probe.prompt)["input_ids"]
+        for answer in (probe.answer, *probe.alternatives):
+            sequences.append(tokenizer(f"{probe.prompt} {answer}")["input_ids"])
+            starts.append(len(head))
+    sequences += [sequences[0][:1] + [5, 6, 7], sequences[0][:1] + [8], sequences[0][:3], sequences[1]]
+    starts += [1, 1, 3, 2]  # a one-token prefix shared by two, one scoring nothing, one of its own
+    groups = _prefix_groups(sequences, starts)
+    assert sorted(len(g) for g in groups) == sorted([1 + len(p.alternatives) for p in probes] + [2])
+    assert len(sequences) - 2 not in {i for g in groups for i in g}  # it scores nothing: never shared
+    for batch_size in (3, 64):
+        batches = _prefix_batches(groups, sequences, starts, batch_size, max_positions=40)
+        flat = [i for batch in batches for unit in batch for i in unit]
+        assert sorted(flat) == sorted(i for g in groups for i in g)
+        for batch in batches:
+            rows = sum(len(unit) for unit in batch)
+            wide = max(len(sequences[i]) - starts[i] for unit in batch for i in unit)
+            assert rows <= batch_size and (len(batch) == 1 or rows * wide <= 40)
+        got = suffix_logprobs(model, sequences, starts, padding_id(tokenizer), batch_size=batch_size)
+        for ids, start, part in zip(sequences, starts, got):
+            assert len(part) == len(ids) - start
+            torch.testing.assert_close(part, _alone(model, ids, start), atol=1e-4, rtol=0)
+    double = model.to(torch.float64)
+    try:
+        got = suffix_logprobs(double, sequences, starts, padding_id(tokenizer), batch_size=5)
+        for ids, start, part in zip(sequences, starts, got):
+            torch.testing.assert_close(part, _alone(double, ids, start), atol=1e-10, rtol=0)
+    finally:
+        model.to(torch.float32)
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj", "v_proj"],
+                                                          init_lora_weights=False))
+    lora.eval()
+    got = suffix_logprobs(lora, sequences, starts, padding_id(tokenizer), batch_size=8)
+    for ids, start, part in zip(sequences, starts, got):
+        torch.testing.assert_close(part, _alone(lora, ids, start), atol=1e-4, rtol=0)
 
 
 def test_greedy_answers_do_not_depend_on_grouping(tiny_model, tiny_world) -> None:

@@ -17,7 +17,9 @@ attacks) all score sequences the same way, so the way lives here, once, below bo
 - :func:`sequence_nlls` — each sequence's mean token NLL (the LOSS membership score) and the mean
   over all tokens;
 - :func:`suffix_logprobs` — log p of each sequence's tokens from a start position on (an answer
-  after its question), computing the vocabulary projection only where something is scored.
+  after its question), computing the vocabulary projection only where something is scored and a
+  prefix shared by several sequences once;
+- :func:`cache_argument` — the keyword under which a model takes a key/value cache.
 
 This module imports only :mod:`expunge.data`; nothing of methods or verification.
 """
@@ -47,6 +49,7 @@ __all__ = [
     "batched_logits",
     "sequence_nlls",
     "suffix_logprobs",
+    "cache_argument",
 ]
 
 # No sequence is cut longer than this: every model in expunge's worlds fits, and it bounds the
@@ -185,19 +188,39 @@ def _keeps_logits(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
+@lru_cache(maxsize=None)
+def _cache_parameter(model_class: type) -> str | None:
+    """The name under which the model's forward takes a key/value cache: ``cache`` (transformers
+    from 5.x), ``past_key_values`` (before), or None."""
+    parameters = inspect.signature(model_class.forward).parameters
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def cache_argument(model: torch.nn.Module) -> str | None:
+    """The keyword that hands ``model`` (or, for a peft model, which passes it on, its base model)
+    a key/value cache; None when it takes none."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_parameter(type(base))
+
+
 @torch.no_grad()
 def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int,
                     batch_size: int = 64) -> list[torch.Tensor]:
     """Per sequence, the float32 (at least) log p(token t | tokens < t) for every t from
     ``starts[i]`` (>= 1) to its end, in input order.
 
-    The same numbers as :func:`token_logprobs` on the full logits, computed cheaply: sequences of
-    similar length are batched together (:func:`length_batches`: less padding), the model
-    projects onto the vocabulary only the positions from the batch's earliest start on
-    (``logits_to_keep``, where the model takes it), and the log-softmax runs only at scored
-    positions. For answers after prompts most
-    of a sequence is prompt, and the (time x vocabulary) projection is a large share of a small
-    model's forward.
+    The same numbers as :func:`token_logprobs` on the full logits, up to floating-point rounding,
+    computed cheaply:
+
+    - sequences of similar length are batched together (:func:`length_batches`: less padding);
+    - the model projects onto the vocabulary only the positions from the batch's earliest start
+      on (``logits_to_keep``, where the model takes it), and the log-softmax runs only at scored
+      positions. For answers after prompts most of a sequence is prompt, and the (time x
+      vocabulary) projection is a large share of a small model's forward;
+    - sequences that share their prefix (every token before their start: one question's candidate
+      answers, as multiple choice and the truth ratio score them) run that prefix once and
+      continue from its key/value cache (:func:`_shared_prefix_scores`). A TOFU question has
+      seven candidates; its prompt is about half of each sequence.
     """
     if len(sequences) != len(starts):
         raise ValueError(f"got {len(sequences)} sequences but {len(starts)} start positions")
@@ -207,31 +230,132 @@ def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], 
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     out: list[torch.Tensor] = [torch.zeros(0)] * len(sequences)
+    groups = _prefix_groups(sequences, starts) if cache_argument(model) else []
+    shared = {i for group in groups for i in group}
+    with eval_mode(model):
+        _scores_alone(model, sequences, starts, [i for i in range(len(sequences)) if i not in shared], pad_id,
+                      batch_size, out)
+        if groups:
+            _shared_prefix_scores(model, sequences, starts, groups, pad_id, batch_size, out)
+    return out
+
+
+def _prefix_groups(sequences: Sequence[Sequence[int]], starts: Sequence[int]) -> list[list[int]]:
+    """Indices of the sequences that share their prefix (``sequence[:start]``) with at least one
+    other and score at least one token, grouped by that prefix, in input order."""
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
+    for i, (ids, start) in enumerate(zip(sequences, starts)):
+        if start < len(ids):
+            by_prefix.setdefault(tuple(ids[:start]), []).append(i)
+    return [group for group in by_prefix.values() if len(group) > 1]
+
+
+def _score_picked(picked: list[torch.Tensor], targets: list[int], rows: Sequence[int], lengths: list[int],
+                  out: list[torch.Tensor]) -> None:
+    """log-softmax of the picked logits (one row per scored token, at least float32) at their
+    targets, split back into ``out[rows[k]]``."""
+    flat = torch.cat(picked)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    target = torch.tensor(targets, dtype=torch.long, device=flat.device)
+    scored = torch.log_softmax(flat, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1).cpu()
+    for i, part in zip(rows, torch.split(scored, lengths)):
+        out[i] = part
+
+
+def _scores_alone(model: torch.nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int],
+                  which: Sequence[int], pad_id: int, batch_size: int, out: list[torch.Tensor]) -> None:
+    """:func:`suffix_logprobs` for the sequences ``which``, each as one row of a batch."""
     device = model_device(model)
     collate = pad_collate(pad_id)
     keeps = _keeps_logits(type(model))
-    with eval_mode(model):
-        for rows in length_batches([len(s) for s in sequences], batch_size):
-            enc = collate([sequences[i] for i in rows])
-            width = enc["input_ids"].shape[1]
-            # Logits at position p predict token p + 1: scoring tokens from `first` on needs the
-            # positions from first - 1 on.
-            first = min(starts[i] for i in rows) - 1
-            kwargs = {"logits_to_keep": width - first} if keeps else {}
-            logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
-                           **kwargs).logits
-            offset = width - logits.shape[1]  # position of logits[:, 0]
-            picked, targets, lengths = [], [], []
-            for row, i in enumerate(rows):
-                ids = sequences[i]
-                picked.append(logits[row, starts[i] - 1 - offset : len(ids) - 1 - offset])
-                targets.extend(ids[starts[i] :])
-                lengths.append(len(ids) - starts[i])
-            flat = torch.cat(picked)
-            if flat.dtype in (torch.float16, torch.bfloat16):
-                flat = flat.float()
-            target = torch.tensor(targets, dtype=torch.long, device=flat.device)
-            scored = torch.log_softmax(flat, dim=-1).gather(-1, target.unsqueeze(-1)).squeeze(-1).cpu()
-            for i, part in zip(rows, torch.split(scored, lengths)):
-                out[i] = part
-    return out
+    for cut in length_batches([len(sequences[i]) for i in which], batch_size):
+        rows = [which[k] for k in cut]
+        enc = collate([sequences[i] for i in rows])
+        width = enc["input_ids"].shape[1]
+        # Logits at position p predict token p + 1: scoring tokens from `first` on needs the
+        # positions from first - 1 on.
+        first = min(starts[i] for i in rows) - 1
+        kwargs = {"logits_to_keep": width - first} if keeps else {}
+        logits = model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device),
+                       **kwargs).logits
+        offset = width - logits.shape[1]  # position of logits[:, 0]
+        picked, targets, lengths = [], [], []
+        for row, i in enumerate(rows):
+            ids = sequences[i]
+            picked.append(logits[row, starts[i] - 1 - offset : len(ids) - 1 - offset])
+            targets.extend(ids[starts[i] :])
+            lengths.append(len(ids) - starts[i])
+        _score_picked(picked, targets, rows, lengths, out)
+
+
+def _prefix_batches(groups: Sequence[Sequence[int]], sequences: Sequence[Sequence[int]], starts: Sequence[int],
+                    batch_size: int, max_positions: int = MAX_BATCH_POSITIONS) -> list[list[list[int]]]:
+    """Batches of prefix groups (each a list of sequence indices of one prefix): at most
+    ``batch_size`` continuation rows and ``max_positions`` padded continuation positions (the
+    logits' memory) per batch; a group larger than a batch is split. Groups are taken in order of
+    their longest continuation, so that a batch's rows are of similar width."""
+    def tail(i: int) -> int:
+        return len(sequences[i]) - starts[i]
+
+    units = [sorted(group, key=tail)[at : at + batch_size] for group in groups
+             for at in range(0, len(group), batch_size)]
+    units.sort(key=lambda unit: (max(tail(i) for i in unit), starts[unit[0]]))
+    batches: list[list[list[int]]] = []
+    rows = width = 0
+    for unit in units:
+        wide = max(width, max(tail(i) for i in unit))
+        if not batches or rows + len(unit) > batch_size or (rows + len(unit)) * wide > max_positions:
+            batches.append([])
+            rows, wide = 0, max(tail(i) for i in unit)
+        batches[-1].append(unit)
+        rows, width = rows + len(unit), wide
+    return batches
+
+
+def _shared_prefix_scores(model: torch.nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int],
+                          groups: Sequence[Sequence[int]], pad_id: int, batch_size: int,
+                          out: list[torch.Tensor]) -> None:
+    """:func:`suffix_logprobs` for sequences grouped by a shared prefix: each batch runs its
+    prefixes once (left-padded, so that every prefix ends in the last column and its last logits,
+    which predict the first scored token, are the only ones projected), copies each prefix's keys
+    and values to the rows that continue it, and runs the continuations (right-padded) on that
+    cache, with the positions they have in the whole sequence."""
+    device = model_device(model)
+    keeps = _keeps_logits(type(model))
+    name = cache_argument(model)
+    for units in _prefix_batches(groups, sequences, starts, batch_size):
+        prefixes = [list(sequences[unit[0]][: starts[unit[0]]]) for unit in units]
+        width_prefix = max(len(p) for p in prefixes)
+        prefix_ids = torch.full((len(units), width_prefix), pad_id, dtype=torch.long)
+        prefix_mask = torch.zeros_like(prefix_ids)
+        prefix_positions = torch.zeros_like(prefix_ids)
+        for row, prefix in enumerate(prefixes):
+            prefix_ids[row, width_prefix - len(prefix):] = torch.tensor(prefix)
+            prefix_mask[row, width_prefix - len(prefix):] = 1
+            prefix_positions[row, width_prefix - len(prefix):] = torch.arange(len(prefix))
+        kwargs = {"logits_to_keep": 1} if keeps else {}
+        head = model(input_ids=prefix_ids.to(device), attention_mask=prefix_mask.to(device),
+                     position_ids=prefix_positions.to(device), use_cache=True, **kwargs)
+        first_logits = head.logits[:, -1]  # at each prefix's last token: predicts its first scored one
+        rows = [i for unit in units for i in unit]
+        owner = torch.tensor([u for u, unit in enumerate(units) for _ in unit])
+        cache = head.get("cache") if head.get("cache") is not None else head.get("past_key_values")
+        cache.reorder_cache(owner.to(device))  # index_select on the batch: each row gets its prefix's
+        tails = [list(sequences[i][starts[i]:]) for i in rows]
+        width = max(len(t) for t in tails)
+        tail_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        tail_mask = torch.zeros_like(tail_ids)
+        for row, tail in enumerate(tails):
+            tail_ids[row, : len(tail)] = torch.tensor(tail)
+            tail_mask[row, : len(tail)] = 1
+        lengths = torch.tensor([len(p) for p in prefixes])[owner]
+        logits = model(input_ids=tail_ids.to(device),
+                       attention_mask=torch.cat([prefix_mask[owner], tail_mask], 1).to(device),
+                       position_ids=(lengths[:, None] + torch.arange(width)).to(device),
+                       **{name: cache}).logits
+        # The first scored token is predicted by the prefix's last logits, token k >= 1 of the
+        # continuation by the continuation's logits at k - 1.
+        picked = [torch.cat([first_logits[u : u + 1], logits[row, : len(tail) - 1]])
+                  for row, (u, tail) in enumerate(zip(owner.tolist(), tails))]
+        _score_picked(picked, [t for tail in tails for t in tail], rows, [len(t) for t in tails], out)

@@ -19,7 +19,6 @@ Vocabulary (as in the papers):
 from __future__ import annotations
 
 import copy
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -378,8 +377,9 @@ class _PrefixCache:
         # targets and the essence's last token), and the unembedding is a fifth of a small model.
         self.decoder = model.base_model
         self.unembed = model.get_submodule(arch_for(model).lm_head)
-        self.cache_kwarg = "cache" if "cache" in inspect.signature(self.decoder.forward).parameters \
-            else "past_key_values"
+        from expunge.scoring import cache_argument  # (torch-side: not at import, see above)
+
+        self.cache_kwarg = cache_argument(self.decoder) or "past_key_values"
         self.kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         if width_prefix:
             with torch.no_grad():
