@@ -292,9 +292,10 @@ def _scores_alone(model: torch.nn.Module, sequences: Sequence[Sequence[int]], st
 def _prefix_batches(groups: Sequence[Sequence[int]], sequences: Sequence[Sequence[int]], starts: Sequence[int],
                     batch_size: int, max_positions: int = MAX_BATCH_POSITIONS) -> list[list[list[int]]]:
     """Batches of prefix groups (each a list of sequence indices of one prefix): at most
-    ``batch_size`` continuation rows and ``max_positions`` padded continuation positions (the
-    logits' memory) per batch; a group larger than a batch is split. Groups are taken in order of
-    their longest continuation, so that a batch's rows are of similar width."""
+    ``batch_size`` continuation rows, and at most ``max_positions`` padded positions in the
+    continuation pass and in the prefix pass (the logits' memory, where a model projects every
+    position) per batch of two or more groups; a group larger than a batch is split. Groups are
+    taken in order of their longest continuation, so that a batch's rows are of similar width."""
     def tail(i: int) -> int:
         return len(sequences[i]) - starts[i]
 
@@ -302,14 +303,15 @@ def _prefix_batches(groups: Sequence[Sequence[int]], sequences: Sequence[Sequenc
              for at in range(0, len(group), batch_size)]
     units.sort(key=lambda unit: (max(tail(i) for i in unit), starts[unit[0]]))
     batches: list[list[list[int]]] = []
-    rows = width = 0
+    rows = width = prefix = 0
     for unit in units:
-        wide = max(width, max(tail(i) for i in unit))
-        if not batches or rows + len(unit) > batch_size or (rows + len(unit)) * wide > max_positions:
+        wide, long = max(width, max(tail(i) for i in unit)), max(prefix, starts[unit[0]])
+        if (not batches or rows + len(unit) > batch_size or (rows + len(unit)) * wide > max_positions
+                or (len(batches[-1]) + 1) * long > max_positions):
             batches.append([])
-            rows, wide = 0, max(tail(i) for i in unit)
+            rows, wide, long = 0, max(tail(i) for i in unit), starts[unit[0]]
         batches[-1].append(unit)
-        rows, width = rows + len(unit), wide
+        rows, width, prefix = rows + len(unit), wide, long
     return batches
 
 
