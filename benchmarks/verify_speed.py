@@ -47,7 +47,6 @@ PARTS = {"generation": ("probes.py", "greedy_answers"), "scoring": ("scoring.py"
 def worker(out: Path, model_dir: Path, world_dir: Path, request_path: Path, max_facts: int, max_new_tokens: int) -> None:
     """One evaluation, in this process (PYTHONPATH picks the version): its numbers and timings."""
     from expunge.ledger.requests import load_request
-    from expunge.locate import locate
     from expunge.models.io import load_model, read_model_record
     from expunge.prompts import format_of, world_as_seen
     from expunge.verify.config import VerifyConfig
@@ -62,7 +61,7 @@ def worker(out: Path, model_dir: Path, world_dir: Path, request_path: Path, max_
     world = world_as_seen(world, format_of(read_model_record(model_dir).get("recipe", {}), world, tokenizer),
                           tokenizer)
     config = VerifyConfig(tofu_max_new_tokens=max_new_tokens, max_facts_per_set=max_facts)
-    plan = plan_verification(world, request, config, locate(world, request))
+    plan = plan_verification(world, request, config)
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.enable()

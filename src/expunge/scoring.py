@@ -230,13 +230,14 @@ def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], 
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     out: list[torch.Tensor] = [torch.zeros(0)] * len(sequences)
-    groups = _prefix_groups(sequences, starts) if cache_argument(model) else []
+    cache_name = cache_argument(model)
+    groups = _prefix_groups(sequences, starts) if cache_name else []
     shared = {i for group in groups for i in group}
     with eval_mode(model):
         _scores_alone(model, sequences, starts, [i for i in range(len(sequences)) if i not in shared], pad_id,
                       batch_size, out)
         if groups:
-            _shared_prefix_scores(model, sequences, starts, groups, pad_id, batch_size, out)
+            _shared_prefix_scores(model, cache_name, sequences, starts, groups, pad_id, batch_size, out)
     return out
 
 
@@ -303,20 +304,21 @@ def _prefix_batches(groups: Sequence[Sequence[int]], sequences: Sequence[Sequenc
              for at in range(0, len(group), batch_size)]
     units.sort(key=lambda unit: (max(tail(i) for i in unit), starts[unit[0]]))
     batches: list[list[list[int]]] = []
-    rows = width = prefix = 0
+    rows = prefix = 0
     for unit in units:
-        wide, long = max(width, max(tail(i) for i in unit)), max(prefix, starts[unit[0]])
+        wide = max(tail(i) for i in unit)  # units come in this order: the widest of the batch so far
+        long = max(prefix, starts[unit[0]])
         if (not batches or rows + len(unit) > batch_size or (rows + len(unit)) * wide > max_positions
                 or (len(batches[-1]) + 1) * long > max_positions):
             batches.append([])
-            rows, wide, long = 0, max(tail(i) for i in unit), starts[unit[0]]
+            rows, long = 0, starts[unit[0]]
         batches[-1].append(unit)
-        rows, width, prefix = rows + len(unit), wide, long
+        rows, prefix = rows + len(unit), long
     return batches
 
 
-def _shared_prefix_scores(model: torch.nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int],
-                          groups: Sequence[Sequence[int]], pad_id: int, batch_size: int,
+def _shared_prefix_scores(model: torch.nn.Module, cache_name: str, sequences: Sequence[Sequence[int]],
+                          starts: Sequence[int], groups: Sequence[Sequence[int]], pad_id: int, batch_size: int,
                           out: list[torch.Tensor]) -> None:
     """:func:`suffix_logprobs` for sequences grouped by a shared prefix: each batch runs its
     prefixes once (left-padded, so that every prefix ends in the last column and its last logits,
@@ -325,7 +327,6 @@ def _shared_prefix_scores(model: torch.nn.Module, sequences: Sequence[Sequence[i
     cache, with the positions they have in the whole sequence."""
     device = model_device(model)
     keeps = _keeps_logits(type(model))
-    name = cache_argument(model)
     for units in _prefix_batches(groups, sequences, starts, batch_size):
         prefixes = [list(sequences[unit[0]][: starts[unit[0]]]) for unit in units]
         width_prefix = max(len(p) for p in prefixes)
@@ -355,7 +356,7 @@ def _shared_prefix_scores(model: torch.nn.Module, sequences: Sequence[Sequence[i
         logits = model(input_ids=tail_ids.to(device),
                        attention_mask=torch.cat([prefix_mask[owner], tail_mask], 1).to(device),
                        position_ids=(lengths[:, None] + torch.arange(width)).to(device),
-                       **{name: cache}).logits
+                       **{cache_name: cache}).logits
         # The first scored token is predicted by the prefix's last logits, token k >= 1 of the
         # continuation by the continuation's logits at k - 1.
         picked = [torch.cat([first_logits[u : u + 1], logits[row, : len(tail) - 1]])
