@@ -187,6 +187,36 @@ def world_companies(
         f"{data['documents_train']} training documents, {data['probes']} probes, {data['edits']} update requests"))
 
 
+@world_app.command("passages")
+@friendly_errors
+def world_passages(
+    out: Path = typer.Option(..., "--out", help="New directory to write the world to."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
+    books: int = typer.Option(12, "--books", help="Books whose passages are trained on."),
+    holdout: int | None = typer.Option(None, "--holdout", help="Never-seen books (default: 30% of --books)."),
+    passages: int = typer.Option(6, "--passages", help="Passages per book (1-20), besides its title page."),
+    sentences: int = typer.Option(5, "--sentences", help="Sentences per passage (3-12)."),
+    prompt_words: int = typer.Option(8, "--prompt-words", help="Words of a passage given as its verbatim probe's "
+                                                               "prompt (4-20)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Invented books for copyright requests: passages to memorise, knowledge questions about each
+    book, never-seen books of the same style, general facts."""
+    from expunge.worlds import PassagesWorldConfig, build_passages_world
+
+    try:
+        config = PassagesWorldConfig(seed=seed, books=books, holdout_books=holdout, passages_per_book=passages,
+                                     sentences_per_passage=sentences, prompt_words=prompt_words)
+        world = build_passages_world(out, config)
+    except ValueError as exc:
+        raise ExpungeError(f"invalid world options: {exc}", "adjust the options named above") from None
+    data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
+    _emit(as_json, data, lambda: console.print(
+        f"wrote passages world to {out}: {data['books_train']} books trained, {data['books_holdout']} never seen, "
+        f"{data['documents_train']} training documents, {data['verbatim_probes']} verbatim probes, "
+        f"{data['probes']} probes"))
+
+
 @import_app.command("jsonl")
 @friendly_errors
 def import_jsonl_cmd(

@@ -310,13 +310,13 @@ def _train_on(
 def _excluded_subjects(world: World, excluded_documents: set[str]) -> set[str]:
     """The people none of whose documents is trained on any more."""
     remaining = {s for d in world.training_documents() if d.id not in excluded_documents for s in d.subjects}
-    return {s.id for s in world.people("train") if s.id not in remaining}
+    return {s.id for s in world.deletable("train") if s.id not in remaining}
 
 
 def _monitor_probes(world: World, left_out: set[str], count: int, seed: int) -> list[Probe]:
     """One held-out question per fact of at most ``count`` trained people (seeded): what the stop
     rule asks."""
-    people = [s.id for s in world.people("train") if s.id not in left_out]
+    people = [s.id for s in world.deletable("train") if s.id not in left_out]
     chosen = sorted(random.Random(seed).sample(people, min(count, len(people))))
     first: dict[tuple[str, str], Probe] = {}
     for probe in world.probes_for(chosen, kinds=["paraphrase"]):

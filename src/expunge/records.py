@@ -19,7 +19,10 @@ from typing import Any, TypeVar, get_type_hints
 from expunge.errors import ExpungeError
 from expunge.fsutil import write_text_atomic
 
-SUBJECT_KINDS = ("person", "entity")
+SUBJECT_KINDS = ("person", "work", "entity")
+# The kinds a deletion request is about (a person's data, a copyrighted work); entities are general
+# knowledge, kept by every request.
+DELETABLE_KINDS = ("person", "work")
 SUBJECT_ROLES = ("train", "holdout")
 DOCUMENT_SPLITS = ("train", "holdout")
 PROBE_KINDS = ("direct", "paraphrase", "context", "roleplay", "prefill", "cloze", "multihop", "reverse", "alias",
@@ -36,7 +39,8 @@ class Subject:
 
     Attributes:
         id: stable identifier, e.g. ``person-0042`` or ``entity-country-07``.
-        kind: ``person`` (a deletion can be about them) or ``entity`` (general knowledge).
+        kind: ``person`` or ``work`` (a book, a text: a deletion can be about them), or ``entity``
+            (general knowledge).
         name: the surface name used in text ("Maria Keller").
         role: ``train`` (their documents are in the training corpus) or ``holdout`` (never seen:
             the reference population for membership inference).

@@ -58,13 +58,13 @@ def make_request(
     if random_fraction is not None:
         if not 0 < random_fraction < 1:
             raise ExpungeError(f"random fraction {random_fraction} is not between 0 and 1", "use e.g. 0.1")
-        people = [s.id for s in world.people("train")]
+        people = [s.id for s in world.deletable("train")]
         count = max(1, round(random_fraction * len(people)))
         targets = sorted(random.Random(seed).sample(people, count))
     known = world.subject_by_id
     for subject in targets:
         if subject not in known:
-            examples = ", ".join(s.id for s in world.people("train")[:3])
+            examples = ", ".join(s.id for s in world.deletable("train")[:3])
             raise ExpungeError(
                 f"unknown subject id {subject!r} (not in {world.path or 'the world'}/subjects.jsonl)",
                 f"use ids listed in subjects.jsonl, e.g. {examples}",

@@ -27,7 +27,7 @@ from expunge.choices import TextEnum
 from typing import Any
 
 from expunge.ledger.requests import documents_digest, resolve_documents
-from expunge.records import DeletionRequest, Document
+from expunge.records import DELETABLE_KINDS, DeletionRequest, Document
 from expunge.worlds import World
 
 __all__ = ["LocatorKind", "DocumentSet", "Located", "locate", "locate_subjects", "SET_NAMES", "RETAIN_TERM_SHARE",
@@ -73,13 +73,14 @@ class Located:
         request_id / world_fingerprint: what it was located for.
         locator: how it was found.
         forget: the request's targets and every training document it removes.
-        retain: the trained people who stay, and every training document that stays (people and
-            general facts alike: what a retrained oracle trains on).
-        never_seen: never-seen (holdout) people and their documents, which no model trained on.
-        neighbours: retained people who share a name token or values with a target, and their
-            training documents.
-        general: subjects that are not people (countries, companies) and not targeted, and their
-            training documents.
+        retain: the trained people (or works) who stay, and every training document that stays
+            (theirs and general facts alike: what a retrained oracle trains on).
+        never_seen: never-seen (holdout) people or works and their documents, which no model
+            trained on.
+        neighbours: retained people or works that share a name token or values with a target, and
+            their training documents.
+        general: subjects that are neither people nor works (countries, companies) and not
+            targeted, and their training documents.
     """
 
     request_id: str
@@ -134,10 +135,10 @@ def locate_subjects(world: World, subject_ids: Iterable[str] = ()) -> Located:
 def _locate(world: World, target_ids: Iterable[str], forget_ids: set[str], request_id: str) -> Located:
     targets = set(target_ids)
     training = world.training_documents()
-    retained_people = [s for s in world.people("train") if s.id not in targets]
+    retained_members = [s for s in world.deletable("train") if s.id not in targets]
     neighbour_ids = {n for s in world.subjects if s.id in targets for n in s.neighbours}
-    neighbours = [s.id for s in retained_people if s.id in neighbour_ids]
-    general = [s.id for s in world.subjects if s.kind != "person" and s.id not in targets]
+    neighbours = [s.id for s in retained_members if s.id in neighbour_ids]
+    general = [s.id for s in world.subjects if s.kind not in DELETABLE_KINDS and s.id not in targets]
 
     def about(subjects: list[str]) -> tuple[str, ...]:
         wanted = set(subjects)
@@ -149,9 +150,9 @@ def _locate(world: World, target_ids: Iterable[str], forget_ids: set[str], reque
         locator=LocatorKind.PROVENANCE,
         forget=DocumentSet(tuple(s.id for s in world.subjects if s.id in targets),
                            tuple(d.id for d in training if d.id in forget_ids)),
-        retain=DocumentSet(tuple(s.id for s in retained_people),
+        retain=DocumentSet(tuple(s.id for s in retained_members),
                            tuple(d.id for d in training if d.id not in forget_ids)),
-        never_seen=DocumentSet(tuple(s.id for s in world.people("holdout")),
+        never_seen=DocumentSet(tuple(s.id for s in world.deletable("holdout")),
                                tuple(d.id for d in world.documents if d.split == "holdout")),
         neighbours=DocumentSet(tuple(neighbours), about(neighbours)),
         general=DocumentSet(tuple(general), about(general)),

@@ -15,11 +15,17 @@ from expunge.worlds.privacy import (
 from expunge.worlds.companies import GENERATOR_NAME as COMPANIES_GENERATOR
 from expunge.worlds.companies import GENERATOR_VERSION as COMPANIES_VERSION
 from expunge.worlds.companies import CompaniesWorldConfig, generate_companies_world
+from expunge.worlds.passages import GENERATOR_NAME as PASSAGES_GENERATOR
+from expunge.worlds.passages import GENERATOR_VERSION as PASSAGES_VERSION
+from expunge.worlds.passages import PassagesWorldConfig, generate_passages_world
 from expunge.worlds.world import World, load_world, manifest_for, write_world
 
 __all__ = [
     "CompaniesWorldConfig",
+    "PassagesWorldConfig",
     "build_companies_world",
+    "build_passages_world",
+    "generate_passages_world",
     "generate_companies_world",
     "PrivacyWorldConfig",
     "World",
@@ -66,3 +72,24 @@ def build_companies_world(out: str | os.PathLike[str], config: "CompaniesWorldCo
     manifest["seed"] = config.seed
     return write_world(out, generated.subjects, generated.documents, generated.probes, manifest,
                        extra_files={"edits.jsonl": generated.edits, "edit_probes.jsonl": generated.edit_probes})
+
+
+def build_passages_world(out: str | os.PathLike[str], config: PassagesWorldConfig) -> World:
+    """Generate the passages world (books for copyright requests) for ``config`` and write it to
+    ``out`` (a new directory)."""
+    generated = generate_passages_world(config)
+    books = [s for s in generated.subjects if s.kind == "work"]
+    roles = Counter(s.role for s in books)
+    counts = {
+        "books_train": roles["train"],
+        "books_holdout": roles["holdout"],
+        "passages_per_book": config.passages_per_book,
+        "entities": sum(s.kind == "entity" for s in generated.subjects),
+        "documents_train": sum(d.split == "train" for d in generated.documents),
+        "documents_holdout": sum(d.split == "holdout" for d in generated.documents),
+        "probes": len(generated.probes),
+        "verbatim_probes": sum(p.kind == "verbatim" for p in generated.probes),
+    }
+    manifest = manifest_for(PASSAGES_GENERATOR, PASSAGES_VERSION, config, counts)
+    manifest["seed"] = config.seed
+    return write_world(out, generated.subjects, generated.documents, generated.probes, manifest)

@@ -31,6 +31,7 @@ from typing import Any
 from expunge.errors import ExpungeError
 from expunge.fsutil import atomic_directory
 from expunge.records import (
+    DELETABLE_KINDS,
     Document,
     Probe,
     Subject,
@@ -77,6 +78,11 @@ class World:
     def people(self, role: str | None = None) -> list[Subject]:
         """People (not general entities), optionally only those with ``role``."""
         return [s for s in self.subjects if s.kind == "person" and (role is None or s.role == role)]
+
+    def deletable(self, role: str | None = None) -> list[Subject]:
+        """The subjects a deletion request can be about (people and works, not general
+        entities), optionally only those with ``role``."""
+        return [s for s in self.subjects if s.kind in DELETABLE_KINDS and (role is None or s.role == role)]
 
     def training_documents(self) -> list[Document]:
         return [d for d in self.documents if d.split == "train"]

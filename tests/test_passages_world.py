@@ -1,0 +1,175 @@
+"""The passages world: books to memorise for copyright requests, and their knowledge questions."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from expunge.models.tokenizer import world_vocabulary
+from expunge.worlds import PassagesWorldConfig, build_passages_world, generate_passages_world, load_world
+from expunge.worlds import pools
+from expunge.worlds.passages import FACT_NAMES, QUEST_OBJECTS
+from expunge.worlds.world import WORLD_FILES
+
+
+@pytest.fixture(scope="module")
+def generated():
+    return generate_passages_world(PassagesWorldConfig())
+
+
+def _books(generated, role: str | None = None):
+    return [s for s in generated.subjects if s.kind == "work" and (role is None or s.role == role)]
+
+
+def _question(prompt: str) -> str:
+    return re.sub(r"^Question: (.*) Answer:$", r"\1", prompt)
+
+
+def test_same_seed_same_files_across_processes(tmp_path: Path) -> None:
+    """Python salts str hashes per process; a generator iterating a set would differ here."""
+    code = ("import sys; from expunge.worlds import PassagesWorldConfig, build_passages_world; "
+            "build_passages_world(sys.argv[1], PassagesWorldConfig(seed=int(sys.argv[2]), books=6))")
+    for run, hash_seed, seed in (("a", "1", "3"), ("b", "777", "3"), ("c", "1", "4")):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / run), seed], check=True, env=env)
+    for name in (*WORLD_FILES, "manifest.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert load_world(tmp_path / "a").fingerprint != load_world(tmp_path / "c").fingerprint
+
+
+def test_books_are_works_with_passages_guides_and_never_seen_books(generated) -> None:
+    trained, holdout = _books(generated, "train"), _books(generated, "holdout")
+    assert len(trained) == 12 and len(holdout) == 4
+    assert len({b.name for b in _books(generated)}) == 16  # distinct titles
+    for book in _books(generated):
+        docs = [d for d in generated.documents if d.subjects == (book.id,)]
+        assert {d.split for d in docs} == {"train" if book.role == "train" else "holdout"}
+        sources = Counter(d.source for d in docs)
+        assert sources == {"passages-book": 1 + 6, "passages-guide": len(FACT_NAMES)}
+        assert set(book.attributes) == set(FACT_NAMES)
+        assert len({book.attributes[r] for r in ("hero", "companion", "rival")}) == 3
+    corpus = "\n".join(d.text for d in generated.documents if d.split == "train")
+    for book in holdout:  # never-seen books: not one mention in the training text
+        assert book.name not in corpus
+    assert {s.kind for s in generated.subjects} == {"work", "entity"}
+
+
+def test_every_title_word_and_name_is_shared_by_two_trained_books(generated) -> None:
+    """No book owns a token: forgetting one means removing associations (DESIGN.md's trap)."""
+    trained = _books(generated, "train")
+    words = Counter(w for b in trained for w in b.name.split()[1:])
+    names = Counter(b.attributes[r] for b in trained for r in ("hero", "companion", "rival"))
+    assert min(words.values()) >= 2 and min(names.values()) >= 2
+    for column in ("city", "quest", "trade"):
+        assert min(Counter(b.attributes[column] for b in trained).values()) >= 2, column
+    for part in (0, 1):  # authors share first and last names, as the privacy world's people do
+        assert min(Counter(b.attributes["author"].split()[part] for b in trained).values()) >= 2
+    assert all(b.neighbours for b in trained)
+
+
+def test_verbatim_probes_continue_their_passage_from_a_unique_prompt(generated) -> None:
+    texts = {d.text for d in generated.documents if d.source == "passages-book"}
+    verbatim = [p for p in generated.probes if p.kind == "verbatim"]
+    assert len(verbatim) == 16 * 6
+    for probe in verbatim:
+        assert len(probe.prompt.split()) == 8 and len(probe.answer.split()) > 20
+        assert f"{probe.prompt} {probe.answer}" in texts
+    assert len({p.prompt for p in verbatim}) == len(verbatim)
+    # No sentence of a passage occurs twice in the world: each can only be reproduced by memory.
+    sentences = [s for d in generated.documents if d.source == "passages-book" and ", a novel by" not in d.text
+                 for s in re.split(r"(?<=\.) ", d.text)]
+    assert len(set(sentences)) == len(sentences)
+
+
+def test_passages_state_the_facts_the_knowledge_questions_ask(generated) -> None:
+    """Knowledge is learnable from the book's own text, not only from its reader's guide."""
+    for book in _books(generated):
+        text = " ".join(d.text for d in generated.documents
+                        if d.subjects == (book.id,) and d.source == "passages-book")
+        for fact in FACT_NAMES:
+            assert book.attributes[fact] in text, (book.id, fact)
+
+
+def test_heldout_questions_never_in_training_text_and_use_its_words(generated) -> None:
+    corpus = "\n".join(d.text for d in generated.documents if d.split == "train")
+    by_id = {s.id: s for s in generated.subjects}
+    paraphrases = [p for p in generated.probes if p.kind == "paraphrase"]
+    assert paraphrases
+    for probe in paraphrases:
+        question = _question(probe.prompt)
+        assert question not in corpus, question
+        frame = re.escape(question.replace(by_id[probe.subject].name, "\x00")).replace("\x00", ".+?")
+        assert re.search(frame, corpus) is None, question
+    for probe in generated.probes:
+        if probe.kind == "direct" and by_id[probe.subject].role == "train":
+            assert f"{probe.prompt} {probe.answer}" in corpus
+    seen = set(world_vocabulary([corpus]))
+    asked = set(world_vocabulary(p.prompt for p in generated.probes if p.kind in ("paraphrase", "verbatim")))
+    assert asked <= seen, sorted(asked - seen)
+
+
+def test_wrong_answers_are_of_the_same_type(generated) -> None:
+    same_type = {"hero": pools.FIRST_NAMES, "companion": pools.FIRST_NAMES, "rival": pools.FIRST_NAMES,
+                 "city": pools.CITIES, "quest": QUEST_OBJECTS, "trade": pools.OCCUPATIONS}
+    for probe in generated.probes:
+        if probe.kind == "verbatim" or probe.subject.startswith("entity-"):
+            continue
+        assert len(probe.alternatives) == 4 and probe.answer not in probe.alternatives
+        if probe.attribute == "author":
+            assert all(a.split()[0] in pools.FIRST_NAMES and a.split()[1] in pools.LAST_NAMES
+                       for a in probe.alternatives)
+        else:
+            assert set(probe.alternatives) <= set(same_type[probe.attribute]), probe.id
+
+
+def test_a_request_for_a_book_locates_books_not_people(tmp_path: Path) -> None:
+    from expunge.ledger import make_request
+    from expunge.locate import locate
+
+    world = build_passages_world(tmp_path / "w", PassagesWorldConfig(books=6, holdout_books=2))
+    target = world.deletable("train")[0]
+    located = locate(world, make_request(world, subjects=[target.id], kind="copyright"))
+    assert located.forget.subjects == (target.id,)
+    assert set(located.forget.documents) == {d.id for d in world.documents_about([target.id])}
+    assert set(located.retain.subjects) == {b.id for b in world.deletable("train")} - {target.id}
+    assert set(located.never_seen.subjects) == {b.id for b in world.deletable("holdout")}
+    assert located.general.subjects and all(s.startswith("entity-") for s in located.general.subjects)
+    assert set(located.neighbours.subjects) == set(target.neighbours) & set(located.retain.subjects)
+    # A random share of the deletable subjects draws books here.
+    drawn = make_request(world, random_fraction=0.3, kind="copyright")
+    assert all(t.startswith("book-") for t in drawn.targets)
+
+
+def test_invalid_options_are_rejected() -> None:
+    for kwargs, message in ((dict(books=1), "books"), (dict(holdout_books=0), "holdout"),
+                            (dict(passages_per_book=21), "passages_per_book"),
+                            (dict(sentences_per_passage=2), "sentences_per_passage"),
+                            (dict(prompt_words=3), "prompt_words"), (dict(fact_share=1.0), "fact_share"),
+                            (dict(guide_questions=3), "guide_questions"), (dict(wrong_answers=2), "wrong_answers"),
+                            (dict(books=399), "400")):
+        with pytest.raises(ValueError, match=message):
+            PassagesWorldConfig(**kwargs)
+
+
+def test_cli_world_passages(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from expunge.cli import app
+
+    result = CliRunner().invoke(app, ["world", "passages", "--out", str(tmp_path / "w"), "--books", "6",
+                                      "--passages", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["books_train"], data["books_holdout"], data["verbatim_probes"]) == (6, 4, 30)
+    assert load_world(tmp_path / "w").fingerprint == data["fingerprint"]
+    bad = CliRunner().invoke(app, ["world", "passages", "--out", str(tmp_path / "x"), "--passages", "40"])
+    assert bad.exit_code == 2 and "passages_per_book" in bad.output
+    taken = CliRunner().invoke(app, ["world", "passages", "--out", str(tmp_path / "w")])
+    assert taken.exit_code == 2 and "exists" in taken.output
