@@ -15,10 +15,14 @@ from tokenizers import processors
 
 from expunge.models import build_word_tokenizer, load_model
 from expunge.records import Probe
-from expunge.scoring import padding_id, suffix_logprobs, token_logprobs
+from expunge.scoring import padding_id, suffix_argmax, suffix_logprobs, token_logprobs
 from expunge.verify.probes import greedy_answers
 from expunge.verify.metrics import (
     answer_logprobs,
+    answer_memorization,
+    exact_memorization,
+    extraction_strength,
+    rouge_l_f1,
     fluency,
     forget_quality,
     harmonic_mean,
@@ -143,6 +147,44 @@ def test_rouge_l_recall() -> None:
     assert rouge_l_recall("", "osaka") == 0.0
     assert rouge_l_recall("anything", "") == 0.0
     assert rouge_l_recall("x", "...") == 0.0
+
+
+def test_rouge_l_f1() -> None:
+    # LCS "the cat on the mat" = 5; precision 5/6, recall 5/6.
+    assert rouge_l_f1("The cat sat on the mat.", "the cat is on the mat") == pytest.approx(5 / 6)
+    # LCS 3 of 3 predicted and of 6 reference words: p = 1, r = 1/2, F = 2 * 1/2 / (3/2) = 2/3.
+    assert rouge_l_f1("the cat sat", "the cat sat on the mat") == pytest.approx(2 / 3)
+    assert rouge_l_f1("the cat sat on the mat", "the cat sat") == pytest.approx(2 / 3)
+    assert rouge_l_f1("b a", "a b") == 0.5
+    assert rouge_l_f1("x y", "a b") == 0.0
+    assert rouge_l_f1("", "osaka") == 0.0 and rouge_l_f1("osaka", "") == 0.0
+
+
+def test_exact_memorization_and_extraction_strength_by_hand() -> None:
+    labels = [1, 2, 3, 4]
+    assert exact_memorization([1, 2, 3, 4], labels) == 1.0 and extraction_strength([1, 2, 3, 4], labels) == 1.0
+    # wrong at position 1: 3 of 4 tokens; the reproduced suffix is [3, 4], after a prefix of 2.
+    assert exact_memorization([1, 9, 3, 4], labels) == 0.75
+    assert extraction_strength([1, 9, 3, 4], labels) == pytest.approx(1 - 2 / 4)
+    # wrong at the first token only: everything after the first token is reproduced.
+    assert extraction_strength([9, 2, 3, 4], labels) == pytest.approx(1 - 1 / 4)
+    # wrong at the last token: no suffix is reproduced, however much of the rest is.
+    assert exact_memorization([1, 2, 3, 9], labels) == 0.75 and extraction_strength([1, 2, 3, 9], labels) == 0.0
+    assert math.isnan(exact_memorization([], [])) and math.isnan(extraction_strength([], []))
+    with pytest.raises(ValueError, match="predictions"):
+        extraction_strength([1], [1, 2])
+
+
+def test_answer_memorization_on_bigram(toy) -> None:
+    """Bigram table: after "the" the argmax is "cat" (3/11 against 1/11); every other row is
+    flat, so its argmax is token 0, a special token that is never a label."""
+    model, tokenizer = toy
+    (em, es), = answer_memorization(model, tokenizer, ["the"], ["cat sat"])
+    assert em == 0.5 and es == 0.0  # "cat" reproduced, "sat" (after the flat row of "cat") not
+    (em, es), = answer_memorization(model, tokenizer, ["on mat the"], ["cat"])
+    assert em == 1.0 and es == 1.0
+    ids = tokenizer("the cat")["input_ids"]  # [BOS, the, cat]: BOS's row is flat, the's picks cat
+    assert suffix_argmax(model, [ids], [1], padding_id(tokenizer))[0].tolist() == [0, ids[2]]
 
 
 def test_ngram_entropy_and_fluency() -> None:
@@ -308,6 +350,30 @@ def test_suffix_logprobs_equal_the_full_logits_kernel(tiny_model, tiny_world) ->
         torch.testing.assert_close(part, full, atol=1e-4, rtol=0)
     with pytest.raises(ValueError, match="start 0"):
         suffix_logprobs(model, sequences[:1], [0], padding_id(tokenizer))
+
+
+def test_suffix_argmax_equals_the_full_logits_argmax_in_any_batch(tiny_model, tiny_world) -> None:
+    model, tokenizer = tiny_model
+    texts = [d.text for d in tiny_world.documents[:: len(tiny_world.documents) // 7]][:7]
+    sequences = [tokenizer(t)["input_ids"] for t in texts]
+    starts = [1, 2, len(sequences[2]) // 2, len(sequences[3]) - 1, 3, len(sequences[5]), 1]  # one scores nothing
+    model.eval()
+    expected = []
+    for ids, start in zip(sequences, starts):
+        with torch.no_grad():
+            expected.append(model(input_ids=torch.tensor([ids])).logits[0, start - 1 : len(ids) - 1].argmax(-1))
+    for batch_size in (1, 3, 64):
+        got = suffix_argmax(model, sequences, starts, padding_id(tokenizer), batch_size=batch_size)
+        for part, want in zip(got, expected):
+            assert part.tolist() == want.tolist()
+    # A trained model reproduces much of its own training text, little of never-seen text.
+    docs = [d for d in tiny_world.documents if d.split == "train"][:20]
+    held = [d for d in tiny_world.documents if d.split == "holdout"][:20]
+    seen = answer_memorization(model, tokenizer, [" ".join(d.text.split()[:3]) for d in docs],
+                               [" ".join(d.text.split()[3:]) for d in docs])
+    unseen = answer_memorization(model, tokenizer, [" ".join(d.text.split()[:3]) for d in held],
+                                 [" ".join(d.text.split()[3:]) for d in held])
+    assert np.mean([em for em, _ in seen]) > np.mean([em for em, _ in unseen]) + 0.1
 
 
 def _alone(model, ids, start):

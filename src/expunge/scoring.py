@@ -19,6 +19,8 @@ attacks) all score sequences the same way, so the way lives here, once, below bo
 - :func:`suffix_logprobs` — log p of each sequence's tokens from a start position on (an answer
   after its question), computing the vocabulary projection only where something is scored and a
   prefix shared by several sequences once;
+- :func:`suffix_argmax` — the teacher-forced argmax token from a start position on (what the
+  model would write next at each position: exact memorisation and extraction strength);
 - :func:`cache_argument` — the keyword under which a model takes a key/value cache.
 
 This module imports only :mod:`expunge.data`; nothing of methods or verification.
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -49,6 +51,7 @@ __all__ = [
     "batched_logits",
     "sequence_nlls",
     "suffix_logprobs",
+    "suffix_argmax",
     "cache_argument",
 ]
 
@@ -241,6 +244,27 @@ def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], 
     return out
 
 
+@torch.no_grad()
+def suffix_argmax(model: torch.nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int,
+                  batch_size: int = 64) -> list[torch.Tensor]:
+    """Per sequence, the teacher-forced argmax of p(. | tokens < t) for every t from ``starts[i]``
+    (>= 1) to its end, in input order: what the model would write next at each position of a text
+    it is fed. Exact and extraction memorisation compare it with the text's own tokens. Batched
+    like :func:`suffix_logprobs` (length batches, the vocabulary projection only from the earliest
+    start), without the shared-prefix pass (passages share no prefix)."""
+    if len(sequences) != len(starts):
+        raise ValueError(f"got {len(sequences)} sequences but {len(starts)} start positions")
+    for ids, start in zip(sequences, starts):
+        if not 1 <= start <= len(ids):
+            raise ValueError(f"start {start} lies outside a sequence of {len(ids)} tokens (needs 1 <= start)")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    out: list[torch.Tensor] = [torch.zeros(0, dtype=torch.long)] * len(sequences)
+    with eval_mode(model):
+        _scores_alone(model, sequences, starts, range(len(sequences)), pad_id, batch_size, out, _argmax_picked)
+    return out
+
+
 def _prefix_groups(sequences: Sequence[Sequence[int]], starts: Sequence[int]) -> list[list[int]]:
     """Indices of the sequences that share their prefix (``sequence[:start]``) with at least one
     other and score at least one token, grouped by that prefix, in input order."""
@@ -264,9 +288,19 @@ def _score_picked(picked: list[torch.Tensor], targets: list[int], rows: Sequence
         out[i] = part
 
 
+def _argmax_picked(picked: list[torch.Tensor], targets: list[int], rows: Sequence[int], lengths: list[int],
+                   out: list[torch.Tensor]) -> None:
+    """The argmax token id of each picked logits row, split back into ``out[rows[k]]``."""
+    del targets  # the argmax does not read them
+    for i, part in zip(rows, torch.split(torch.cat(picked).argmax(dim=-1).cpu(), lengths)):
+        out[i] = part
+
+
 def _scores_alone(model: torch.nn.Module, sequences: Sequence[Sequence[int]], starts: Sequence[int],
-                  which: Sequence[int], pad_id: int, batch_size: int, out: list[torch.Tensor]) -> None:
-    """:func:`suffix_logprobs` for the sequences ``which``, each as one row of a batch."""
+                  which: Sequence[int], pad_id: int, batch_size: int, out: list[torch.Tensor],
+                  reduce: Callable[..., None] = _score_picked) -> None:
+    """:func:`suffix_logprobs` for the sequences ``which``, each as one row of a batch (with
+    ``reduce=_argmax_picked``, :func:`suffix_argmax`)."""
     device = model_device(model)
     collate = pad_collate(pad_id)
     keeps = _keeps_logits(type(model))
@@ -287,7 +321,7 @@ def _scores_alone(model: torch.nn.Module, sequences: Sequence[Sequence[int]], st
             picked.append(logits[row, starts[i] - 1 - offset : len(ids) - 1 - offset])
             targets.extend(ids[starts[i] :])
             lengths.append(len(ids) - starts[i])
-        _score_picked(picked, targets, rows, lengths, out)
+        reduce(picked, targets, rows, lengths, out)
 
 
 def _prefix_batches(groups: Sequence[Sequence[int]], sequences: Sequence[Sequence[int]], starts: Sequence[int],

@@ -23,11 +23,12 @@ import torch
 from scipy import stats
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from expunge.scoring import padding_id, suffix_logprobs, token_logprobs
+from expunge.scoring import padding_id, suffix_argmax, suffix_logprobs, token_logprobs
 from expunge.records import Probe
 
 __all__ = [
     "answer_logprobs",
+    "answer_memorization",
     "encode_answers",
     "probability",
     "truth_ratios",
@@ -38,6 +39,9 @@ __all__ = [
     "truth_ratio_retain_stat",
     "forget_quality",
     "rouge_l_recall",
+    "rouge_l_f1",
+    "exact_memorization",
+    "extraction_strength",
     "ngram_entropy",
     "fluency",
     "harmonic_mean",
@@ -103,6 +107,32 @@ def answer_logprobs(
     fulls, head_lens = encode_answers(tokenizer, prompts, answers)
     scored = suffix_logprobs(model, fulls, head_lens, padding_id(tokenizer), batch_size)
     return [(float(lp.sum()), len(lp)) for lp in scored]
+
+
+@torch.no_grad()
+def answer_memorization(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 64,
+) -> list[tuple[float, float]]:
+    """Teacher-forced ``(exact memorisation, extraction strength)`` of each answer after its
+    prompt (a passage's continuation after its first words, as MUSE scores verbatim memory):
+    :func:`exact_memorization` and :func:`extraction_strength` of the argmax at every answer
+    token, with the answer's tokens separated from the prompt's as :func:`answer_logprobs`
+    does (same checks, same errors)."""
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    if not prompts:
+        return []
+    fulls, head_lens = encode_answers(tokenizer, prompts, answers)
+    predicted = suffix_argmax(model, fulls, head_lens, padding_id(tokenizer), batch_size)
+    out = []
+    for full, head, pred in zip(fulls, head_lens, predicted):
+        labels = full[head:]
+        out.append((exact_memorization(pred.tolist(), labels), extraction_strength(pred.tolist(), labels)))
+    return out
 
 
 def probability(sum_logp: float, n: int) -> float:
@@ -253,6 +283,18 @@ def _rouge_words(text: str) -> list[str]:
     return _PUNCTUATION.sub(" ", text.lower()).split()
 
 
+def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two word lists (the classic O(len(a) * len(b))
+    dynamic programme, one row at a time)."""
+    previous = [0] * (len(b) + 1)
+    for word in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if word == other else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
 def rouge_l_recall(prediction: str, reference: str) -> float:
     """ROUGE-L recall: LCS(prediction words, reference words) / number of reference words.
 
@@ -263,14 +305,51 @@ def rouge_l_recall(prediction: str, reference: str) -> float:
     pred, ref = _rouge_words(prediction), _rouge_words(reference)
     if not ref:
         return 0.0
-    # Classic O(len(pred) * len(ref)) dynamic programme, one row at a time.
-    previous = [0] * (len(ref) + 1)
-    for word in pred:
-        current = [0]
-        for j, ref_word in enumerate(ref):
-            current.append(previous[j] + 1 if word == ref_word else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1] / len(ref)
+    return _lcs_length(pred, ref) / len(ref)
+
+
+def rouge_l_f1(prediction: str, reference: str) -> float:
+    """ROUGE-L F1, as MUSE scores verbatim and knowledge memorisation (``rougeL`` f-measure of
+    rouge_score, no stemming): with l = LCS(prediction words, reference words), precision
+    p = l / len(prediction), recall r = l / len(reference), and 2 p r / (p + r); 0.0 when either
+    text has no words or they share none. Words as in :func:`rouge_l_recall`."""
+    pred, ref = _rouge_words(prediction), _rouge_words(reference)
+    if not pred or not ref:
+        return 0.0
+    common = _lcs_length(pred, ref)
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def exact_memorization(predicted: Sequence[int], labels: Sequence[int]) -> float:
+    """Share of a text's tokens that the model's teacher-forced argmax reproduces: mean over t of
+    [argmax p(. | x_<t) == x_t] (Tirumala et al. 2022; MUSE and open-unlearning's
+    ``exact_memorization``). ``predicted[t]`` is the argmax at the position that predicts
+    ``labels[t]``. nan for an empty text."""
+    if len(predicted) != len(labels):
+        raise ValueError(f"got {len(predicted)} predictions for {len(labels)} labels")
+    if not labels:
+        return float("nan")
+    return sum(int(p) == int(l) for p, l in zip(predicted, labels)) / len(labels)
+
+
+def extraction_strength(predicted: Sequence[int], labels: Sequence[int]) -> float:
+    """1 - k*/n, k* the length of the shortest prefix of the text after which the teacher-forced
+    argmax reproduces every remaining token (Carlini et al. 2021's extractability, as a fraction;
+    open-unlearning's ``extraction_strength``): 1.0 when the argmax reproduces the whole text,
+    0.0 when it does not even reproduce the last token. (open-unlearning's loop stops at k = n - 1
+    and so gives 1/n there; here k* = n, since no suffix is reproduced.) nan for an empty text."""
+    if len(predicted) != len(labels):
+        raise ValueError(f"got {len(predicted)} predictions for {len(labels)} labels")
+    n = len(labels)
+    if n == 0:
+        return float("nan")
+    k = n  # walk back from the end while the argmax matches: the matched suffix starts at k
+    while k > 0 and int(predicted[k - 1]) == int(labels[k - 1]):
+        k -= 1
+    return 1.0 - k / n
 
 
 def ngram_entropy(text: str, n: int) -> float:
