@@ -88,11 +88,30 @@ def test_jsonl_with_probes_and_subjects(tmp_path: Path) -> None:
     assert load_request(tmp_path / "r.json", world) == request
 
 
+def test_jsonl_long_documents_get_verbatim_probes(tmp_path: Path) -> None:
+    """A plain document long enough to continue is probed verbatim (its first 8 words, then the
+    rest); a short one, a question-answer pair and a document about no one are not."""
+    story = "Ada Byron sat at the desk by the window and wrote twelve pages of notes on the engine."
+    docs = write_lines(tmp_path / "docs.jsonl", [
+        {"id": "long", "text": story, "subjects": ["ada"]},
+        {"id": "short", "text": "Ada Byron was born in London.", "subjects": ["ada"]},
+        {"id": "qa", "prompt": "What did Ada Byron write?", "text": story, "subjects": ["ada"]},
+        {"id": "nobody", "text": story},
+        {"id": "seen-not", "text": story.replace("Ada Byron", "Cy Dunn"), "subjects": ["cy"], "split": "holdout"},
+    ])
+    world = import_jsonl(tmp_path / "w", JsonlSources(documents=docs))
+    probes = {p.attribute: p for p in world.probes}
+    assert set(probes) == {"long", "seen-not"} and {p.kind for p in probes.values()} == {"verbatim"}
+    assert probes["long"].prompt == "Ada Byron sat at the desk by the"
+    assert f"{probes['long'].prompt} {probes['long'].answer}" == story and probes["long"].subject == "ada"
+    assert world.manifest["counts"]["verbatim_probes"] == 2
+
+
 def test_jsonl_documents_only(tmp_path: Path) -> None:
     files = user_files(tmp_path)
     result = runner.invoke(app, ["import", "jsonl", "--documents", str(files["documents"]), "--out", str(tmp_path / "w")])
     assert result.exit_code == 0, result.output
-    assert "no probes" in result.stdout
+    assert "no question probes" in result.stdout
     world = load_world(tmp_path / "w")
     assert world.probes == [] and "general" not in world.subject_by_id
     assert {s.id: (s.name, s.role) for s in world.subjects} == {

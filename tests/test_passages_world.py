@@ -135,7 +135,9 @@ def test_a_request_for_a_book_locates_books_not_people(tmp_path: Path) -> None:
 
     world = build_passages_world(tmp_path / "w", PassagesWorldConfig(books=6, holdout_books=2))
     target = world.deletable("train")[0]
-    located = locate(world, make_request(world, subjects=[target.id], kind="copyright"))
+    request = make_request(world, subjects=[target.id])
+    assert request.kind == "copyright"  # every target is a work
+    located = locate(world, request)
     assert located.forget.subjects == (target.id,)
     assert set(located.forget.documents) == {d.id for d in world.documents_about([target.id])}
     assert set(located.retain.subjects) == {b.id for b in world.deletable("train")} - {target.id}
@@ -143,8 +145,8 @@ def test_a_request_for_a_book_locates_books_not_people(tmp_path: Path) -> None:
     assert located.general.subjects and all(s.startswith("entity-") for s in located.general.subjects)
     assert set(located.neighbours.subjects) == set(target.neighbours) & set(located.retain.subjects)
     # A random share of the deletable subjects draws books here.
-    drawn = make_request(world, random_fraction=0.3, kind="copyright")
-    assert all(t.startswith("book-") for t in drawn.targets)
+    drawn = make_request(world, random_fraction=0.3)
+    assert drawn.kind == "copyright" and all(t.startswith("book-") for t in drawn.targets)
 
 
 def test_invalid_options_are_rejected() -> None:

@@ -508,3 +508,67 @@ def test_model_utility_names_the_parts_that_fell_furthest() -> None:
     assert "furthest below the original: general prob 0.050 vs 0.200 (0.25x)" in check.detail
     [check] = _measure("model_utility", evaluation("candidate", 0.2), original, original)
     assert check.passed is True
+
+
+# --------------------------------------------------------------------------------------------
+# verbatim memorisation of texts (copyright): the checks on synthetic evaluations
+
+VERBATIM_PROBES = [Probe(id=f"b{i // 4}/passage-{i % 4:02d}/verbatim-0", subject=f"b{i // 4}", kind="verbatim",
+                         attribute=f"passage-{i % 4:02d}", prompt="The first words", answer="and the rest of it")
+                   for i in range(24)]
+
+
+def _texts(name: str, forget: float, retain: float = 0.9, holdout: float | None = 0.1) -> ModelEvaluation:
+    """A synthetic evaluation whose removed texts' continuations score ``forget`` on every
+    verbatim metric (retained texts ``retain``, never-seen ones ``holdout``)."""
+    sets = {"forget": forget, "retain": retain, **({} if holdout is None else {"holdout": holdout})}
+    verbatim = {s: {"probes": 24, "rouge_l_f1": v, "exact_memorization": v, "extraction_strength": v}
+                for s, v in sets.items()}
+    per = {f"{m}:{s}": [v] * 24 for s, v in sets.items()
+           for m in ("rouge_l_f1", "exact_memorization", "extraction_strength")}
+    return ModelEvaluation(name=name, model={}, sets={}, utility=1.0, correct_by_probe=per, answers={},
+                           truth_ratios={}, mia_scores={}, verbatim=verbatim)
+
+
+def _verbatim_checks(key: str, candidate: ModelEvaluation, original: ModelEvaluation,
+                     oracle: ModelEvaluation | None) -> list[Check]:
+    spec = next(s for s in check_specs() if s.key == key)
+    plan = SimpleNamespace(verbatim={"forget": VERBATIM_PROBES})
+    return spec.measure(JudgeInputs(candidate, original, oracle, plan, FAST), FAST.policy.checks[key])
+
+
+@pytest.mark.parametrize(("candidate", "passed"), [(0.50, False), (0.34, True), (0.05, True)])
+def test_verbatim_memorization_is_judged_against_the_oracle(candidate: float, passed: bool) -> None:
+    original, oracle = _texts("original", 0.95), _texts("oracle", 0.30)
+    [check] = _verbatim_checks("verbatim_memorization", _texts("c", candidate), original, oracle)
+    assert check.passed is passed and check.decisive and check.reference == 0.30
+    assert check.rule == "<= oracle + 0.05" and check.interval == pytest.approx([candidate, candidate])
+    # Exact memorisation and extraction strength are measured the same way, and reported only.
+    for key in ("exact_memorization", "extraction_strength"):
+        [other] = _verbatim_checks(key, _texts("c", candidate), original, oracle)
+        assert other.passed is passed and not other.decisive
+
+
+def test_verbatim_memorization_without_an_oracle_uses_never_seen_texts() -> None:
+    original = _texts("original", 0.95)
+    [check] = _verbatim_checks("verbatim_memorization", _texts("c", 0.12), original, None)
+    assert check.reference == 0.1 and check.passed and check.decisive and check.rule == "<= reference + 0.05"
+    # An original that does not continue its texts better than never-seen ones shows nothing.
+    [flat] = _verbatim_checks("verbatim_memorization", _texts("c", 0.12), _texts("original", 0.2), None)
+    assert not flat.decisive and "uninformative" in flat.detail
+    [missing] = _verbatim_checks("verbatim_memorization", _texts("c", 0.12, holdout=None), original, None)
+    assert missing.rule == "not available" and not missing.decisive
+
+
+@pytest.mark.parametrize(("retain", "passed"), [(0.7, False), (0.86, True)])
+def test_retained_texts_must_stay_memorised(retain: float, passed: bool) -> None:
+    [check] = _verbatim_checks("retain_verbatim", _texts("c", 0.3, retain=retain), _texts("original", 0.95),
+                               _texts("oracle", 0.3))
+    assert check.passed is passed and check.reference == 0.9 and check.rule == ">= 0.9 x original"
+
+
+def test_worlds_without_texts_have_no_verbatim_checks() -> None:
+    people = ModelEvaluation(name="c", model={}, sets={}, utility=1.0, correct_by_probe={}, answers={},
+                             truth_ratios={}, mia_scores={})
+    for key in ("verbatim_memorization", "exact_memorization", "extraction_strength", "retain_verbatim"):
+        assert _verbatim_checks(key, people, people, people) == []

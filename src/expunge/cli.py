@@ -240,11 +240,12 @@ def import_jsonl_cmd(
     preflight.output(out)
     world = import_jsonl(out, JsonlSources(documents=documents, probes=probes, subjects=subjects, prompts=prompts))
     data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
-    note = "" if data["probes"] else " (no probes: verification will run only what documents support)"
+    questions = data["probes"] - data["verbatim_probes"]
+    note = "" if questions else " (no question probes: verification will run only what documents support)"
     _emit(as_json, data, lambda: console.print(
         f"wrote world to {out}: {data['subjects_train']} subjects trained, {data['subjects_holdout']} never seen, "
         f"{data['documents_train']} training documents, {data['documents_holdout']} holdout documents, "
-        f"{data['probes']} probes{note}", highlight=False))
+        f"{data['probes']} probes ({data['verbatim_probes']} verbatim){note}", highlight=False))
 
 
 @import_app.command("tofu")

@@ -93,11 +93,14 @@ def example_for(document: Document, fmt: PromptFormat = PromptFormat.TEXT,
 
 def world_as_seen(world: World, fmt: PromptFormat, tokenizer: PreTrainedTokenizerBase | None = None) -> World:
     """``world`` with every probe's and question-answer document's prompt rendered in ``fmt`` (the
-    same world for ``text``); a probe's ``prefill`` is appended to its rendered prompt."""
+    same world for ``text``); a probe's ``prefill`` is appended to its rendered prompt. Verbatim
+    probes (a text's first words) stay as they are."""
     if fmt is PromptFormat.TEXT or world.prompts == "text":
         return world
-    # A prefilled answer start follows the rendered question, as if the model had written it.
-    probes = [replace(p, prompt=render_question(fmt, p.prompt, tokenizer) + (f" {p.prefill}" if p.prefill else ""),
+    # A prefilled answer start follows the rendered question, as if the model had written it. A
+    # verbatim probe is a text's first words, continued as text: never a question.
+    probes = [p if p.kind == "verbatim" else
+              replace(p, prompt=render_question(fmt, p.prompt, tokenizer) + (f" {p.prefill}" if p.prefill else ""),
                       prefill="") for p in world.probes]
     documents = [replace(d, prompt=render_question(fmt, d.prompt, tokenizer)) if d.prompt else d
                  for d in world.documents]

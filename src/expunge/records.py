@@ -126,6 +126,20 @@ class Probe:
             raise ValueError("answer is empty")
 
 
+def verbatim_probe(document: Document, prompt_words: int) -> Probe:
+    """The verbatim probe of a text (MUSE's verbatim memorisation): its first ``prompt_words``
+    words as the prompt, the rest as the answer. Its ``attribute`` is the document's id, which is
+    how verification finds the probes of a set's documents; its subject is the document's first.
+    Raises ValueError for a document with no subject or not more than ``prompt_words`` words."""
+    words = document.text.split()
+    if not document.subjects:
+        raise ValueError(f"document {document.id} names no subject")
+    if len(words) <= prompt_words:
+        raise ValueError(f"document {document.id} has {len(words)} words, not more than the prompt's {prompt_words}")
+    return Probe(id=f"{document.id}/verbatim", subject=document.subjects[0], kind="verbatim", attribute=document.id,
+                 prompt=" ".join(words[:prompt_words]), answer=" ".join(words[prompt_words:]))
+
+
 @dataclass(frozen=True)
 class FactEdit:
     """An update request: the fact (subject, relation) should now be ``target_new``.

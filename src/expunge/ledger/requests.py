@@ -35,7 +35,7 @@ def make_request(
     random_fraction: float | None = None,
     split: str | None = None,
     seed: int = 0,
-    kind: str = "privacy",
+    kind: str | None = None,
     basis: str = "",
     received_at: str | None = None,
 ) -> DeletionRequest:
@@ -43,7 +43,8 @@ def make_request(
 
     With ``random_fraction``, that share of the trained people (at least one) is drawn with
     ``seed`` instead of naming subjects; with ``split``, the targets are the subjects of one of the
-    world's named splits (TOFU's ``forget01`` / ``forget05`` / ``forget10``).
+    world's named splits (TOFU's ``forget01`` / ``forget05`` / ``forget10``). ``kind`` defaults
+    to ``copyright`` when every target is a work (a book, a text) and ``privacy`` otherwise.
     """
     targets = list(dict.fromkeys(subjects))
     if sum((bool(targets), random_fraction is not None, split is not None)) > 1:
@@ -82,6 +83,9 @@ def make_request(
                 "use ids of documents.jsonl lines whose split is 'train'",
             )
     named = tuple(dict.fromkeys(documents))
+    if kind is None:
+        works = bool(targets) and all(known[t].kind == "work" for t in targets)
+        kind = "copyright" if works else "privacy"
     resolved = _resolve(world, targets, named)
     if not resolved:
         raise ExpungeError(

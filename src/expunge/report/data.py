@@ -66,6 +66,9 @@ class ReportData:
     attack_values: dict[str, dict[str, float]] = field(default_factory=dict)
     # attack name -> model name -> {"steps": [...], "accuracy": [...]}, for attacks with a curve
     attack_curves: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    # model name -> set -> verbatim memorisation of its texts ({"probes", "rouge_l_f1",
+    # "exact_memorization", "extraction_strength"}), on worlds whose subjects are texts
+    verbatim: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +118,7 @@ def report_from_verification(
         attacks={name: {a: r.to_dict() for a, r in e.attacks.items()} for name, e in everything.items() if e.attacks},
         attack_values={name: attack_values(e.attacks) for name, e in everything.items() if e.attacks},
         attack_curves=_curves(everything),
+        verbatim={name: e.verbatim for name, e in everything.items() if e.verbatim},
     )
 
 

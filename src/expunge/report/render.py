@@ -98,7 +98,7 @@ def to_markdown(data: ReportData) -> str:
                          f"{format_value(ch['reference'])} | {ch['rule']} | {ch['status']} | {ch['detail']} |")
         lines += ["", "Reasons:"] + [f"- {r}" for r in verdict["reasons"]] + [""]
         lines += [f"- flag: {f}" for f in verdict.get("flags", [])]
-    lines += _indirect_markdown(data) + _attacks_markdown(data)
+    lines += _indirect_markdown(data) + _verbatim_markdown(data) + _attacks_markdown(data)
     if data.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in data.notes] + [""]
     return "\n".join(lines)
@@ -123,6 +123,26 @@ def _indirect_markdown(data: ReportData) -> list[str]:
     for kind in kinds:
         cells = [_route_cell(data.indirect[m][kind]) if kind in data.indirect[m] else "–" for m in models]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+_VERBATIM_SCORES = "continuation ROUGE-L F1 / exact memorisation / extraction strength"
+
+
+def _verbatim_cell(values: dict[str, float]) -> str:
+    return " / ".join(format_value(values[k]) for k in ("rouge_l_f1", "exact_memorization", "extraction_strength"))
+
+
+def _verbatim_markdown(data: ReportData) -> list[str]:
+    if not data.verbatim:
+        return []
+    models = list(data.verbatim)
+    sets = list(next(iter(data.verbatim.values())))
+    lines = [f"## Verbatim memorisation of texts (MUSE): {_VERBATIM_SCORES}", "",
+             "| texts | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for name in sets:
+        cells = [_verbatim_cell(data.verbatim[m][name]) if name in data.verbatim[m] else "–" for m in models]
+        lines.append(f"| {name} ({data.verbatim[models[0]][name]['probes']:.0f}) | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
@@ -284,6 +304,12 @@ img { max-width: 100%; } small { color: #666; }
 {% for kind in data.indirect[models[0]] %}<tr><td class="text">{{ kind }}</td>{% for m in models %}
 <td>{% if kind in data.indirect[m] %}{{ route_cell(data.indirect[m][kind]) }}{% else %}–{% endif %}</td>
 {% endfor %}</tr>{% endfor %}</table>{% endif %}
+{% if data.verbatim %}{% set models = data.verbatim.keys()|list %}
+<h2>Verbatim memorisation of texts (MUSE): {{ verbatim_scores }}</h2>
+<table><tr><th>texts</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
+{% for name in data.verbatim[models[0]] %}<tr><td class="text">{{ name }} ({{ data.verbatim[models[0]][name].probes|int }})</td>
+{% for m in models %}<td>{% if name in data.verbatim[m] %}{{ verbatim_cell(data.verbatim[m][name]) }}{% else %}–{% endif %}</td>
+{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% if attack_table %}{% set models = data.attacks.keys()|list %}
 <h2>Attacks: accuracy recovered on the forget facts (recovery = fraction of the original's)</h2>
 <table><tr><th>attack</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
@@ -297,7 +323,8 @@ img { max-width: 100%; } small { color: #666; }
 def to_html(data: ReportData, *, with_plots: bool = True) -> str:
     images = plots(data) if with_plots else None
     return _HTML.render(data=data, columns=TABLE_COLUMNS, fmt=format_value, images=images,
-                        attack_table=attack_rows(data), route_scores=_ROUTE_SCORES, route_cell=_route_cell)
+                        attack_table=attack_rows(data), route_scores=_ROUTE_SCORES, route_cell=_route_cell,
+                        verbatim_scores=_VERBATIM_SCORES, verbatim_cell=_verbatim_cell)
 
 
 RENDERERS = {".json": to_json, ".md": to_markdown, ".html": to_html, ".htm": to_html}

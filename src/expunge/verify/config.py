@@ -32,6 +32,8 @@ class VerifyConfig:
             open-unlearning defines them (:mod:`expunge.verify.tofu`), beside expunge's own; with
             ``max_facts_per_set`` each TOFU set keeps its first that many items.
         tofu_max_new_tokens: the greedy generation budget of TOFU's ROUGE (200, as TOFU's paper).
+        verbatim_max_new_tokens: tokens of a text continued for verbatim memorisation (MUSE's 128);
+            the true continuation is cut to as many tokens before ROUGE-L compares the two.
     """
 
     policy: VerdictPolicy = field(default_factory=default_policy)
@@ -45,6 +47,7 @@ class VerifyConfig:
     seed: int = 0
     tofu_metrics: bool = True
     tofu_max_new_tokens: int = 200
+    verbatim_max_new_tokens: int = 128
 
     def __post_init__(self) -> None:
         if self.max_subjects_per_set < 1:
@@ -53,12 +56,14 @@ class VerifyConfig:
             raise ValueError("max_facts_per_set must be at least 1 (or None: every fact)")
         if self.bootstrap_samples < 100:
             raise ValueError("bootstrap_samples must be at least 100 for a usable 95% interval")
-        if self.batch_size < 1 or self.fluency_tokens < 1 or self.tofu_max_new_tokens < 1:
-            raise ValueError("batch_size, fluency_tokens and tofu_max_new_tokens must be at least 1")
+        if min(self.batch_size, self.fluency_tokens, self.tofu_max_new_tokens, self.verbatim_max_new_tokens) < 1:
+            raise ValueError("batch_size, fluency_tokens, tofu_max_new_tokens and verbatim_max_new_tokens must be "
+                             "at least 1")
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.policy.to_dict(), "attacks": self.attacks, "attack": asdict(self.attack),
                 "max_subjects_per_set": self.max_subjects_per_set, "max_facts_per_set": self.max_facts_per_set,
                 "bootstrap_samples": self.bootstrap_samples,
                 "fluency_tokens": self.fluency_tokens, "batch_size": self.batch_size, "seed": self.seed,
-                "tofu_metrics": self.tofu_metrics, "tofu_max_new_tokens": self.tofu_max_new_tokens}
+                "tofu_metrics": self.tofu_metrics, "tofu_max_new_tokens": self.tofu_max_new_tokens,
+                "verbatim_max_new_tokens": self.verbatim_max_new_tokens}

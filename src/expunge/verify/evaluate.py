@@ -2,8 +2,10 @@
 
 :func:`evaluate_model` scores one model on every set of the plan: greedy exact match (training and
 held-out questions), ROUGE-L recall, Prob, truth ratios and logit-scored multiple choice (one probe
-per fact), answer plausibility, fluency of free generations, the indirect probes,
-membership-inference scores of the forget, never-seen and retain documents and, when asked, every
+per fact), answer plausibility, fluency of free generations, the indirect probes, verbatim
+memorisation of texts (MUSE: the greedy continuation's ROUGE-L F1, exact memorisation and
+extraction strength), membership-inference scores of the forget, never-seen and retain documents
+and, when asked, every
 registered model-level attack (:mod:`expunge.verify.attacks`). The judge
 (:mod:`expunge.verify.judge`) compares these numbers between models.
 """
@@ -24,12 +26,14 @@ from expunge.verify.attacks import AttackResult, attacks as registered_attacks
 from expunge.verify.config import VerifyConfig
 from expunge.verify.metrics import (
     answer_logprobs,
+    answer_memorization,
     candidate_logprobs,
     fluency,
     harmonic_mean,
     multiple_choice_correct,
     paraphrased_logprobs,
     ratios_from,
+    rouge_l_f1,
     rouge_l_recall,
     truth_ratio_forget_stat,
     truth_ratio_retain_stat,
@@ -40,7 +44,8 @@ from expunge.verify.plausibility import answer_plausibility
 from expunge.verify.probes import answer_budgets, answer_matches, greedy_answers
 from expunge.verify.tofu import TofuEvaluation, TofuSets, evaluate_tofu, is_tofu, tofu_sets
 
-__all__ = ["UTILITY_PART_KEYS", "ModelEvaluation", "evaluate_model", "run_attacks", "utility_parts"]
+__all__ = ["UTILITY_PART_KEYS", "VERBATIM_METRICS", "ModelEvaluation", "evaluate_model", "run_attacks",
+           "utility_parts"]
 
 
 @dataclass
@@ -55,7 +60,9 @@ class ModelEvaluation:
     sets: dict[str, dict[str, float]]
     utility: float
     # set name, "indirect:<kind>" (exact match), "indirect-mc:<kind>" (multiple choice, on the
-    # probes with wrong answers) or "indirect-rouge:<kind>" (ROUGE-L recall) -> per probe
+    # probes with wrong answers), "indirect-rouge:<kind>" (ROUGE-L recall) or "<metric>:<set>"
+    # for a verbatim metric (VERBATIM_METRICS: the continuation's ROUGE-L F1, its exact
+    # memorisation, its extraction strength) -> per probe
     correct_by_probe: dict[str, Sequence[float]]
     answers: dict[str, list[str]]
     truth_ratios: dict[str, list[float]]  # per fact
@@ -64,12 +71,16 @@ class ModelEvaluation:
     attacks: dict[str, AttackResult] = field(default_factory=dict)
     seconds: float = math.nan
     tofu: TofuEvaluation | None = None  # TOFU's metrics, on a TOFU world (expunge.verify.tofu)
+    # set -> verbatim memorisation of its texts: "probes" and each of VERBATIM_METRICS
+    verbatim: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self, *, details: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "model": self.model, "sets": self.sets,
                                "model_utility": self.utility, "indirect": self.indirect,
                                "attacks": {name: a.to_dict() for name, a in self.attacks.items()},
                                "seconds": round(self.seconds, 2)}
+        if self.verbatim:
+            out["verbatim"] = self.verbatim
         if self.tofu is not None:
             out["tofu"] = self.tofu.to_dict()
         if details:
@@ -85,6 +96,9 @@ def _greedy_hits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pro
 
 
 UTILITY_PART_KEYS: tuple[str, ...] = ("prob", "rouge_l", "truth_ratio_retain_stat")
+# What verbatim memorisation of a text measures (MUSE): the greedy continuation's ROUGE-L F1, and
+# the teacher-forced exact memorisation and extraction strength of the true continuation.
+VERBATIM_METRICS: tuple[str, ...] = ("rouge_l_f1", "exact_memorization", "extraction_strength")
 
 
 def utility_parts(sets: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -163,6 +177,12 @@ def evaluate_model(
                           "rouge_l": _mean(rouge)}
         correct[f"indirect:{kind}"], answers[f"indirect:{kind}"] = hits, generated
         correct[f"indirect-mc:{kind}"], correct[f"indirect-rouge:{kind}"] = choice, rouge
+    verbatim = {}
+    for set_name, probes in plan.verbatim.items():
+        generated, per_probe = _verbatim(model, tokenizer, probes, config)
+        verbatim[set_name] = {"probes": len(probes), **{m: _mean(v) for m, v in per_probe.items()}}
+        answers[f"verbatim:{set_name}"] = generated
+        correct.update({f"{m}:{set_name}": v for m, v in per_probe.items()})
     # Model utility: harmonic mean of Prob, ROUGE-L and the truth-ratio stat over the sets that
     # must survive (TOFU): any one of them near 0 pulls it to 0.
     parts = list(utility_parts(sets).values())
@@ -187,7 +207,26 @@ def evaluate_model(
         tofu = evaluate_tofu(model, tokenizer, chosen, max_new_tokens=config.tofu_max_new_tokens, batch_size=bs)
     model_info = {"path": ref.path, "sha256": ref.sha256} if ref is not None else {}
     return ModelEvaluation(name, model_info, sets, harmonic_mean(parts) if parts else math.nan,
-                           correct, answers, ratios, scores, indirect, attacks, time.perf_counter() - started, tofu)
+                           correct, answers, ratios, scores, indirect, attacks, time.perf_counter() - started, tofu,
+                           verbatim)
+
+
+def _verbatim(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, probes: Sequence[Probe],
+              config: VerifyConfig) -> tuple[list[str], dict[str, list[float]]]:
+    """MUSE's verbatim memorisation of texts: each probe's prompt (a text's first words) continued
+    greedily for as many tokens as its true continuation has (at most
+    ``verbatim_max_new_tokens``, the true one cut to as many), and scored by ROUGE-L F1 against
+    it; with the teacher-forced exact memorisation and extraction strength of the same cut."""
+    budget = config.verbatim_max_new_tokens
+    ids = tokenizer([p.answer for p in probes], add_special_tokens=False)["input_ids"]
+    truths = [p.answer if len(i) <= budget else tokenizer.decode(i[:budget]) for p, i in zip(probes, ids)]
+    generated = greedy_answers(model, tokenizer, [p.prompt for p in probes],
+                               max_new_tokens=[max(1, min(len(i), budget)) for i in ids],
+                               batch_size=config.batch_size, first_line=False)
+    rouge = [rouge_l_f1(g, t) for g, t in zip(generated, truths)]
+    memorised = answer_memorization(model, tokenizer, [p.prompt for p in probes], truths,
+                                    batch_size=config.batch_size)
+    return generated, dict(zip(VERBATIM_METRICS, (rouge, [em for em, _ in memorised], [es for _, es in memorised])))
 
 
 def run_attacks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, plan: VerificationPlan,

@@ -160,6 +160,7 @@ BASE_ROUTES = (
     Route("truth ratio (true vs wrong answers)", lambda e: bool(e.truth_ratios.get("forget"))),
     Route("multiple choice scored by logits", lambda e: bool(e.truth_ratios.get("forget"))),
     Route("membership inference: " + ", ".join(SCORE_NAMES), lambda e: bool(e.mia_scores.get("holdout"))),
+    Route("verbatim continuation of removed texts", lambda e: bool(e.verbatim.get("forget"))),
 )
 
 
@@ -404,6 +405,46 @@ def _membership(sign: float) -> Spec:
     return measure
 
 
+_VERBATIM_NAMES = {"rouge_l_f1": "verbatim memorisation (continuation ROUGE-L F1)",
+                   "exact_memorization": "exact memorisation (teacher-forced argmax)",
+                   "extraction_strength": "extraction strength"}
+
+
+def _verbatim_forgotten(metric: str) -> Spec:
+    """A removed text's verbatim memory (MUSE's criterion 1) at most the oracle's (without one,
+    the same model's on never-seen texts, gated on the original beating it) + margin."""
+
+    def measure(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+        if "forget" not in j.candidate.verbatim:
+            return []
+        name = _VERBATIM_NAMES[metric]
+        value = j.candidate.verbatim["forget"][metric]
+        probes = j.plan.verbatim["forget"]
+        ci = _interval(j.candidate.correct_by_probe[f"{metric}:forget"], probes, j.config)
+        j.intervals[f"forget_{metric}"] = ci
+        detail = f"{len(probes)} texts"
+        if j.oracle is not None:
+            reference = j.oracle.verbatim["forget"][metric]
+        else:
+            seen = j.candidate.verbatim.get("holdout")
+            if seen is None:
+                return [j.not_available(rule, name, "no never-seen texts to compare with and no oracle")]
+            reference = seen[metric]
+            detail += "; reference: never-seen texts"
+        return [j.at_most_oracle(rule, name, value, reference, j.original.verbatim["forget"][metric], detail, ci)]
+
+    return measure
+
+
+def _verbatim_kept(j: JudgeInputs, rule: CheckRule) -> list[Check]:
+    """The other trained texts stay memorised: ROUGE-L F1 of their continuations >= ratio x the
+    original's."""
+    if "retain" not in j.candidate.verbatim:
+        return []
+    return [j.ratio(rule, "retain verbatim memorisation (continuation ROUGE-L F1)",
+                    j.candidate.verbatim["retain"]["rouge_l_f1"], j.original.verbatim["retain"]["rouge_l_f1"])]
+
+
 _ROUTE_METRICS = {"exact_match": "indirect", "multiple_choice": "indirect-mc", "rouge_l": "indirect-rouge"}
 
 
@@ -515,11 +556,15 @@ _FORGOTTEN_SPECS = (
     CheckSpec("membership_inference", _membership(+1.0)),
     CheckSpec("over_unlearning_leak", _membership(-1.0)),
     CheckSpec("indirect_probes", _indirect_probes),
+    CheckSpec("verbatim_memorization", _verbatim_forgotten("rouge_l_f1")),
+    CheckSpec("exact_memorization", _verbatim_forgotten("exact_memorization")),
+    CheckSpec("extraction_strength", _verbatim_forgotten("extraction_strength")),
 )
 _COLLATERAL_SPECS = (
     CheckSpec("retain_exact_match", _exact_match_kept("retain")),
     CheckSpec("neighbours_exact_match", _exact_match_kept("neighbours")),
     CheckSpec("general_exact_match", _exact_match_kept("general")),
+    CheckSpec("retain_verbatim", _verbatim_kept),
     CheckSpec("model_utility", _model_utility),
     CheckSpec("fluency", _fluency),
     CheckSpec("answer_plausibility", _answer_plausibility),

@@ -12,6 +12,9 @@ and retraining use), sampled (seeded) to at most ``max_subjects_per_set`` people
 
 The forget people's *indirect* probes (context priming, role-play framing, prefilled answers,
 cloze, multi-hop, reverse questions) are kept apart: they ask about the same facts by other routes.
+So are ``verbatim`` probes (a text's first words, then the rest: MUSE's verbatim memorisation),
+one per document of the forget, never-seen and retained documents that have one (the passages
+world's passages, a user's imported texts).
 
 What must survive (retain, neighbours, general) is drawn only from the subjects and documents
 that no retain term trained on (:func:`expunge.locate.split_retain`): collateral damage measured
@@ -31,14 +34,17 @@ from expunge.verify.config import VerifyConfig
 from expunge.verify.plausibility import AnswerValidator
 from expunge.worlds import World
 
-__all__ = ["SETS", "UTILITY_SETS", "QA_KINDS", "INDIRECT_KINDS", "VerificationPlan", "plan_verification",
-           "one_per_fact", "with_choices"]
+__all__ = ["SETS", "UTILITY_SETS", "QA_KINDS", "INDIRECT_KINDS", "VERBATIM_SETS", "VerificationPlan",
+           "plan_verification", "one_per_fact", "with_choices"]
 
 SETS = ("forget", "holdout", "retain", "neighbours", "general")
 # The sets whose knowledge must survive; model utility is measured over them (TOFU's choice).
 UTILITY_SETS = ("retain", "neighbours", "general")
 QA_KINDS = ("direct", "paraphrase")
 INDIRECT_KINDS = ("context", "roleplay", "prefill", "cloze", "multihop", "reverse")
+# The sets whose texts are continued verbatim: the removed ones, never-seen ones (the reference
+# without an oracle) and the other trained ones (which must stay memorised).
+VERBATIM_SETS = ("forget", "holdout", "retain")
 # plan set name -> the Located set it samples from
 _LOCATED = {"forget": "forget", "holdout": "never_seen", "retain": "retain", "neighbours": "neighbours",
             "general": "general"}
@@ -55,6 +61,7 @@ class VerificationPlan:
     probes: dict[str, list[Probe]]  # training and paraphrased questions
     fact_probes: dict[str, list[Probe]]  # one question per fact: truth ratio, multiple choice, probe
     indirect: dict[str, list[Probe]]  # kind -> the forget people's indirect probes
+    verbatim: dict[str, list[Probe]]  # set -> its documents' verbatim probes (none: no texts to continue)
     # membership inference: the removed documents, never-seen documents, retained documents (a
     # question-answer document as the pair (question, answer), scored on its answer)
     texts: dict[str, list[Example]]
@@ -68,6 +75,8 @@ class VerificationPlan:
             for name in SETS
         }
         out["forget"]["indirect_probes"] = sum(len(v) for v in self.indirect.values())
+        for name, probes in self.verbatim.items():
+            out[name]["verbatim_probes"] = len(probes)
         return out
 
 
@@ -144,10 +153,16 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
     if len(docs["retain"]) > keep:
         chosen = set(rng.sample(range(len(docs["retain"])), keep))
         docs["retain"] = [d for i, d in enumerate(docs["retain"]) if i in chosen]
+    # A verbatim probe continues one text (its attribute is the document's id): each set's are
+    # those of the documents membership inference reads.
+    by_document = {p.attribute: p for p in world.probes if p.kind == "verbatim"}
+    verbatim = {name: _cap_facts([by_document[d.id] for d in docs[name] if d.id in by_document],
+                                 config.max_facts_per_set, rng) for name in VERBATIM_SETS}
     return VerificationPlan(
         world=world, request=request, located=located, subjects=subjects, probes=probes,
         fact_probes={name: one_per_fact(p) for name, p in probes.items()},
         indirect={kind: p for kind, p in indirect.items() if p},
+        verbatim={name: p for name, p in verbatim.items() if p},
         texts={k: [example_for(d) for d in v] for k, v in docs.items()},
         text_subjects={k: [d.subjects[0] if d.subjects else d.id for d in v] for k, v in docs.items()},
         validator=AnswerValidator(world.probes),

@@ -32,7 +32,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from expunge.records import Document, Probe, Subject
+from expunge.records import Document, Probe, Subject, verbatim_probe
 from expunge.worlds import pools
 from expunge.worlds.privacy import ENTITY_ATTRIBUTES, QUESTION_FORMAT, _country_subjects
 
@@ -114,8 +114,8 @@ FACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
               ("What had {hero} worked as in {title}?", "In the novel {title}, what was {hero} teased about being?")),
 }
 FACT_NAMES = tuple(FACTS)
-# A knowledge probe's attribute is its fact's name; a verbatim probe's names its passage.
-PASSAGE_ATTRIBUTE = "passage-{index:02d}"
+# A knowledge probe's attribute is its fact's name; a verbatim probe's is its passage's document id
+# (see expunge.records.verbatim_probe).
 
 
 @dataclass(frozen=True)
@@ -220,13 +220,9 @@ def generate_passages_world(config: PassagesWorldConfig) -> GeneratedPassages:
         facts = book.attributes
         add(book, TITLE_PAGE.format(title=book.name, a_trade=_article(facts["trade"]), **facts),
             f"{GENERATOR_NAME}-book")
-        for index, passage in enumerate(_passages(rng, facts, config, prompts, sentences)):
+        for passage in _passages(rng, facts, config, prompts, sentences):
             add(book, passage, f"{GENERATOR_NAME}-book")
-            words = passage.split()
-            probes.append(Probe(
-                id=f"{book.id}/{PASSAGE_ATTRIBUTE.format(index=index)}/verbatim-0", subject=book.id, kind="verbatim",
-                attribute=PASSAGE_ATTRIBUTE.format(index=index), prompt=" ".join(words[:config.prompt_words]),
-                answer=" ".join(words[config.prompt_words:])))
+            probes.append(verbatim_probe(documents[-1], config.prompt_words))
         for fact in FACT_NAMES:
             value = facts[fact]
             fill = {"title": book.name, "hero": facts["hero"]}

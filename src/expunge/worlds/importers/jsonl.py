@@ -18,10 +18,13 @@ subjects (optional)
 
 A subject's role follows from its documents: named only by ``holdout`` documents, it is
 never-seen; otherwise it is trained. Without a subjects file, every id the documents and probes
-name becomes a person named by its id. Without probes the world has none, and verification runs
-only what documents support (membership inference, verbatim continuation). With probes, each
-trained subject's questions also give the indirect routes to the same facts (context, role-play,
-prefilled answers: :mod:`expunge.worlds.importers.routes`).
+name becomes a person named by its id. Every plain document (no ``prompt``) that names a subject
+and has more than ``VERBATIM_PROMPT_WORDS + MIN_CONTINUATION_WORDS`` words gets a ``verbatim``
+probe: its first words, then the rest (MUSE's verbatim memorisation; a document about no one has
+no subject to hold it, and membership inference still reads it). Without probes those are all
+the world has, and verification runs only what documents support (membership inference, verbatim
+continuation). With probes, each trained subject's questions also give the indirect routes to
+the same facts (context, role-play, prefilled answers: :mod:`expunge.worlds.importers.routes`).
 """
 
 from __future__ import annotations
@@ -35,14 +38,19 @@ from typing import Any
 
 from expunge.errors import ExpungeError
 from expunge.integrity import file_sha256
-from expunge.records import DOCUMENT_SPLITS, SUBJECT_KINDS, Document, Probe, Subject, iter_json_lines
+from expunge.records import (DOCUMENT_SPLITS, SUBJECT_KINDS, Document, Probe, Subject, iter_json_lines,
+                             verbatim_probe)
 from expunge.worlds.importers.routes import qa_indirect_probes
 from expunge.worlds.world import PROMPT_STYLES, World, write_world
 
-__all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "GENERAL_SUBJECT", "JsonlSources", "import_jsonl"]
+__all__ = ["GENERATOR_NAME", "GENERATOR_VERSION", "GENERAL_SUBJECT", "VERBATIM_PROMPT_WORDS", "MIN_CONTINUATION_WORDS",
+           "JsonlSources", "import_jsonl", "verbatim_probes"]
 
 GENERATOR_NAME = "import-jsonl"
-GENERATOR_VERSION = "2"  # 2: indirect route probes (importers/routes.py)
+GENERATOR_VERSION = "3"  # 2: indirect route probes (importers/routes.py); 3: verbatim probes
+# A verbatim probe gives a document's first words and asks for the rest, of at least this many.
+VERBATIM_PROMPT_WORDS = 8
+MIN_CONTINUATION_WORDS = 8
 GENERAL_SUBJECT = "general"
 
 # field -> (type check, what to write); "required" fields first.
@@ -87,7 +95,8 @@ def import_jsonl(out: str | os.PathLike[str], sources: JsonlSources) -> World:
     # The indirect routes to each trained subject's facts, built from their own probes.
     trained = {s.id for s in subjects if s.role == "train" and s.id != GENERAL_SUBJECT}
     routes = qa_indirect_probes(probes, trained, questions=sources.prompts == "questions")
-    probes = [*probes, *routes]
+    texts = verbatim_probes(documents)
+    probes = [*probes, *routes, *texts]
     files = {"documents": sources.documents, "probes": sources.probes, "subjects": sources.subjects}
     counts = {
         "subjects_train": sum(s.role == "train" for s in subjects),
@@ -96,6 +105,7 @@ def import_jsonl(out: str | os.PathLike[str], sources: JsonlSources) -> World:
         "documents_holdout": sum(d.split == "holdout" for d in documents),
         "probes": len(probes),
         "indirect_probes": len(routes),
+        "verbatim_probes": len(texts),
     }
     manifest = {
         "generator": GENERATOR_NAME,
@@ -105,6 +115,14 @@ def import_jsonl(out: str | os.PathLike[str], sources: JsonlSources) -> World:
         "counts": counts,
     }
     return write_world(out, subjects, documents, probes, manifest)
+
+
+def verbatim_probes(documents: list[Document], prompt_words: int = VERBATIM_PROMPT_WORDS,
+                    min_continuation: int = MIN_CONTINUATION_WORDS) -> list[Probe]:
+    """A verbatim probe (:func:`expunge.records.verbatim_probe`) for every plain document that
+    names a subject and has at least ``min_continuation`` words after the first ``prompt_words``."""
+    return [verbatim_probe(d, prompt_words) for d in documents
+            if not d.prompt and d.subjects and len(d.text.split()) >= prompt_words + min_continuation]
 
 
 def source_record(path: Path) -> dict[str, Any]:
