@@ -248,6 +248,35 @@ def import_jsonl_cmd(
         f"{data['probes']} probes ({data['verbatim_probes']} verbatim){note}", highlight=False))
 
 
+@import_app.command("text")
+@friendly_errors
+def import_text_cmd(
+    file: list[Path] = typer.Option(..., "--file", help="A plain-text (UTF-8) file the model is trained on: one "
+                                                         "work (repeat for several)."),
+    out: Path = typer.Option(..., "--out", help="New directory to write the world to."),
+    title: list[str] = typer.Option([], "--title", help="The title of each --file, in the same order (default: "
+                                                         "the file names)."),
+    holdout: list[Path] = typer.Option([], "--holdout", help="A never-seen text of the same kind (the membership "
+                                                              "reference; repeat for several)."),
+    passage_words: int = typer.Option(64, "--passage-words", help="Words per passage, about (cut at sentence ends)."),
+    prompt_words: int = typer.Option(16, "--prompt-words", help="Words of a passage given as its verbatim probe's "
+                                                                "prompt; the rest is its answer."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Your own texts (books, articles) as a world of passages: each file a work, each passage a
+    document with a verbatim probe, --holdout files the never-seen reference."""
+    from expunge import preflight
+    from expunge.worlds.importers.text import TextSources, import_text
+
+    preflight.output(out)
+    world = import_text(out, TextSources(files=tuple(file), titles=tuple(title), holdout=tuple(holdout),
+                                         passage_words=passage_words, prompt_words=prompt_words))
+    data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
+    _emit(as_json, data, lambda: console.print(
+        f"wrote world to {out}: {data['works_train']} texts trained, {data['works_holdout']} never seen, "
+        f"{data['documents_train']} training passages, {data['verbatim_probes']} verbatim probes", highlight=False))
+
+
 @import_app.command("tofu")
 @friendly_errors
 def import_tofu_cmd(
