@@ -16,6 +16,7 @@ from expunge.models.tokenizer import world_vocabulary
 from expunge.worlds import PassagesWorldConfig, build_passages_world, generate_passages_world, load_world
 from expunge.worlds import pools
 from expunge.worlds.passages import FACT_NAMES, QUEST_OBJECTS
+from expunge.verify.judge import Forgotten
 from expunge.worlds.world import WORLD_FILES
 
 
@@ -175,3 +176,65 @@ def test_cli_world_passages(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "passages_per_book" in bad.output
     taken = CliRunner().invoke(app, ["world", "passages", "--out", str(tmp_path / "w")])
     assert taken.exit_code == 2 and "exists" in taken.output
+
+
+# --------------------------------------------------------------------------------------------
+# end to end on a tiny model: train on the books, retrain without two, verify (about 30 s)
+
+
+@pytest.fixture(scope="module")
+def copyright_run(tmp_path_factory: pytest.TempPathFactory):
+    from expunge.ledger import make_request, write_request
+    from expunge.pipeline import retrain_oracle, train_base
+    from expunge.verify.policy import default_policy, override_policy
+    from expunge.verify.suite import VerifyConfig, verify_models
+
+    root = tmp_path_factory.mktemp("copyright")
+    world = build_passages_world(root / "w", PassagesWorldConfig(seed=0, books=6, holdout_books=4,
+                                                                 passages_per_book=4))
+    base = train_base(root / "w", root / "base", preset="tiny", seed=0, progress=False)
+    request = make_request(world, subjects=[b.id for b in world.deletable("train")[:2]])
+    write_request(request, root / "request.json")
+    oracle = retrain_oracle(root / "w", root / "request.json", root / "oracle", base=base.model.path, progress=False)
+    config = VerifyConfig(policy=override_policy(default_policy(), evidence={"min_subjects": 2}),
+                          bootstrap_samples=200)
+    # Two candidates of known verdict: the oracle itself (retrained: removed), the original
+    # (unchanged: remembers).
+    verification = verify_models({"retrained": oracle.model.path, "unchanged": base.model.path}, base.model.path,
+                                 oracle.model.path, root / "w", root / "request.json", config=config)
+    return request, verification
+
+
+def test_copyright_request_verified_on_verbatim_memory_and_knowledge(copyright_run) -> None:
+    """Measured on seeds 0-2 (tiny preset): the original continues its removed passages perfectly
+    (ROUGE-L F1 1.00, extraction strength 1.00) where the oracle reaches 0.22-0.27, the level of
+    never-seen books (0.28-0.32); it answers 0.36-0.48 of the removed books' questions against the
+    oracle's 0.02-0.10. The assertions keep margins well inside those gaps."""
+    request, v = copyright_run
+    assert request.kind == "copyright"
+    original, oracle = v.original.verbatim, v.oracle.verbatim
+    assert original["forget"]["rouge_l_f1"] >= 0.9 and original["forget"]["extraction_strength"] >= 0.9
+    assert original["forget"]["rouge_l_f1"] - oracle["forget"]["rouge_l_f1"] >= 0.5
+    assert oracle["forget"]["rouge_l_f1"] <= oracle["holdout"]["rouge_l_f1"] + 0.15  # at never-seen level
+    assert oracle["retain"]["rouge_l_f1"] >= 0.8  # the oracle still knows the books it kept
+    assert v.original.sets["forget"]["exact_match"] - v.oracle.sets["forget"]["exact_match"] >= 0.2
+    checks = {name: {c.policy_key: c for c in v.checks[name]} for name in v.candidates}
+    assert checks["retrained"]["verbatim_memorization"].passed is True
+    assert checks["unchanged"]["verbatim_memorization"].passed is False
+    assert checks["unchanged"]["forget_exact_match"].passed is False
+    assert checks["retrained"]["retain_verbatim"].passed and checks["unchanged"]["retain_verbatim"].passed
+    # Never "forgotten". (On this 6-book world the oracle can fail its own membership check, AUC
+    # 0.30-0.47 over seeds 0-2 with 2 removed books: then the verdict is "not verified", else "no".)
+    assert v.verdicts["unchanged"].forgotten is (Forgotten.NO if v.oracle_trusted else Forgotten.NOT_VERIFIED)
+    assert "verbatim continuation of removed texts" in v.verdicts["unchanged"].attacks_tried
+
+
+def test_copyright_report_shows_verbatim_memory(copyright_run) -> None:
+    from expunge.report import report_from_verification, to_html, to_markdown
+
+    _, v = copyright_run
+    data = report_from_verification(v)
+    assert set(data.verbatim) == {"original", "oracle"} | set(v.candidates)
+    markdown = to_markdown(data)
+    assert "## Verbatim memorisation of texts (MUSE)" in markdown and "| forget (8) |" in markdown
+    assert "Verbatim memorisation of texts" in to_html(data, with_plots=False)
