@@ -5,8 +5,7 @@ held-out questions), ROUGE-L recall, Prob, truth ratios and logit-scored multipl
 per fact), answer plausibility, fluency of free generations, the indirect probes, verbatim
 memorisation of texts (MUSE: the greedy continuation's ROUGE-L F1, exact memorisation and
 extraction strength), membership-inference scores of the forget, never-seen and retain documents
-and, when asked, every
-registered model-level attack (:mod:`expunge.verify.attacks`). The judge
+and, when asked, every registered model-level attack (:mod:`expunge.verify.attacks`). The judge
 (:mod:`expunge.verify.judge`) compares these numbers between models.
 """
 
