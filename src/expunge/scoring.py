@@ -225,13 +225,7 @@ def suffix_logprobs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], 
       continue from its key/value cache (:func:`_shared_prefix_scores`). A TOFU question has
       seven candidates; its prompt is about half of each sequence.
     """
-    if len(sequences) != len(starts):
-        raise ValueError(f"got {len(sequences)} sequences but {len(starts)} start positions")
-    for ids, start in zip(sequences, starts):
-        if not 1 <= start <= len(ids):
-            raise ValueError(f"start {start} lies outside a sequence of {len(ids)} tokens (needs 1 <= start)")
-    if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+    _check_suffixes(sequences, starts, batch_size)
     out: list[torch.Tensor] = [torch.zeros(0)] * len(sequences)
     cache_name = cache_argument(model)
     groups = _prefix_groups(sequences, starts) if cache_name else []
@@ -252,6 +246,16 @@ def suffix_argmax(model: torch.nn.Module, sequences: Sequence[Sequence[int]], st
     it is fed. Exact and extraction memorisation compare it with the text's own tokens. Batched
     like :func:`suffix_logprobs` (length batches, the vocabulary projection only from the earliest
     start), without the shared-prefix pass (passages share no prefix)."""
+    _check_suffixes(sequences, starts, batch_size)
+    out: list[torch.Tensor] = [torch.zeros(0, dtype=torch.long)] * len(sequences)
+    with eval_mode(model):
+        _scores_alone(model, sequences, starts, range(len(sequences)), pad_id, batch_size, out, _argmax_picked)
+    return out
+
+
+def _check_suffixes(sequences: Sequence[Sequence[int]], starts: Sequence[int], batch_size: int) -> None:
+    """The arguments of :func:`suffix_logprobs` and :func:`suffix_argmax`: one start per sequence,
+    each inside it and after its first token, and a positive batch size."""
     if len(sequences) != len(starts):
         raise ValueError(f"got {len(sequences)} sequences but {len(starts)} start positions")
     for ids, start in zip(sequences, starts):
@@ -259,10 +263,6 @@ def suffix_argmax(model: torch.nn.Module, sequences: Sequence[Sequence[int]], st
             raise ValueError(f"start {start} lies outside a sequence of {len(ids)} tokens (needs 1 <= start)")
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    out: list[torch.Tensor] = [torch.zeros(0, dtype=torch.long)] * len(sequences)
-    with eval_mode(model):
-        _scores_alone(model, sequences, starts, range(len(sequences)), pad_id, batch_size, out, _argmax_picked)
-    return out
 
 
 def _prefix_groups(sequences: Sequence[Sequence[int]], starts: Sequence[int]) -> list[list[int]]:

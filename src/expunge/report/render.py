@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +114,23 @@ def _route_cell(values: dict[str, float]) -> str:
                       for k in ("exact_match", "multiple_choice", "rouge_l"))
 
 
-def _indirect_markdown(data: ReportData) -> list[str]:
-    if not data.indirect:
+def _by_model_markdown(title: str, first: str, table: dict[str, dict[str, dict[str, float]]],
+                       cell: Callable[[dict[str, float]], str], label: Callable[[str], str] = str) -> list[str]:
+    """A section with one row per key of the first model's entries and one column per model
+    (model -> row key -> values, as ``ReportData.indirect`` and ``.verbatim`` hold them)."""
+    if not table:
         return []
-    models = list(data.indirect)
-    kinds = list(next(iter(data.indirect.values())))
-    lines = [f"## Indirect probes (forget people): {_ROUTE_SCORES}", "",
-             "| route | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for kind in kinds:
-        cells = [_route_cell(data.indirect[m][kind]) if kind in data.indirect[m] else "–" for m in models]
-        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    models = list(table)
+    lines = [f"## {title}", "", f"| {first} | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+    for key in next(iter(table.values())):
+        cells = [cell(table[m][key]) if key in table[m] else "–" for m in models]
+        lines.append(f"| {label(key)} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _indirect_markdown(data: ReportData) -> list[str]:
+    return _by_model_markdown(f"Indirect probes (forget people): {_ROUTE_SCORES}", "route", data.indirect,
+                              _route_cell)
 
 
 _VERBATIM_SCORES = "continuation ROUGE-L F1 / exact memorisation / extraction strength"
@@ -136,14 +143,9 @@ def _verbatim_cell(values: dict[str, float]) -> str:
 def _verbatim_markdown(data: ReportData) -> list[str]:
     if not data.verbatim:
         return []
-    models = list(data.verbatim)
-    sets = list(next(iter(data.verbatim.values())))
-    lines = [f"## Verbatim memorisation of texts (MUSE): {_VERBATIM_SCORES}", "",
-             "| texts | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-    for name in sets:
-        cells = [_verbatim_cell(data.verbatim[m][name]) if name in data.verbatim[m] else "–" for m in models]
-        lines.append(f"| {name} ({data.verbatim[models[0]][name]['probes']:.0f}) | " + " | ".join(cells) + " |")
-    return lines + [""]
+    first = next(iter(data.verbatim.values()))
+    return _by_model_markdown(f"Verbatim memorisation of texts (MUSE): {_VERBATIM_SCORES}", "texts", data.verbatim,
+                              _verbatim_cell, lambda name: f"{name} ({first[name]['probes']:.0f})")
 
 
 def _attacks_markdown(data: ReportData) -> list[str]:
