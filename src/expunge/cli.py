@@ -226,7 +226,7 @@ def import_jsonl_cmd(
     probes: Path | None = typer.Option(None, "--probes", help="JSON Lines: question, answer, and optionally id, "
                                                                "subject, paraphrased_answer, wrong_answers."),
     subjects: Path | None = typer.Option(None, "--subjects", help="JSON Lines: id, and optionally name, kind "
-                                                                   "(person/entity)."),
+                                                                   "(person/work/entity)."),
     prompts: str = typer.Option("questions", "--prompts", help="How probe questions are written: questions (wrapped "
                                                                "in the model's prompt format) or text (cloze "
                                                                "prompts, used verbatim)."),

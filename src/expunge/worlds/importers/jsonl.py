@@ -14,7 +14,7 @@ probes (optional)
     survive every deletion (its subject is the entity ``general``).
 subjects (optional)
     ``id`` (required); optional ``name`` (how the text names them; default the id) and ``kind``
-    (``person`` or ``entity``; default ``person``).
+    (``person``, ``work`` or ``entity``; default ``person``).
 
 A subject's role follows from its documents: named only by ``holdout`` documents, it is
 never-seen; otherwise it is trained. Without a subjects file, every id the documents and probes
