@@ -308,7 +308,7 @@ def _train_on(
 
 
 def _excluded_subjects(world: World, excluded_documents: set[str]) -> set[str]:
-    """The people none of whose documents is trained on any more."""
+    """The people (or works) none of whose documents is trained on any more."""
     remaining = {s for d in world.training_documents() if d.id not in excluded_documents for s in d.subjects}
     return {s.id for s in world.deletable("train") if s.id not in remaining}
 

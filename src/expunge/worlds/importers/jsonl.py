@@ -19,7 +19,7 @@ subjects (optional)
 A subject's role follows from its documents: named only by ``holdout`` documents, it is
 never-seen; otherwise it is trained. Without a subjects file, every id the documents and probes
 name becomes a person named by its id. Every plain document (no ``prompt``) that names a subject
-and has more than ``VERBATIM_PROMPT_WORDS + MIN_CONTINUATION_WORDS`` words gets a ``verbatim``
+and has at least ``VERBATIM_PROMPT_WORDS + MIN_CONTINUATION_WORDS`` words gets a ``verbatim``
 probe: its first words, then the rest (MUSE's verbatim memorisation; a document about no one has
 no subject to hold it, and membership inference still reads it). Without probes those are all
 the world has, and verification runs only what documents support (membership inference, verbatim
