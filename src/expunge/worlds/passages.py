@@ -29,7 +29,6 @@ questions never occur in training text; one seeded generator gives byte-identica
 from __future__ import annotations
 
 import random
-from collections import Counter
 from dataclasses import dataclass
 
 from expunge.records import Document, Probe, Subject, verbatim_probe
