@@ -206,23 +206,28 @@ def copyright_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_copyright_request_verified_on_verbatim_memory_and_knowledge(copyright_run) -> None:
-    """Measured on seeds 0-2 (tiny preset): the original continues its removed passages perfectly
-    (ROUGE-L F1 1.00, extraction strength 1.00) where the oracle reaches 0.22-0.27, the level of
-    never-seen books (0.28-0.32); it answers 0.36-0.48 of the removed books' questions against the
-    oracle's 0.02-0.10. The assertions keep margins well inside those gaps."""
+    """Measured on seeds 0-2 (tiny preset, 1 and 2 threads): the original continues its removed
+    passages perfectly (ROUGE-L F1 1.00, extraction strength 1.00) where the oracle reaches
+    0.20-0.30, the level of never-seen books (0.20-0.31); the oracle continues the books it kept at
+    0.84-0.97; the original answers 0.29-0.48 of the removed books' questions against the oracle's
+    0.00-0.10 (a gap of 0.24 or more). The assertions keep margins inside those gaps."""
     request, v = copyright_run
     assert request.kind == "copyright"
     original, oracle = v.original.verbatim, v.oracle.verbatim
     assert original["forget"]["rouge_l_f1"] >= 0.9 and original["forget"]["extraction_strength"] >= 0.9
     assert original["forget"]["rouge_l_f1"] - oracle["forget"]["rouge_l_f1"] >= 0.5
     assert oracle["forget"]["rouge_l_f1"] <= oracle["holdout"]["rouge_l_f1"] + 0.15  # at never-seen level
-    assert oracle["retain"]["rouge_l_f1"] >= 0.8  # the oracle still knows the books it kept
-    assert v.original.sets["forget"]["exact_match"] - v.oracle.sets["forget"]["exact_match"] >= 0.2
+    assert oracle["retain"]["rouge_l_f1"] >= 0.7  # the oracle still knows the books it kept
+    assert v.original.sets["forget"]["exact_match"] - v.oracle.sets["forget"]["exact_match"] >= 0.15
     checks = {name: {c.policy_key: c for c in v.checks[name]} for name in v.candidates}
     assert checks["retrained"]["verbatim_memorization"].passed is True
     assert checks["unchanged"]["verbatim_memorization"].passed is False
     assert checks["unchanged"]["forget_exact_match"].passed is False
-    assert checks["retrained"]["retain_verbatim"].passed and checks["unchanged"]["retain_verbatim"].passed
+    # The kept books are scored too (the oracle's 0.84-0.97 of the original's is a retraining's
+    # own spread, which the policy's 0.8 ratio allows; no assertion rides on that thin edge).
+    for name in ("retrained", "unchanged"):
+        assert checks[name]["retain_verbatim"].decisive and checks[name]["retain_verbatim"].reference == 1.0
+    assert checks["unchanged"]["retain_verbatim"].passed is True
     # Never "forgotten". (On this 6-book world the oracle can fail its own membership check, AUC
     # 0.30-0.47 over seeds 0-2 with 2 removed books: then the verdict is "not verified", else "no".)
     assert v.verdicts["unchanged"].forgotten is (Forgotten.NO if v.oracle_trusted else Forgotten.NOT_VERIFIED)
