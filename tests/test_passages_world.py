@@ -62,17 +62,25 @@ def test_books_are_works_with_passages_guides_and_never_seen_books(generated) ->
     assert {s.kind for s in generated.subjects} == {"work", "entity"}
 
 
-def test_every_title_word_and_name_is_shared_by_two_trained_books(generated) -> None:
+def test_every_title_word_and_name_is_shared_by_two_books(generated) -> None:
     """No book owns a token: forgetting one means removing associations (DESIGN.md's trap)."""
-    trained = _books(generated, "train")
-    words = Counter(w for b in trained for w in b.name.split()[1:])
-    names = Counter(b.attributes[r] for b in trained for r in ("hero", "companion", "rival"))
+    books = _books(generated)
+    words = Counter(w for b in books for w in b.name.split()[1:])
+    names = Counter(b.attributes[r] for b in books for r in ("hero", "companion", "rival"))
     assert min(words.values()) >= 2 and min(names.values()) >= 2
     for column in ("city", "quest", "trade"):
-        assert min(Counter(b.attributes[column] for b in trained).values()) >= 2, column
+        assert min(Counter(b.attributes[column] for b in books).values()) >= 2, column
     for part in (0, 1):  # authors share first and last names, as the privacy world's people do
-        assert min(Counter(b.attributes["author"].split()[part] for b in trained).values()) >= 2
-    assert all(b.neighbours for b in trained)
+        assert min(Counter(b.attributes["author"].split()[part] for b in books).values()) >= 2
+    assert all(b.neighbours for b in _books(generated, "train"))
+
+
+def test_never_seen_books_are_a_random_sample_made_like_the_others() -> None:
+    """Never-seen books are drawn from books made the same way (exchangeable with removed ones),
+    not appended after the trained ones."""
+    worlds = [generate_passages_world(PassagesWorldConfig(seed=seed)) for seed in range(4)]
+    positions = {i for w in worlds for i, b in enumerate(_books(w)) if b.role == "holdout"}
+    assert len(positions) > 4 and min(positions) < 12
 
 
 def test_verbatim_probes_continue_their_passage_from_a_unique_prompt(generated) -> None:
@@ -111,8 +119,10 @@ def test_heldout_questions_never_in_training_text_and_use_its_words(generated) -
     for probe in generated.probes:
         if probe.kind == "direct" and by_id[probe.subject].role == "train":
             assert f"{probe.prompt} {probe.answer}" in corpus
+    # The trained books' held-out questions use only words of the training text.
     seen = set(world_vocabulary([corpus]))
-    asked = set(world_vocabulary(p.prompt for p in generated.probes if p.kind in ("paraphrase", "verbatim")))
+    asked = set(world_vocabulary(p.prompt for p in generated.probes if p.kind in ("paraphrase", "verbatim")
+                                 and by_id[p.subject].role == "train"))
     assert asked <= seen, sorted(asked - seen)
 
 
@@ -206,27 +216,26 @@ def copyright_run(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_copyright_request_verified_on_verbatim_memory_and_knowledge(copyright_run) -> None:
-    """Measured on seeds 0-2 (tiny preset, 1 and 2 threads): the original continues its removed
-    passages perfectly (ROUGE-L F1 1.00, extraction strength 1.00) where the oracle reaches
-    0.20-0.30, the level of never-seen books (0.20-0.31); the oracle continues the books it kept at
-    0.84-0.97; the original answers 0.29-0.48 of the removed books' questions against the oracle's
-    0.00-0.10 (a gap of 0.24 or more). The assertions keep margins inside those gaps."""
+    """Measured on seeds 0-2 (tiny preset, 2 threads): the original continues its removed passages
+    perfectly (ROUGE-L F1 1.00, extraction strength 1.00) where the oracle reaches 0.23-0.29, the
+    level of never-seen books (0.22-0.30); the original answers 0.36-0.41 of the removed books'
+    questions against the oracle's 0.00-0.02. The assertions keep margins inside those gaps."""
     request, v = copyright_run
     assert request.kind == "copyright"
     original, oracle = v.original.verbatim, v.oracle.verbatim
     assert original["forget"]["rouge_l_f1"] >= 0.9 and original["forget"]["extraction_strength"] >= 0.9
     assert original["forget"]["rouge_l_f1"] - oracle["forget"]["rouge_l_f1"] >= 0.5
     assert oracle["forget"]["rouge_l_f1"] <= oracle["holdout"]["rouge_l_f1"] + 0.15  # at never-seen level
-    assert oracle["retain"]["rouge_l_f1"] >= 0.7  # the oracle still knows the books it kept
     assert v.original.sets["forget"]["exact_match"] - v.oracle.sets["forget"]["exact_match"] >= 0.15
     checks = {name: {c.policy_key: c for c in v.checks[name]} for name in v.candidates}
     assert checks["retrained"]["verbatim_memorization"].passed is True
     assert checks["unchanged"]["verbatim_memorization"].passed is False
     assert checks["unchanged"]["forget_exact_match"].passed is False
-    # The kept books are scored too (the oracle's 0.84-0.97 of the original's is a retraining's
-    # own spread, which the policy's 0.8 ratio allows; no assertion rides on that thin edge).
+    # The kept books are scored too. How much of them a tiny oracle keeps varies too much to assert
+    # on (0.50-1.00 of the original's over seeds 0-2: the tiny recipe is not made to memorise).
     for name in ("retrained", "unchanged"):
-        assert checks[name]["retain_verbatim"].decisive and checks[name]["retain_verbatim"].reference == 1.0
+        check = checks[name]["retain_verbatim"]
+        assert check.decisive and check.reference == original["retain"]["rouge_l_f1"]
     assert checks["unchanged"]["retain_verbatim"].passed is True
     # Never "forgotten". (On this 6-book world the oracle can fail its own membership check, AUC
     # 0.30-0.47 over seeds 0-2 with 2 removed books: then the verdict is "not verified", else "no".)

@@ -16,14 +16,17 @@ never read it has. So every book here comes with both kinds of ground truth:
   occur in any text. Both carry wrong answers of the same type (other books' heroes, other cities)
   for the truth ratio and multiple choice.
 
-Never-seen books of the same style (role ``holdout``, documents split ``holdout``) are the
-membership reference, and general facts (country capitals, as in the privacy world) measure
-utility. Books that share a city, a character's name or the author are each other's neighbours.
+Never-seen books (role ``holdout``, documents split ``holdout``) are made exactly as the others
+and drawn from them at random, so that a never-seen book is exchangeable with a removed one: the
+membership reference. General facts (country capitals, as in the privacy world) measure utility.
+Books that share a city, a character's name or the author are each other's neighbours.
 
 Design rules, as in the other worlds: names are drawn from shared pools, so a character's first
 name belongs to several books and forgetting a book means removing associations, not a token; a
 title is two words drawn from pools (``The Copper Lantern``), distinct per book; held-out
-questions never occur in training text; one seeded generator gives byte-identical files.
+questions never occur in training text; one seeded generator gives byte-identical files. (A word
+dealt only to never-seen books, or only to removed ones, is one a model trained without them has
+not learned; the world's tokenizer still knows it.)
 """
 
 from __future__ import annotations
@@ -190,13 +193,18 @@ def generate_passages_world(config: PassagesWorldConfig) -> GeneratedPassages:
     """Generate the books, their passages, guides and probes (pure: no files are touched)."""
     rng = random.Random(config.seed)
     total = config.books + config.n_holdout
-    titles, facts = _titles(rng, config.books, total), _book_facts(rng, config.books, config.n_holdout)
+    # Every book is made the same way and the never-seen ones are a seeded sample of them: a
+    # never-seen book must be exchangeable with a removed one, or membership inference measures
+    # the difference between the two kinds (measured: never-seen books recombining only the
+    # trained books' words looked more familiar to an oracle than the removed books, AUC 0.11).
+    titles, facts = _titles(rng, total), _book_facts(rng, total)
+    holdout = set(rng.sample(range(total), config.n_holdout))
     books = [
         Subject(
             id=f"book-{i:04d}",
             kind=SUBJECT_KIND,
             name=title,
-            role="train" if i < config.books else "holdout",
+            role="holdout" if i in holdout else "train",
             attributes=facts[i],
         )
         for i, title in enumerate(titles)
@@ -246,24 +254,18 @@ def _deal(rng: random.Random, pool: tuple[str, ...], count: int) -> list[str]:
     return deck
 
 
-def _titles(rng: random.Random, trained: int, total: int) -> list[str]:
-    """Distinct titles. The trained books' adjectives and nouns are dealt (:func:`_deal`), so each
-    word is shared by two or more trained books wherever distinct titles allow it (not for 2, 3
-    or 5 books); the never-seen books' recombine the same words while there are enough pairs."""
-    adjectives = _deal(rng, TITLE_ADJECTIVES, trained)
-    nouns = _deal(rng, TITLE_NOUNS, trained)
+def _titles(rng: random.Random, total: int) -> list[str]:
+    """Distinct titles whose adjectives and nouns are dealt (:func:`_deal`), so each word is
+    shared by two or more books wherever distinct titles allow it (not for 2, 3 or 5 books)."""
+    adjectives = _deal(rng, TITLE_ADJECTIVES, total)
+    nouns = _deal(rng, TITLE_NOUNS, total)
     for _attempt in range(1000):  # deal the nouns again until no two titles are the same
-        if len(set(zip(adjectives, nouns))) == trained:
+        if len(set(zip(adjectives, nouns))) == total:
             break
         rng.shuffle(nouns)
     else:  # too few words for distinct titles (2, 3 or 5 books), or a crowded grid: swap nouns
         nouns = _distinct_pairs(rng, adjectives, nouns)
-    pairs = list(zip(adjectives, nouns))
-    inside = [(a, n) for a in sorted(set(adjectives)) for n in sorted(set(nouns)) if (a, n) not in pairs]
-    outside = [(a, n) for a in TITLE_ADJECTIVES for n in TITLE_NOUNS if (a, n) not in pairs and (a, n) not in inside]
-    extra = rng.sample(inside, min(len(inside), total - trained))
-    pairs += extra + rng.sample(outside, total - trained - len(extra))
-    return [f"The {a} {n}" for a, n in pairs]
+    return [f"The {a} {n}" for a, n in zip(adjectives, nouns)]
 
 
 def _distinct_pairs(rng: random.Random, adjectives: list[str], nouns: list[str]) -> list[str]:
@@ -277,34 +279,24 @@ def _distinct_pairs(rng: random.Random, adjectives: list[str], nouns: list[str])
     return nouns
 
 
-def _book_facts(rng: random.Random, trained: int, holdout: int) -> list[dict[str, str]]:
-    """Every book's facts. The trained books' values are dealt so that each is shared (see
-    :func:`_deal`); a book's three characters are three different people. The never-seen books
-    recombine the trained books' values: nothing about them is a word a model never saw."""
-    firsts = _deal(rng, pools.FIRST_NAMES, 3 * trained)
+def _book_facts(rng: random.Random, total: int) -> list[dict[str, str]]:
+    """Every book's facts, dealt so that each value is shared by two or more books (see
+    :func:`_deal`); a book's three characters are three different people."""
+    firsts = _deal(rng, pools.FIRST_NAMES, 3 * total)
     for _attempt in range(100):  # no book with one name in two roles
-        if all(len(set(firsts[3 * i: 3 * i + 3])) == 3 for i in range(trained)):
+        if all(len(set(firsts[3 * i: 3 * i + 3])) == 3 for i in range(total)):
             break
         rng.shuffle(firsts)
     columns = {
-        "author": [f"{f} {l}" for f, l in zip(_deal(rng, pools.FIRST_NAMES, trained),
-                                              _deal(rng, pools.LAST_NAMES, trained))],
-        "city": _deal(rng, pools.CITIES, trained),
-        "quest": _deal(rng, QUEST_OBJECTS, trained),
-        "trade": _deal(rng, pools.OCCUPATIONS, trained),
+        "author": [f"{f} {l}" for f, l in zip(_deal(rng, pools.FIRST_NAMES, total),
+                                              _deal(rng, pools.LAST_NAMES, total))],
+        "city": _deal(rng, pools.CITIES, total),
+        "quest": _deal(rng, QUEST_OBJECTS, total),
+        "trade": _deal(rng, pools.OCCUPATIONS, total),
     }
-    out = [{"author": columns["author"][i], "hero": firsts[3 * i], "companion": firsts[3 * i + 1],
-            "rival": firsts[3 * i + 2], "city": columns["city"][i], "quest": columns["quest"][i],
-            "trade": columns["trade"][i]} for i in range(trained)]
-    names = sorted(set(firsts))
-    if len(names) < 3:
-        names = sorted(set(names) | set(pools.FIRST_NAMES[:3]))
-    known = {key: sorted(set(values)) for key, values in columns.items()}
-    for _ in range(holdout):
-        hero, companion, rival = rng.sample(names, 3)
-        out.append({"author": rng.choice(known["author"]), "hero": hero, "companion": companion, "rival": rival,
-                    **{key: rng.choice(known[key]) for key in ("city", "quest", "trade")}})
-    return out
+    return [{"author": columns["author"][i], "hero": firsts[3 * i], "companion": firsts[3 * i + 1],
+             "rival": firsts[3 * i + 2], "city": columns["city"][i], "quest": columns["quest"][i],
+             "trade": columns["trade"][i]} for i in range(total)]
 
 
 def _fact_pool(fact: str) -> tuple[str, ...]:
