@@ -39,7 +39,7 @@ from expunge.worlds import pools
 from expunge.worlds.privacy import ENTITY_ATTRIBUTES, QUESTION_FORMAT, _country_subjects
 
 GENERATOR_NAME = "passages"
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 SUBJECT_KIND = "work"
 
 # Titles: "The" + adjective + noun, every combination distinct within a world.
