@@ -32,11 +32,13 @@ not learned; the world's tokenizer still knows it.)
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from expunge.records import Document, Probe, Subject, verbatim_probe
 from expunge.worlds import pools
-from expunge.worlds.privacy import ENTITY_ATTRIBUTES, QUESTION_FORMAT, _country_subjects
+from expunge.worlds.privacy import (ENTITY_ATTRIBUTES, QUESTION_FORMAT, _article, _country_subjects, _probe,
+                                    _value_pools, _wrong_answers)
 
 GENERATOR_NAME = "passages"
 GENERATOR_VERSION = "1.1"
@@ -233,7 +235,7 @@ def generate_passages_world(config: PassagesWorldConfig) -> GeneratedPassages:
         for fact in FACT_NAMES:
             value = facts[fact]
             fill = {"title": book.name, "hero": facts["hero"]}
-            wrong = _wrong_answers(rng, pool[fact], value, config.wrong_answers)
+            wrong = _wrong_answers(rng, pool[fact], value, fact, config.wrong_answers)
             trained, heldout = FACTS[fact]
             for k, template in enumerate(trained[: config.guide_questions]):
                 question = template.format(**fill)
@@ -241,7 +243,7 @@ def generate_passages_world(config: PassagesWorldConfig) -> GeneratedPassages:
                 probes.append(_probe(book, fact, "direct", question, value, wrong, k))
             for k, template in enumerate(heldout):
                 probes.append(_probe(book, fact, "paraphrase", template.format(**fill), value, wrong, k))
-    documents, probes = _general_facts(rng, entities, documents, probes, config.wrong_answers)
+    _general_facts(rng, entities, add, probes, config.wrong_answers)
     return GeneratedPassages(subjects=books + entities, documents=documents, probes=probes)
 
 
@@ -303,10 +305,6 @@ def _fact_pool(fact: str) -> tuple[str, ...]:
     """Values of the same type as ``fact`` beyond the books' own (for wrong answers)."""
     return {"hero": pools.FIRST_NAMES, "companion": pools.FIRST_NAMES, "rival": pools.FIRST_NAMES,
             "city": pools.CITIES, "quest": QUEST_OBJECTS, "trade": pools.OCCUPATIONS}.get(fact, ())
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _passages(rng: random.Random, facts: dict[str, str], config: PassagesWorldConfig,
@@ -378,31 +376,19 @@ def _neighbour_keys(book: Subject) -> set[tuple[str, str]]:
             | {("name", a[role]) for role in ("hero", "companion", "rival")})
 
 
-def _wrong_answers(rng: random.Random, pool: list[str], true: str, n: int) -> tuple[str, ...]:
-    candidates = [v for v in pool if v != true]
-    return tuple(rng.sample(candidates, min(n, len(candidates))))
-
-
-def _probe(subject: Subject, fact: str, kind: str, question: str, answer: str, wrong: tuple[str, ...],
-           k: int) -> Probe:
-    return Probe(id=f"{subject.id}/{fact}/{kind}-{k}", subject=subject.id, kind=kind, attribute=fact,
-                 prompt=QUESTION_FORMAT.format(question=question), answer=answer, alternatives=wrong)
-
-
-def _general_facts(rng: random.Random, entities: list[Subject], documents: list[Document], probes: list[Probe],
-                   n_wrong: int) -> tuple[list[Document], list[Probe]]:
+def _general_facts(rng: random.Random, entities: list[Subject], add: Callable[[Subject, str, str], None],
+                   probes: list[Probe], n_wrong: int) -> None:
     """The countries' statements, training questions and held-out questions, as in the privacy
-    world (they also teach the question form when ``guide_questions`` is 0)."""
-    documents, probes = list(documents), list(probes)
-    capitals = sorted({e.attributes[a] for e in entities for a in ("capital",)})
-    continents = sorted({e.attributes["continent"] for e in entities})
+    world (they also teach the question form when ``guide_questions`` is 0): documents through
+    ``add``, probes appended to ``probes``."""
+    value_pools = _value_pools(entities)
     for entity in entities:
         for attribute, (statements, train_qs, heldout_qs) in ENTITY_ATTRIBUTES.items():
             if attribute not in entity.attributes:
                 continue
             value = entity.attributes[attribute]
             fill = {"name": entity.name, "value": value}
-            wrong = _wrong_answers(rng, capitals if attribute == "capital" else continents, value, n_wrong)
+            wrong = _wrong_answers(rng, value_pools[attribute], value, attribute, n_wrong)
             texts = [s.format(**fill) for s in statements]
             for k, template in enumerate(train_qs):
                 question = template.format(**fill)
@@ -410,7 +396,5 @@ def _general_facts(rng: random.Random, entities: list[Subject], documents: list[
                 probes.append(_probe(entity, attribute, "direct", question, value, wrong, k))
             for k, template in enumerate(heldout_qs):
                 probes.append(_probe(entity, attribute, "paraphrase", template.format(**fill), value, wrong, k))
-            documents.extend(Document(id=f"doc-{len(documents) + i:06d}", text=t, subjects=(entity.id,),
-                                      source=f"{GENERATOR_NAME}-general") for i, t in enumerate(texts))
-    return documents, probes
-
+            for text in texts:
+                add(entity, text, f"{GENERATOR_NAME}-general")
