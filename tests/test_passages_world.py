@@ -160,6 +160,17 @@ def test_a_request_for_a_book_locates_books_not_people(tmp_path: Path) -> None:
     assert drawn.kind == "copyright" and all(t.startswith("book-") for t in drawn.targets)
 
 
+def test_a_world_with_a_document_id_used_twice_is_refused(tmp_path: Path, generated) -> None:
+    from expunge.errors import ExpungeError
+    from expunge.worlds.world import write_world
+
+    assert len({d.id for d in generated.documents}) == len(generated.documents)
+    twice = [*generated.documents, generated.documents[0]]
+    with pytest.raises(ExpungeError, match="used twice"):
+        write_world(tmp_path / "w", generated.subjects, twice, generated.probes, {"generator": "test"})
+    assert not (tmp_path / "w").exists()
+
+
 def test_invalid_options_are_rejected() -> None:
     for kwargs, message in ((dict(books=1), "books"), (dict(holdout_books=0), "holdout"),
                             (dict(passages_per_book=21), "passages_per_book"),

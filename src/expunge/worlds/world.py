@@ -193,6 +193,12 @@ def _check_references(world: World, path: Path) -> None:
     known = world.subject_by_id
     if len(known) != len(world.subjects):
         raise ExpungeError(f"{path / 'subjects.jsonl'}: duplicate subject ids", "make ids unique")
+    document_ids: set[str] = set()
+    for doc in world.documents:
+        if doc.id in document_ids:
+            raise ExpungeError(f"{path / 'documents.jsonl'}: document id {doc.id!r} is used twice",
+                               "make document ids unique (requests and provenance name documents by id)")
+        document_ids.add(doc.id)
     for name, ids in world.splits.items():
         for subject in ids:
             if subject not in known or known[subject].role != "train":
