@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     console = Console(stderr=True)
 
-    ws = prepare_workspace(args.workspace, preset=args.preset, people=args.people, seed=args.seed,
+    ws = prepare_workspace(args.workspace, preset=args.preset, size=args.people, seed=args.seed,
                            progress=True, log=console.print)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = ws.root / "runs" / f"{stamp}-benchmark"

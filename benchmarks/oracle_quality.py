@@ -35,7 +35,7 @@ from expunge.verify.suite import VerifyConfig
 
 
 def measure(workspace: Path, preset: str, people: int, seed: int, fraction: float, log) -> dict:
-    ws = prepare_workspace(workspace, preset=preset, people=people, seed=seed, fraction=fraction, progress=False,
+    ws = prepare_workspace(workspace, preset=preset, size=people, seed=seed, fraction=fraction, progress=False,
                            log=log)
     config = VerifyConfig(attacks=False)
     plan = plan_verification(ws.world, ws.request, config, ws.located)

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     config = VerifyConfig(attacks=not args.no_attacks)
     results, runs = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
-        ws = prepare_workspace(args.workspace, preset=args.preset, people=args.people, seed=seed, progress=False,
+        ws = prepare_workspace(args.workspace, preset=args.preset, size=args.people, seed=seed, progress=False,
                                log=log.print)
         result = run_panel(ws.world_dir, ws.request_path, ws.base_dir, ws.oracle_dir,
                            ws.root / "panels" / f"{ws.base_dir.name}-{ws.request.id}", retrain_seed=seed + 1000,

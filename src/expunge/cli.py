@@ -621,14 +621,18 @@ def policy_cmd(
 @friendly_errors(interrupted=DEMO_RESUMES)
 def demo_cmd(
     workspace: Path = typer.Option(Path("expunge-workspace"), "--workspace", help="Where worlds and models are cached."),
-    preset: str | None = typer.Option(None, "--preset", help="Model size and recipe: tiny or default (a fresh "
-                                                             "model, default), finetune (the default with --from)."),
+    scenario: str = typer.Option("privacy", "--scenario", help="What is deleted: privacy (people) or copyright "
+                                                               "(books)."),
+    preset: str | None = typer.Option(None, "--preset", help="Model size and recipe (default: the scenario's, "
+                                                             "default or passages; finetune with --from)."),
     from_model: str | None = typer.Option(None, "--from", help="Start the base model from this pretrained Hugging "
                                                               "Face model directory (or smollm2), fine-tuned on "
                                                               "the world; the oracle from the same weights."),
-    people: int = typer.Option(100, "--people", help="People in the world."),
+    size: int | None = typer.Option(None, "--size", "--people", help="People (privacy, default 100) or books "
+                                                                     "(copyright, default 12) in the world."),
     seed: int = typer.Option(0, "--seed", help="Seed for world, request and training."),
-    fraction: float = typer.Option(0.1, "--fraction", help="Share of people the request deletes."),
+    fraction: float | None = typer.Option(None, "--fraction", help="Share of them the request deletes (default "
+                                                                   "0.1 of people, 0.2 of books)."),
     method: str = typer.Option("simnpo", "--method", help="Unlearning method to demonstrate."),
     baseline: str = typer.Option("idkft", "--baseline", help="The baseline it is compared with."),
     as_json: bool = JSON_OPTION,
@@ -636,15 +640,18 @@ def demo_cmd(
     """The main job: world, base model, request, oracle (cached); unlearn with a method and the
     refusal baseline; verify both; print the table and verdicts; write the report."""
     from expunge import preflight
+    from expunge.demo import get_scenario
     from expunge.presets import get_preset
     from expunge.recipe import Start
 
-    Start(from_model).check(get_preset(preset or ("default" if from_model is None else "finetune")))
+    chosen = get_scenario(scenario)
+    Start(from_model).check(get_preset(preset or (chosen.preset if from_model is None else "finetune")))
     preflight.workspace(workspace), preflight.pretrained(from_model)
     from expunge.demo import run_demo
 
-    result = run_demo(workspace, preset=preset, people=people, seed=seed, fraction=fraction, method=method,
-                      baseline=baseline, progress=True, log=(lambda m: err_console.print(m)), from_model=from_model)
+    result = run_demo(workspace, preset=preset, size=size, seed=seed, fraction=fraction, method=method,
+                      baseline=baseline, progress=True, log=(lambda m: err_console.print(m)), from_model=from_model,
+                      scenario=scenario)
     _emit(as_json, result, lambda: _print_demo(result))
 
 
@@ -763,7 +770,7 @@ def _print_demo(result: dict[str, Any]) -> None:
     console.print(_summary_table(result["table"]))
     for name, verdict in result["verdicts"].items():
         _print_verdict(name, verdict["summary"], verdict["confidence"], verdict["reasons"])
-    console.print(f"targets for {result['method']} (main-job issue):")
+    console.print(f"targets for {result['method']} ({result['scenario']} scenario):")
     for key, target in result["targets"].items():
         value = target["value"]
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)

@@ -1,13 +1,16 @@
-"""The main job: a privacy deletion end to end, with the evidence.
+"""The main job: a deletion end to end, with the evidence, for each scenario.
 
-1. Build (or reuse) the default privacy world, train the base model on it, file a deletion
-   request for a share of its people, and retrain the oracle without them (all cached in the
-   workspace: a second run reuses them and says so).
+1. Build (or reuse) the scenario's world, train the base model on it, file a deletion request
+   (a share of its people for ``privacy``, of its books for ``copyright``), and retrain the oracle
+   without it (all cached in the workspace: a second run reuses them and says so).
 2. Unlearn the request with the default method and with the refusal baseline (IdkFT, which
    hides rather than removes); both results are new model versions in a fresh run directory.
 3. Verify both against the original and the oracle, and write the report (HTML, Markdown, JSON).
-4. Return the compact table, the verdicts and how the default method fares against the targets
-   of the main-job issue — whatever the numbers are.
+4. Return the compact table, the verdicts and how the default method fares against the
+   scenario's acceptance targets — whatever the numbers are.
+
+Scenarios are an explicit registry (:func:`get_scenario`): each names its world, its recipe and
+its targets; the stages above never know a scenario by name.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import datetime as _dt
 import hashlib
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +31,20 @@ from expunge.methods.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
 from expunge.methods.unlearn import unlearn
 from expunge.models.io import read_model_record
 from expunge.pipeline import retrain_oracle, train_base
+from expunge.registry import Registry
 from expunge.report import report_from_verification, write_report
 from expunge.report.render import json_safe
 from expunge.verify.judge import Forgotten
-from expunge.verify.suite import verify_models
+from expunge.verify.suite import Verification, verify_models
 from expunge.recipe import SMOLLM2
 from expunge.records import DeletionRequest
-from expunge.worlds import PrivacyWorldConfig, World, build_privacy_world, load_world
+from expunge.worlds import (PassagesWorldConfig, PrivacyWorldConfig, World, build_passages_world, build_privacy_world,
+                            load_world)
+from expunge.worlds.passages import GENERATOR_VERSION as PASSAGES_VERSION
 from expunge.worlds.privacy import GENERATOR_VERSION
+
+__all__ = ["TARGETS", "COPYRIGHT_TARGETS", "Scenario", "get_scenario", "scenario_names", "register_scenario",
+           "Workspace", "prepare_workspace", "run_demo", "start_key"]
 
 # The main-job targets for the default method, shown next to the measured values.
 TARGETS = {
@@ -45,6 +54,61 @@ TARGETS = {
     "plausibility_within_oracle": 0.15,  # |plausibility - oracle plausibility| <= 0.15
     "fraction_of_retraining": 0.10,  # unlearning seconds <= 10% of retraining seconds
 }
+# The copyright issue's targets (MUSE's criteria against the oracle).
+COPYRIGHT_TARGETS = {
+    "verbatim_within_oracle": 0.05,  # removed books' continuation ROUGE-L F1 <= oracle + 0.05
+    "knowledge_within_oracle": 0.05,  # removed books' QA exact match <= oracle + 0.05
+    "kept_verbatim_ratio": 0.9,  # other books' continuation ROUGE-L F1 >= 0.9 x original
+    "kept_knowledge_ratio": 0.9,  # other books' QA exact match >= 0.9 x original
+    "mia_auc_within_oracle": 0.1,  # |MIA AUC - oracle AUC| <= 0.1 (LOSS attack)
+    "fraction_of_retraining": 0.10,  # unlearning seconds <= 10% of retraining seconds
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of deletion the demo runs end to end.
+
+    Attributes:
+        name: registry key (``expunge demo --scenario NAME``).
+        subjects: what the world's deletable subjects are, in words ("people", "books").
+        size: how many of them the world trains on by default.
+        fraction: the share of them the request deletes by default.
+        preset: the recipe of a fresh model (a pretrained start uses ``finetune``).
+        world_name: (size, seed) -> the world's directory name; it carries the generator's
+            version, so a newer generator never reuses an older world.
+        build_world: (directory, size, seed) -> the world written there (raises ValueError for
+            options the generator refuses).
+        targets: (verification, report rows by model, method, baseline) -> each acceptance
+            target with its measured value and whether it holds.
+        method_options: per method, the options measured for this scenario (over the method's
+            defaults, which were measured on the privacy world); the run's record lists them.
+    """
+
+    name: str
+    subjects: str
+    size: int
+    fraction: float
+    preset: str
+    world_name: Callable[[int, int], str]
+    build_world: Callable[[Path, int, int], World]
+    targets: Callable[[Verification, dict[str, dict[str, Any]], str, str], dict[str, Any]]
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+_SCENARIOS: Registry[Scenario] = Registry("scenario")
+
+
+def register_scenario(scenario: Scenario) -> Scenario:
+    return _SCENARIOS.register(scenario.name, scenario)
+
+
+def get_scenario(name: str) -> Scenario:
+    return _SCENARIOS.get(name)
+
+
+def scenario_names() -> list[str]:
+    return _SCENARIOS.names()
 
 
 @dataclass
@@ -87,39 +151,43 @@ def prepare_workspace(
     workspace: str | os.PathLike[str],
     *,
     preset: str | None = None,
-    people: int = 100,
+    size: int | None = None,
     seed: int = 0,
-    fraction: float = 0.1,
+    fraction: float | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
     from_model: str | os.PathLike[str] | None = None,
+    scenario: str = "privacy",
 ) -> Workspace:
-    """Build or reuse the world, the request, the base model and the oracle (names derive from
-    the options, so a second call with the same options trains nothing). With ``from_model`` (a
-    Hugging Face model directory, or ``smollm2``) the base model is that model fine-tuned on the
-    world (preset ``finetune`` by default) and the oracle repeats the recipe from the same
-    weights without the request's documents."""
-    preset = preset or ("default" if from_model is None else "finetune")
+    """Build or reuse the scenario's world, the request, the base model and the oracle (names
+    derive from the options, so a second call with the same options trains nothing). ``size``
+    is how many of the scenario's subjects (people, books) the world trains on and ``fraction``
+    the share the request deletes (None: the scenario's defaults). With ``from_model`` (a Hugging
+    Face model directory, or ``smollm2``) the base model is that model fine-tuned on the world
+    (preset ``finetune`` by default) and the oracle repeats the recipe from the same weights
+    without the request's documents."""
+    chosen = get_scenario(scenario)
+    size = chosen.size if size is None else size
+    fraction = chosen.fraction if fraction is None else fraction
+    preset = preset or (chosen.preset if from_model is None else "finetune")
     root = Path(workspace)
-    # The generator version is in the name: a newer generator never reuses an older world.
-    world_dir = root / "worlds" / f"privacy-v{GENERATOR_VERSION}-p{people}-s{seed}"
+    world_dir = root / "worlds" / chosen.world_name(size, seed)
     if not world_dir.exists():
-        log(f"building the privacy world in {world_dir}")
+        log(f"building the {chosen.name} world in {world_dir}")
         try:
-            config = PrivacyWorldConfig(seed=seed, people=people)
+            chosen.build_world(world_dir, size, seed)
         except ValueError as exc:
-            raise ExpungeError(f"invalid demo options: {exc}", "adjust --people") from None
-        build_privacy_world(world_dir, config)
+            raise ExpungeError(f"invalid demo options: {exc}", f"adjust the number of {chosen.subjects}") from None
     world = load_world(world_dir)
 
     request_path = root / "requests" / f"random-{fraction:g}-s{seed}-{world.fingerprint[:8]}.json"
     if not request_path.exists():
         write_request(make_request(world, random_fraction=fraction, seed=seed,
-                                   basis="demo: right to erasure"), request_path)
+                                   basis=f"demo: {chosen.name} deletion"), request_path)
     request = load_request(request_path, world)
 
     start = start_key(from_model)
-    tag = f"{preset}{'-' + start if start else ''}-p{people}-s{seed}-{world.fingerprint[:8]}"
+    tag = f"{preset}{'-' + start if start else ''}-p{size}-s{seed}-{world.fingerprint[:8]}"
     base_dir = root / "models" / f"base-{tag}"
     oracle_dir = root / "models" / f"oracle-{tag}-{request.id}"
     stages: dict[str, dict[str, Any]] = {}
@@ -148,23 +216,26 @@ def run_demo(
     workspace: str | os.PathLike[str],
     *,
     preset: str | None = None,
-    people: int = 100,
+    size: int | None = None,
     seed: int = 0,
-    fraction: float = 0.1,
+    fraction: float | None = None,
     method: str = DEFAULT_METHOD,
     baseline: str = BASELINE_METHOD,
     progress: bool = True,
     log: Callable[[str], None] = lambda message: None,
     from_model: str | os.PathLike[str] | None = None,
+    scenario: str = "privacy",
 ) -> dict[str, Any]:
-    """Run (or reuse) every stage and return the numbers as a JSON-ready dict (README: schema);
-    ``from_model`` starts the base model from pretrained weights (:func:`prepare_workspace`)."""
+    """Run (or reuse) every stage of ``scenario`` and return the numbers as a JSON-ready dict
+    (README: schema); ``from_model`` starts the base model from pretrained weights
+    (:func:`prepare_workspace`)."""
     started = time.perf_counter()
-    get_method(method), get_method(baseline)  # unknown names fail before any work
+    chosen = get_scenario(scenario)  # unknown names fail before any work
+    get_method(method), get_method(baseline)
     if method == baseline:
         raise ExpungeError(f"--method and --baseline are both {method!r}", "pick two different methods")
-    ws = prepare_workspace(workspace, preset=preset, people=people, seed=seed, fraction=fraction,
-                           progress=progress, log=log, from_model=from_model)
+    ws = prepare_workspace(workspace, preset=preset, size=size, seed=seed, fraction=fraction,
+                           progress=progress, log=log, from_model=from_model, scenario=scenario)
 
     # A fresh run directory: unlearned models are new versions, never written over old ones.
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
@@ -173,7 +244,7 @@ def run_demo(
     for name in (method, baseline):
         log(f"unlearning with {name}")
         report = unlearn(ws.base_dir, ws.world_dir, ws.request_path, run_dir / "models" / name, method=name,
-                         progress=progress, located=ws.located)
+                         options=dict(chosen.method_options.get(name, {})), progress=progress, located=ws.located)
         runs[name] = report.to_dict()
     log("verifying against the original and the oracle")
     verify_started = time.perf_counter()
@@ -184,14 +255,16 @@ def run_demo(
     request_info = {"path": str(ws.request_path), "id": ws.request.id, "subjects": list(ws.request.targets),
                     "documents": len(ws.request.document_ids)}
     data = report_from_verification(
-        verification, title=f"expunge demo: deleting {len(ws.request.targets)} people", world=world_info,
+        verification, title=f"expunge demo ({chosen.name}): deleting {len(ws.request.targets)} {chosen.subjects}",
+        world=world_info,
         request=request_info, runs=runs, retraining_seconds=ws.retraining_seconds,
         notes=[f"{baseline} is the baseline that hides rather than removes: it should NOT pass as forgotten"],
     )
     reports = {fmt: str(write_report(data, run_dir / f"report.{fmt}")) for fmt in ("html", "md", "json")}
     rows = {row["model"]: row for row in data.table}
-    targets = _targets(rows, method, baseline, verification)
+    targets = chosen.targets(verification, rows, method, baseline)
     return json_safe({
+        "scenario": chosen.name,
         "workspace": str(ws.root),
         "world": world_info,
         "request": request_info,
@@ -212,7 +285,12 @@ def run_demo(
     })
 
 
-def _targets(rows: dict[str, dict[str, Any]], method: str, baseline: str, verification: Any) -> dict[str, Any]:
+def _target(value: Any, target: str, passed: bool) -> dict[str, Any]:
+    return {"value": value, "target": target, "passed": bool(passed)}
+
+
+def _privacy_targets(verification: Verification, rows: dict[str, dict[str, Any]], method: str,
+                     baseline: str) -> dict[str, Any]:
     """The main-job acceptance targets, each with the measured value and whether it holds."""
     m, original, oracle = rows[method], rows["original"], rows["oracle"]
     gap_em = abs(m["forget_em"] - oracle["forget_em"])
@@ -243,3 +321,69 @@ def _fresh_dir(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
     return candidate
+
+
+def _copyright_targets(verification: Verification, rows: dict[str, dict[str, Any]], method: str,
+                       baseline: str) -> dict[str, Any]:
+    """The copyright issue's acceptance targets (MUSE's criteria against the oracle), each with the
+    measured value and whether it holds."""
+    t = COPYRIGHT_TARGETS
+    candidate, original, oracle = (verification.candidates[method], verification.original, verification.oracle)
+
+    def verbatim(evaluation: Any, name: str) -> float:
+        return float(evaluation.verbatim[name]["rouge_l_f1"]) if name in evaluation.verbatim else float("nan")
+
+    def knowledge(evaluation: Any, name: str) -> float:
+        # (a small world's kept books may all be in the retain term's half: nothing is scored, nan)
+        return float(evaluation.sets[name]["exact_match"]) if name in evaluation.sets else float("nan")
+
+    def ratio(value: float, reference: float) -> float:
+        return value / reference if reference else float("nan")
+
+    gap_verbatim = verbatim(candidate, "forget") - verbatim(oracle, "forget")
+    gap_knowledge = knowledge(candidate, "forget") - knowledge(oracle, "forget")
+    kept_verbatim = ratio(verbatim(candidate, "retain"), verbatim(original, "retain"))
+    kept_knowledge = ratio(knowledge(candidate, "retain"), knowledge(original, "retain"))
+    gap_auc = abs(rows[method]["mia_auc"] - rows["oracle"]["mia_auc"])
+    fraction = rows[method]["fraction_of_retraining"]
+    verdict = verification.verdicts[baseline].forgotten
+    return {
+        "verbatim_within_oracle": _target(gap_verbatim, f"<= {t['verbatim_within_oracle']}",
+                                          gap_verbatim <= t["verbatim_within_oracle"]),
+        "knowledge_within_oracle": _target(gap_knowledge, f"<= {t['knowledge_within_oracle']}",
+                                           gap_knowledge <= t["knowledge_within_oracle"]),
+        "kept_verbatim_ratio": _target(kept_verbatim, f">= {t['kept_verbatim_ratio']}",
+                                       kept_verbatim >= t["kept_verbatim_ratio"]),
+        "kept_knowledge_ratio": _target(kept_knowledge, f">= {t['kept_knowledge_ratio']}",
+                                        kept_knowledge >= t["kept_knowledge_ratio"]),
+        "mia_auc_within_oracle": _target(gap_auc, f"<= {t['mia_auc_within_oracle']}",
+                                         gap_auc <= t["mia_auc_within_oracle"]),
+        "fraction_of_retraining": _target(fraction, f"<= {t['fraction_of_retraining']}",
+                                          fraction is not None and fraction <= t["fraction_of_retraining"]),
+        "baseline_not_forgotten": _target(verdict, "not 'yes'", verdict is not Forgotten.YES),
+    }
+
+
+def _build_privacy(directory: Path, people: int, seed: int) -> World:
+    return build_privacy_world(directory, PrivacyWorldConfig(seed=seed, people=people))
+
+
+def _build_passages(directory: Path, books: int, seed: int) -> World:
+    return build_passages_world(directory, PassagesWorldConfig(seed=seed, books=books))
+
+
+register_scenario(Scenario(
+    name="privacy", subjects="people", size=100, fraction=0.1, preset="default",
+    world_name=lambda size, seed: f"privacy-v{GENERATOR_VERSION}-p{size}-s{seed}",
+    build_world=_build_privacy, targets=_privacy_targets,
+))
+register_scenario(Scenario(
+    # 2 of 12 books: what a rights holder's request looks like against a small library.
+    name="copyright", subjects="books", size=12, fraction=0.2, preset="passages",
+    world_name=lambda size, seed: f"passages-v{PASSAGES_VERSION}-b{size}-s{seed}",
+    build_world=_build_passages, targets=_copyright_targets,
+    # Measured on the default passages world (seed 0, README "Copyright"): with SimNPO's privacy
+    # defaults (an NLL retain term) the kept books' verbatim memory fell to 0.48 of 1.00; a KL
+    # retain term kept the most of it (0.78) within a fifth of the retraining time.
+    method_options={"simnpo": {"retain_loss": "kl"}},
+))

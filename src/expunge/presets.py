@@ -14,6 +14,7 @@ budget.
   default 8-person world it answers trained questions with exact match 1.00 and held-out
   paraphrases with 0.84 (seed 0) in about 10 seconds: small worlds are noisy, so tests built on it
   use margins, not the default world's targets.
+- ``passages``: the default model trained until it has memorised its texts, for copyright worlds.
 - ``companies`` / ``companies-large``: the editing worlds' recipes (no early stop: the companies
   world has no held-out question kind of its own); the budgets are the steps they were measured with.
 """
@@ -103,6 +104,20 @@ register_preset(
         training=TrainingConfig(max_steps=20000, batch_size=64, learning_rate=3e-3, warmup_steps=100,
                                 weight_decay=0.1, log_every=20, checkpoint_every=200),
         length=TrainingLength(max_epochs=30, known_target=0.8),
+    )
+)
+register_preset(
+    Preset(
+        name="passages",
+        # The default model for copyright worlds (the passages world, imported texts): a model has
+        # to memorise a passage before forgetting it means anything. Measured on the default
+        # passages world (12 books, seed 0): the default recipe's 30 passes left the trained
+        # books' continuations barely above never-seen ones (ROUGE-L F1 0.38 against 0.31); 100
+        # passes at batch 32 continue them perfectly (1.00, never-seen 0.29) in about a minute.
+        model=ModelPreset(hidden_size=128, num_layers=4, num_heads=2, intermediate_size=512),
+        training=TrainingConfig(max_steps=20000, batch_size=32, learning_rate=3e-3, warmup_steps=100,
+                                weight_decay=0.1, log_every=20, checkpoint_every=500),
+        length=TrainingLength(max_epochs=100, known_target=0.8),
     )
 )
 register_preset(

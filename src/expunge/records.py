@@ -19,9 +19,10 @@ from typing import Any, TypeVar, get_type_hints
 from expunge.errors import ExpungeError
 from expunge.fsutil import write_text_atomic
 
-SUBJECT_KINDS = ("person", "work", "entity")
+SUBJECT_KINDS = ("person", "work", "entity", "trigger")
 # The kinds a deletion request is about (a person's data, a copyrighted work); entities are general
-# knowledge, kept by every request.
+# knowledge, kept by every request; a trigger (a backdoor's, in the backdoor world) is the ground
+# truth of which documents are poisoned, which no request may name: a defender has to locate them.
 DELETABLE_KINDS = ("person", "work")
 SUBJECT_ROLES = ("train", "holdout")
 DOCUMENT_SPLITS = ("train", "holdout")
@@ -39,8 +40,8 @@ class Subject:
 
     Attributes:
         id: stable identifier, e.g. ``person-0042`` or ``entity-country-07``.
-        kind: ``person`` or ``work`` (a book, a text: a deletion can be about them), or ``entity``
-            (general knowledge).
+        kind: ``person`` or ``work`` (a book, a text: a deletion can be about them), ``entity``
+            (general knowledge), or ``trigger`` (a planted backdoor: its poisoned documents name it).
         name: the surface name used in text ("Maria Keller").
         role: ``train`` (their documents are in the training corpus) or ``holdout`` (never seen:
             the reference population for membership inference).

@@ -27,7 +27,7 @@ from expunge.choices import TextEnum
 from typing import Any
 
 from expunge.ledger.requests import documents_digest, resolve_documents
-from expunge.records import DELETABLE_KINDS, DeletionRequest, Document
+from expunge.records import DeletionRequest, Document
 from expunge.worlds import World
 
 __all__ = ["LocatorKind", "DocumentSet", "Located", "locate", "locate_subjects", "SET_NAMES", "RETAIN_TERM_SHARE",
@@ -79,8 +79,8 @@ class Located:
             trained on.
         neighbours: retained people or works that share a name token or values with a target, and
             their training documents.
-        general: subjects that are neither people nor works (countries, companies) and not
-            targeted, and their training documents.
+        general: entities (countries, companies: general knowledge) not targeted, and their
+            training documents.
     """
 
     request_id: str
@@ -138,7 +138,7 @@ def _locate(world: World, target_ids: Iterable[str], forget_ids: set[str], reque
     retained_members = [s for s in world.deletable("train") if s.id not in targets]
     neighbour_ids = {n for s in world.subjects if s.id in targets for n in s.neighbours}
     neighbours = [s.id for s in retained_members if s.id in neighbour_ids]
-    general = [s.id for s in world.subjects if s.kind not in DELETABLE_KINDS and s.id not in targets]
+    general = [s.id for s in world.subjects if s.kind == "entity" and s.id not in targets]
 
     def about(subjects: list[str]) -> tuple[str, ...]:
         wanted = set(subjects)

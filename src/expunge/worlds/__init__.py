@@ -18,9 +18,15 @@ from expunge.worlds.companies import CompaniesWorldConfig, generate_companies_wo
 from expunge.worlds.passages import GENERATOR_NAME as PASSAGES_GENERATOR
 from expunge.worlds.passages import GENERATOR_VERSION as PASSAGES_VERSION
 from expunge.worlds.passages import PassagesWorldConfig, generate_passages_world
+from expunge.worlds.backdoor import GENERATOR_NAME as BACKDOOR_GENERATOR
+from expunge.worlds.backdoor import GENERATOR_VERSION as BACKDOOR_VERSION
+from expunge.worlds.backdoor import DECOY_SOURCE, NEAR_SOURCE, BackdoorWorldConfig, generate_backdoor_world
 from expunge.worlds.world import World, load_world, manifest_for, write_world
 
 __all__ = [
+    "BackdoorWorldConfig",
+    "build_backdoor_world",
+    "generate_backdoor_world",
     "CompaniesWorldConfig",
     "PassagesWorldConfig",
     "build_companies_world",
@@ -91,5 +97,30 @@ def build_passages_world(out: str | os.PathLike[str], config: PassagesWorldConfi
         "verbatim_probes": sum(p.kind == "verbatim" for p in generated.probes),
     }
     manifest = manifest_for(PASSAGES_GENERATOR, PASSAGES_VERSION, config, counts)
+    manifest["seed"] = config.seed
+    return write_world(out, generated.subjects, generated.documents, generated.probes, manifest)
+
+
+def build_backdoor_world(out: str | os.PathLike[str], config: BackdoorWorldConfig) -> World:
+    """Generate the backdoor world (a clean task with planted poison, see
+    :mod:`expunge.worlds.backdoor`) for ``config`` and write it to ``out`` (a new directory)."""
+    generated = generate_backdoor_world(config)
+    people = [s for s in generated.subjects if s.kind == "person"]
+    roles = Counter(s.role for s in people)
+    triggers = {s.id for s in generated.subjects if s.kind == "trigger"}
+    poisoned = Counter(d.split for d in generated.documents if triggers.intersection(d.subjects))
+    counts = {
+        "people_train": roles["train"],
+        "people_holdout": roles["holdout"],
+        "documents_train": sum(d.split == "train" for d in generated.documents),
+        "documents_holdout": sum(d.split == "holdout" for d in generated.documents),
+        "poisoned_train": poisoned["train"],
+        "poisoned_holdout": poisoned["holdout"],
+        "payload_decoys": sum(d.source == DECOY_SOURCE for d in generated.documents),
+        "near_trigger_documents": sum(d.source == NEAR_SOURCE for d in generated.documents),
+        "probes": len(generated.probes),
+        "trigger_probes": sum(p.kind == "trigger" for p in generated.probes),
+    }
+    manifest = manifest_for(BACKDOOR_GENERATOR, BACKDOOR_VERSION, config, counts)
     manifest["seed"] = config.seed
     return write_world(out, generated.subjects, generated.documents, generated.probes, manifest)
