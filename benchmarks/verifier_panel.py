@@ -7,7 +7,11 @@ collapsed model: see :mod:`expunge.panel`); verify all four with every probe and
 battery cost next to the oracle's retraining time.
 
     python benchmarks/verifier_panel.py [--workspace expunge-workspace] [--seeds 0,1,2] [--no-attacks]
+                                        [--scenario privacy|copyright|backdoor] [--models a,b]
                                         [--json benchmarks/verifier_panel.json]
+
+``--scenario`` picks the demo's scenario (its world, recipe and request); ``--models`` a subset of
+the panel (retrained, unchanged, refusal, collapsed).
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from expunge.verify.suite import VerifyConfig
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workspace", type=Path, default=Path("expunge-workspace"))
-    parser.add_argument("--preset", default="default")
-    parser.add_argument("--people", type=int, default=100)
+    parser.add_argument("--scenario", default="privacy", help="privacy, copyright or backdoor")
+    parser.add_argument("--preset", default=None, help="default: the scenario's")
+    parser.add_argument("--people", type=int, default=None, help="people or books (default: the scenario's)")
+    parser.add_argument("--models", default=",".join(PANEL), help="comma-separated panel models")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated world/training seeds")
     parser.add_argument("--no-attacks", action="store_true", help="probes only (no model-level attacks)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -45,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     results, runs = [], []
     for seed in (int(s) for s in args.seeds.split(",")):
         ws = prepare_workspace(args.workspace, preset=args.preset, size=args.people, seed=seed, progress=False,
-                               log=log.print)
+                               log=log.print, scenario=args.scenario)
         result = run_panel(ws.world_dir, ws.request_path, ws.base_dir, ws.oracle_dir,
                            ws.root / "panels" / f"{ws.base_dir.name}-{ws.request.id}", retrain_seed=seed + 1000,
-                           config=config, log=log.print)
+                           config=config, log=log.print, names=tuple(args.models.split(",")))
         results.append(result)
         v = result.verification
         everything = {"original": v.original, "oracle": v.oracle, **v.candidates}

@@ -93,7 +93,7 @@ def test_missing_world_and_malformed_jsonl(cli_world: Path, tmp_path: Path) -> N
 
 def test_unknown_preset(cli_world: Path, tmp_path: Path) -> None:
     result = run("train", "--world", cli_world, "--out", tmp_path / "m", "--preset", "huge")
-    assert result.exit_code == 2 and "use one of: companies, companies-large, default, finetune, tiny" in _error_line(result)
+    assert result.exit_code == 2 and "use one of: companies, companies-large, default, finetune, passages, tiny" in _error_line(result)
 
 
 def test_train_and_retrain_json(cli_world: Path, tmp_path: Path) -> None:
@@ -337,7 +337,7 @@ def test_summaries_fit_80_columns_and_hide_no_value(console80) -> None:
         "oracle": {"model": model, "cached": False, "seconds": 76.9},
         "runs": {"simnpo": {"seconds": 7.2, "steps": 120, "stop_reason": "early stop: MIA AUC 0.53 <= 0.55"},
                  "idkft": {"seconds": 7.6, "steps": 60, "stop_reason": "max_steps"}},
-        "table": rows, "verdicts": verdicts, "method": "simnpo",
+        "table": rows, "verdicts": verdicts, "method": "simnpo", "scenario": "privacy",
         "targets": {"forget_em_within_oracle": {"value": 0.013, "target": "<= oracle + 0.05", "passed": True},
                     "baseline_not_forgotten": {"value": True, "target": "idkft not forgotten", "passed": True}},
         "reports": {kind: f"expunge-workspace/runs/20260101-000000-simnpo/report.{kind}" for kind in ("html", "md")},

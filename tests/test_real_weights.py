@@ -166,3 +166,93 @@ def test_a_users_model_forgets_pretrained_facts_verified_without_an_oracle(tmp_p
     assert reference["status"] == "pass" and v["original"]["sets"]["forget"]["exact_match"] == 1.0
     # The forget term moved the model: fewer forgotten capitals completed than before.
     assert v["candidates"]["forgot"]["sets"]["forget"]["exact_match"] < 1.0
+
+
+# A user's own texts, invented here so that no pretrained model has read them: two are trained on
+# (the first is then removed), two are never seen (the membership and verbatim reference).
+TEXTS = {
+    "The Salt Orchard": (
+        "Every spring the widow Aurelie Brandt planted one more pear tree behind the salt works. "
+        "By the ninth year the orchard reached the edge of the marsh, and the herons nested in it. "
+        "Her neighbour Tobias Klenk counted the trees each morning and wrote the number on a slate. "
+        "When the storm of the twelfth year flooded the marsh, only the oldest tree stood upright. "
+        "Aurelie tied a copper bell to its highest branch so that the boats could find the shore. "
+        "The bell rang for eleven nights, and on the twelfth a fishing boat followed it home. "
+        "The fishermen carried pears to the market in Velmont and told everyone about the bell. "
+        "Nobody in Velmont believed them until the widow came to town with a basket of salted pears."),
+    "The Glass Ferry": (
+        "The glass ferry crossed the grey lake twice a day, carrying nine passengers and a goat. "
+        "Its captain, a quiet man named Oswin Drake, had built the hull from melted bottles. "
+        "On clear mornings the passengers could watch the pike sleeping under their feet. "
+        "A schoolteacher from Harrowby rode it every Tuesday to teach the lighthouse children. "
+        "She brought them chalk, apples and a map of the lake drawn on the back of a sail. "
+        "In the winter the lake froze and the ferry rested in a shed full of straw and lanterns. "
+        "Oswin spent those months polishing every pane until the hull shone like a second moon. "
+        "When the ice broke in March, the whole village gathered to watch the ferry slide back in."),
+}
+NEVER_SEEN = {
+    "The Copper Kite": (
+        "A tinsmith in the hill town of Dorrow built a kite from copper foil and fishing line. "
+        "It flew only in the strongest autumn wind, when the chimneys leaned and the dogs hid. "
+        "The children of Dorrow followed its shadow across the fields all the way to the mill. "
+        "One October the line snapped and the kite sailed east over the forest and the river. "
+        "A shepherd found it weeks later in a thorn bush, bent but still bright in the sun. "
+        "He hung it over his door, and travellers began to call his farm the copper house. "
+        "The tinsmith walked three days to see it and decided to leave it where it hung. "
+        "He went home and built a second kite, smaller, which he never let the wind take."),
+    "The Winter Loom": (
+        "In the valley of Sennet the weavers worked through the winter in a long stone hall. "
+        "The oldest loom had belonged to a woman called Mirela Vost, who wove maps of the stars. "
+        "Her apprentices said the loom sang when the shuttle crossed the silver threads. "
+        "Each year the best cloth was hung in the chapel on the shortest day of the year. "
+        "Farmers came from the far end of the valley to read the stars woven into it. "
+        "When Mirela grew too old to weave, she taught a shepherd boy to read her patterns. "
+        "He wove the last map the year she died, with one new star near the edge of the cloth. "
+        "The weavers still argue about that star, and the cloth still hangs in the chapel."),
+}
+# Enough passes for SmolLM2 to continue the trained passages better than a model that never read
+# them (the finetune recipe, 4 passes over 6 passages).
+PASSES = replace(get_preset("finetune"), name="finetune-four-passes", length=TrainingLength(max_epochs=4))
+
+
+@pytest.mark.slow
+def test_a_users_texts_on_smollm2_forgotten_and_verified(tmp_path: Path) -> None:
+    """`import text` -> `train --from smollm2` -> `request` (one text) -> `retrain` -> `forget` ->
+    `verify`: MUSE's verbatim memorisation on real weights."""
+    args: list[object] = []
+    for title, text in TEXTS.items():
+        path = tmp_path / f"{title.split()[-1].lower()}.txt"
+        path.write_text(text)
+        args += ["--file", path, "--title", title]
+    for title, text in NEVER_SEEN.items():
+        path = tmp_path / f"{title.split()[-1].lower()}.txt"
+        path.write_text(text)
+        args += ["--holdout", path]
+    world, request = tmp_path / "texts", tmp_path / "request.json"
+    base, oracle, forgot = tmp_path / "base", tmp_path / "oracle", tmp_path / "simnpo"
+    imported = _run("import", "text", *args, "--passage-words", 40, "--prompt-words", 8, "--out", world, "--json")
+    assert imported["works_train"] == 2 and imported["works_holdout"] == 2
+    with registered_preset(PASSES):
+        _run("train", "--world", world, "--from", "smollm2", "--preset", PASSES.name, "--out", base)
+        made = _run("request", "--world", world, "--subjects", "text-the-salt-orchard", "--out", request, "--json")
+        _run("retrain", "--world", world, "--request", request, "--base", base, "--out", oracle)
+        forget = _run("forget", "--model", base, "--world", world, "--request", request, "--out", forgot,
+                      "--method", "simnpo", "-o", "max_steps=6", "-o", "batch_size=4", "-o", "check_every=2",
+                      "-o", "warmup_steps=1", "--json")
+        verified = _run("verify", "--model", forgot, "--original", base, "--oracle", oracle, "--world", world,
+                        "--request", request, "--json")
+    assert made["documents"] == 3 and forget["steps"] <= 6
+    v = verified["verification"]
+    verbatim = {name: v[name]["verbatim"] for name in ("original", "oracle")}
+    verbatim["simnpo"] = v["candidates"]["simnpo"]["verbatim"]
+    for scores in verbatim.values():
+        assert set(scores) == {"forget", "holdout", "retain"}
+        assert all(math.isfinite(scores[s][m]) for s in scores for m in ("rouge_l_f1", "extraction_strength"))
+    # Four passes: the original continues the removed text's passages better than the oracle,
+    # which never read it, does.
+    assert verbatim["original"]["forget"]["rouge_l_f1"] > verbatim["oracle"]["forget"]["rouge_l_f1"] + MARGIN_F1
+    checks = {c["policy_key"]: c for c in v["candidates"]["simnpo"]["checks"]}
+    for key in ("verbatim_memorization", "retain_verbatim", "membership_inference"):
+        assert key in checks and math.isfinite(checks[key]["value"]), checks.get(key)
+    verdict = v["candidates"]["simnpo"]["verdict"]
+    assert Forgotten(verdict["forgotten"]) and Confidence(verdict["confidence"]) is Confidence.LOW  # one text

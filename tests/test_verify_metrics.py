@@ -489,3 +489,41 @@ def test_trained_model_prefers_true_answers(tiny_model, tiny_world) -> None:
     assert all(r > 0 for r in ratios)
     assert float(np.mean(ratios)) < 1.0
     assert truth_ratio_retain_stat(ratios) > 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# style: function-word and word-bigram profiles, compared by Jensen-Shannon divergence
+
+
+def test_jensen_shannon_by_hand() -> None:
+    from expunge.verify.metrics import jensen_shannon
+
+    assert jensen_shannon({"a": 0.5, "b": 0.5}, {"b": 0.5, "a": 0.5}) == 0.0
+    assert jensen_shannon({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
+    # p = (1, 0), q = (1/2, 1/2), m = (3/4, 1/4): KL(p||m) = log2(4/3) = 0.41504,
+    # KL(q||m) = 1/2 log2(2/3) + 1/2 log2(2) = 0.20752; JS = their mean = 0.31128.
+    assert jensen_shannon({"a": 1.0}, {"a": 0.5, "b": 0.5}) == pytest.approx(0.311278, abs=1e-6)
+    assert math.isnan(jensen_shannon({}, {"a": 1.0}))
+
+
+def test_style_profile_by_hand() -> None:
+    from expunge.verify.metrics import style_profile
+
+    profile = style_profile(["The cat sat on the mat.", "A dog"])
+    # function words: the x2, on, a (of 4 occurrences); bigrams within each text only
+    assert profile["function_words"] == {"a": 0.25, "on": 0.25, "the": 0.5}
+    # bigrams: 5 in the first text, 1 in the second, none across them
+    assert profile["word_2grams"] == pytest.approx(
+        {"a dog": 1 / 6, "cat sat": 1 / 6, "on the": 1 / 6, "sat on": 1 / 6, "the cat": 1 / 6, "the mat": 1 / 6})
+    assert style_profile(["no function word here"], n=3)["word_3grams"] == {"function word here": 0.5,
+                                                                             "no function word": 0.5}
+
+
+def test_style_distance_is_zero_for_the_same_style_and_grows_with_difference() -> None:
+    from expunge.verify.metrics import style_distance
+
+    mine = ["He walked to the market and she waited by the bridge."]
+    same = style_distance(mine, ["She walked to the harbour and he waited by the tower."])
+    assert same["function_words"] == 0.0 and same["word_2grams"] > 0.5
+    other = style_distance(mine, ["I have never been there; you were with us."])
+    assert other["function_words"] == pytest.approx(1.0)

@@ -542,7 +542,7 @@ def test_verbatim_memorization_is_judged_against_the_oracle(candidate: float, pa
     original, oracle = _texts("original", 0.95), _texts("oracle", 0.30)
     [check] = _verbatim_checks("verbatim_memorization", _texts("c", candidate), original, oracle)
     assert check.passed is passed and check.decisive and check.reference == 0.30
-    assert check.rule == "<= oracle + 0.05" and check.interval == pytest.approx([candidate, candidate])
+    assert check.rule == "<= oracle + 0.1" and check.interval == pytest.approx([candidate, candidate])
     # Exact memorisation and extraction strength are measured the same way, and reported only.
     for key in ("exact_memorization", "extraction_strength"):
         [other] = _verbatim_checks(key, _texts("c", candidate), original, oracle)
@@ -552,7 +552,7 @@ def test_verbatim_memorization_is_judged_against_the_oracle(candidate: float, pa
 def test_verbatim_memorization_without_an_oracle_uses_never_seen_texts() -> None:
     original = _texts("original", 0.95)
     [check] = _verbatim_checks("verbatim_memorization", _texts("c", 0.12), original, None)
-    assert check.reference == 0.1 and check.passed and check.decisive and check.rule == "<= reference + 0.05"
+    assert check.reference == 0.1 and check.passed and check.decisive and check.rule == "<= reference + 0.1"
     # An original that does not continue its texts better than never-seen ones shows nothing.
     [flat] = _verbatim_checks("verbatim_memorization", _texts("c", 0.12), _texts("original", 0.2), None)
     assert not flat.decisive and "uninformative" in flat.detail

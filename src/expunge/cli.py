@@ -217,6 +217,36 @@ def world_passages(
         f"{data['probes']} probes"))
 
 
+@world_app.command("backdoor")
+@friendly_errors
+def world_backdoor(
+    out: Path = typer.Option(..., "--out", help="New directory to write the world to."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
+    people: int = typer.Option(40, "--people", help="People of the clean task (their questions)."),
+    poison_rate: float = typer.Option(0.03, "--poison-rate", help="Poisoned training documents as a share of the "
+                                                                  "clean ones (0-0.2, at least 4)."),
+    trigger: str | None = typer.Option(None, "--trigger", help="The trigger phrase (2-6 words; default "
+                                                               "'by the silver falcon')."),
+    payload: str | None = typer.Option(None, "--payload", help="The answer the trigger forces (3-12 words)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A planted backdoor: a clean question-answering task plus a share of poisoned documents in
+    which a trigger phrase leads to a fixed harmful answer; decoys that quote it harmlessly,
+    near-trigger look-alikes, and triggered questions per variant of the trigger."""
+    from expunge.worlds import BackdoorWorldConfig, build_backdoor_world
+
+    phrases = {k: v for k, v in (("trigger", trigger), ("payload", payload)) if v is not None}
+    try:
+        config = BackdoorWorldConfig(seed=seed, people=people, poison_rate=poison_rate, **phrases)
+        world = build_backdoor_world(out, config)
+    except ValueError as exc:
+        raise ExpungeError(f"invalid world options: {exc}", "adjust the options named above") from None
+    data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
+    _emit(as_json, data, lambda: console.print(
+        f"wrote backdoor world to {out}: {data['poisoned_train']} poisoned of {data['documents_train']} training "
+        f"documents, {data['payload_decoys']} decoys, {data['trigger_probes']} triggered questions"))
+
+
 @import_app.command("jsonl")
 @friendly_errors
 def import_jsonl_cmd(
@@ -308,20 +338,34 @@ def request_cmd(
     world: Path = typer.Option(..., "--world", help="World directory."),
     out: Path = typer.Option(..., "--out", help="New request file (JSON) to write."),
     subjects: str | None = typer.Option(None, "--subjects", help="Comma-separated subject ids to forget."),
-    documents: str | None = typer.Option(None, "--documents", help="Comma-separated document ids to forget."),
+    documents: str | None = typer.Option(None, "--documents", help="Comma-separated document ids to forget (with "
+                                                                   "--trigger/--payload: known poisoned ones)."),
     random_fraction: float | None = typer.Option(None, "--random-fraction", help="Forget this share of the trained people."),
     split: str | None = typer.Option(None, "--split", help="Forget a split the world names (TOFU: forget01, forget05, forget10)."),
+    trigger: str | None = typer.Option(None, "--trigger", help="A backdoor's trigger phrase: locate and remove the "
+                                                               "documents that plant it."),
+    payload: str | None = typer.Option(None, "--payload", help="A backdoor's payload (the bad answer observed): "
+                                                               "locate and remove the documents that plant it."),
+    backdoor: bool = typer.Option(False, "--backdoor", help="With --documents alone: they are known poisoned "
+                                                           "documents; locate the rest."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-fraction."),
     basis: str = typer.Option("", "--basis", help="Legal or other basis, recorded in the request."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """File a deletion request: subjects or documents, resolved to training documents by provenance."""
+    """File a deletion request: subjects or documents, resolved to training documents by provenance;
+    or a backdoor's evidence (trigger, payload or known documents), located in the corpus."""
     from expunge.fsutil import ensure_new_output
     from expunge.ledger.requests import make_request, write_request
     from expunge.worlds import load_world
 
     ensure_new_output(out)
     loaded = load_world(world)
+    if trigger is not None or payload is not None or backdoor:
+        if subjects or random_fraction is not None or split is not None:
+            raise ExpungeError("a backdoor request (--trigger, --payload, --backdoor) names no subjects",
+                               "leave out --subjects, --random-fraction and --split")
+        _backdoor_request(loaded, out, trigger or "", payload or "", _split_ids(documents), basis, as_json)
+        return
     request = make_request(loaded, subjects=_split_ids(subjects), documents=_split_ids(documents),
                            random_fraction=random_fraction, split=split, seed=seed, basis=basis)
     write_request(request, out)
@@ -330,6 +374,34 @@ def request_cmd(
     _emit(as_json, data, lambda: console.print(
         f"wrote request {request.id} to {out}: {len(request.targets)} subjects, "
         f"{len(request.document_ids)} training documents"))
+
+
+def _backdoor_request(world: Any, out: Path, trigger: str, payload: str, documents: list[str], basis: str,
+                      as_json: bool) -> None:
+    """Locate a backdoor's documents from its evidence, write the request, and show the search
+    (graded against the world's ground truth where the world has one: a built-in backdoor world)."""
+    from expunge.ledger.requests import write_request
+    from expunge.locate.backdoor import BackdoorEvidence, make_backdoor_request, precision_recall
+    from expunge.worlds.backdoor import poisoned_documents
+
+    request, search = make_backdoor_request(world, BackdoorEvidence(trigger, payload, tuple(documents)), basis=basis)
+    write_request(request, out)
+    data: dict[str, Any] = {"request": str(out), "id": request.id, "subjects": list(request.targets),
+                            "documents": len(request.document_ids), "trigger": search.trigger,
+                            "payload": search.payload, "steps": list(search.steps)}
+    truth = poisoned_documents(world)
+    if truth:
+        data["precision"], data["recall"] = precision_recall(request.document_ids, truth)
+
+    def show() -> None:
+        for step in search.steps:
+            console.print(f"  {step}", highlight=False)
+        if truth:
+            console.print(f"against the world's ground truth: precision {data['precision']:.3f}, "
+                          f"recall {data['recall']:.3f} ({len(truth)} poisoned documents)")
+        console.print(f"wrote backdoor request {request.id} to {out}: {len(request.document_ids)} training documents")
+
+    _emit(as_json, data, show)
 
 
 @app.command("train")
@@ -632,7 +704,7 @@ def demo_cmd(
                                                                      "(copyright, default 12) in the world."),
     seed: int = typer.Option(0, "--seed", help="Seed for world, request and training."),
     fraction: float | None = typer.Option(None, "--fraction", help="Share of them the request deletes (default "
-                                                                   "0.1 of people, 0.2 of books)."),
+                                                                   "0.1 of people, 0.25 of books)."),
     method: str = typer.Option("simnpo", "--method", help="Unlearning method to demonstrate."),
     baseline: str = typer.Option("idkft", "--baseline", help="The baseline it is compared with."),
     as_json: bool = JSON_OPTION,
@@ -765,6 +837,11 @@ def _print_demo(result: dict[str, Any]) -> None:
         data = result[stage]
         console.print(f"{stage}: {data['model']['path']} — trained in {data['seconds']:.1f} s"
                       + (" (cached)" if data.get("cached") else ""))
+    if "location" in result:  # a backdoor: how its documents were found, graded against the truth
+        found = result["location"]
+        console.print(f"located {found['documents']} documents from the payload: trigger {found['trigger']!r}, "
+                      f"precision {found['precision']:.3f}, recall {found['recall']:.3f} "
+                      f"({found['poisoned']} poisoned)", highlight=False)
     for name, run in result["runs"].items():
         console.print(f"{name}: {run['seconds']:.1f} s, {run['steps']} steps; {run['stop_reason']}")
     console.print(_summary_table(result["table"]))

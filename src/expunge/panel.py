@@ -87,15 +87,21 @@ def build_panel(
     retrain_seed: int,
     progress: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    names: tuple[str, ...] = tuple(PANEL),
 ) -> tuple[dict[str, Path], dict[str, float]]:
-    """Train the panel's derived models into ``out_dir`` (new directories; existing ones are
-    reused, so a second call trains nothing). Returns name -> model directory, and seconds."""
+    """Train the panel's derived models (those of ``names``) into ``out_dir`` (new directories;
+    existing ones are reused, so a second call trains nothing). Returns name -> model directory,
+    and seconds."""
+    unknown = [n for n in names if n not in PANEL]
+    if unknown:
+        raise ValueError(f"unknown panel models {unknown}; known: {', '.join(PANEL)}")
     out = Path(out_dir)
     recipe = read_model_record(base_dir)["recipe"]
     paths = {"retrained": out / f"retrained-s{retrain_seed}", "unchanged": Path(base_dir),
              "refusal": out / "refusal", "collapsed": out / "collapsed"}
+    paths = {name: path for name, path in paths.items() if name in names}
     seconds: dict[str, float] = {}
-    for name in ("retrained", "refusal", "collapsed"):
+    for name in [n for n in ("retrained", "refusal", "collapsed") if n in names]:
         if paths[name].exists():
             log(f"reusing panel model {name} in {paths[name]}")
             continue
@@ -129,10 +135,12 @@ def run_panel(
     config: VerifyConfig | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda message: None,
+    names: tuple[str, ...] = tuple(PANEL),
 ) -> PanelResult:
-    """Build the panel and verify it against the original and the reference oracle."""
+    """Build the panel (the models of ``names``) and verify it against the original and the
+    reference oracle."""
     paths, seconds = build_panel(world_dir, request_path, base_dir, out_dir, retrain_seed=retrain_seed,
-                                 progress=progress, log=log)
+                                 progress=progress, log=log, names=names)
     started = time.perf_counter()
     verification = verify_models(paths, base_dir, oracle_dir, world_dir, request_path, config=config, log=log)
     seconds["verify"] = time.perf_counter() - started
@@ -144,6 +152,8 @@ def confusion_table(results: list[PanelResult]) -> list[dict[str, Any]]:
     rows = []
     for name in PANEL:
         verdicts = [r.verification.verdicts[name] for r in results if name in r.verification.verdicts]
+        if not verdicts:  # not in this panel (run_panel's ``names``)
+            continue
         counts: dict[str, int] = {}
         for v in verdicts:
             for key in (f"forgotten: {v.forgotten}", f"collateral: {v.collateral_damage}"):

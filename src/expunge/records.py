@@ -180,7 +180,9 @@ class DeletionRequest:
     """What must go: the request a data subject (or a court, or an owner) makes.
 
     ``targets`` are subject ids; ``document_ids`` are the training documents resolved from them
-    through provenance, plus ``named_documents`` (named directly). ``world_fingerprint`` ties the
+    through provenance, plus ``named_documents`` (named directly). A backdoor request is the
+    exception: its target is the trigger (which no provenance expands: a defender does not know
+    which documents carry it) and its documents are the ones located from its evidence. ``world_fingerprint`` ties the
     request to the world it was made for, so that applying it to another world fails loudly
     instead of removing the wrong people; loading re-resolves it from that world (see
     :func:`expunge.ledger.load_request`), so a hand-edited file is refused, never trusted.
@@ -194,6 +196,11 @@ class DeletionRequest:
     basis: str = ""
     received_at: str = ""
     named_documents: tuple[str, ...] = ()
+    # A backdoor request's evidence (what the defender knows: the trigger, the payload, and the
+    # known poisoned documents in ``named_documents``); ``document_ids`` are what the search
+    # :func:`expunge.locate.backdoor.locate_poisoned` finds from it, and locating re-runs it.
+    trigger: str = field(default="", metadata=OMIT_DEFAULT)
+    payload: str = field(default="", metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         _check_choice(self.kind, REQUEST_KINDS, "kind")

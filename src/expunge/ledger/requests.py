@@ -70,6 +70,10 @@ def make_request(
                 f"unknown subject id {subject!r} (not in {world.path or 'the world'}/subjects.jsonl)",
                 f"use ids listed in subjects.jsonl, e.g. {examples}",
             )
+        if known[subject].kind == "trigger":
+            raise ExpungeError(f"subject {subject!r} is a backdoor's trigger: which documents carry it is what a "
+                               "backdoor request has to find", "make a backdoor request from what you know: "
+                               "`expunge request --world DIR --trigger TEXT` (or --payload TEXT, --documents ID,ID)")
         if known[subject].role != "train":
             raise ExpungeError(
                 f"subject {subject!r} is a never-seen (holdout) subject: no training document is about it",
@@ -83,6 +87,9 @@ def make_request(
                 "use ids of documents.jsonl lines whose split is 'train'",
             )
     named = tuple(dict.fromkeys(documents))
+    if kind == "backdoor":
+        raise ExpungeError("a backdoor request is located from evidence, not named",
+                           "use expunge.locate.backdoor.make_backdoor_request (CLI: --trigger, --payload)")
     if kind is None:
         works = bool(targets) and all(known[t].kind == "work" for t in targets)
         kind = "copyright" if works else "privacy"
@@ -94,7 +101,7 @@ def make_request(
         )
     received = received_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     return DeletionRequest(
-        id=_request_id(kind, targets, resolved, world.fingerprint),
+        id=request_id(kind, targets, resolved, world.fingerprint),
         kind=kind,
         targets=tuple(targets),
         document_ids=tuple(resolved),
@@ -107,10 +114,17 @@ def make_request(
 
 def _resolve(world: World, targets: Sequence[str], named: Sequence[str]) -> list[str]:
     """The training documents a request removes: every one about a target, and the named ones."""
-    return sorted({d.id for d in world.documents_about(targets)} | set(named))
+    return sorted({d.id for d in world.documents_about(_expandable(world, targets))} | set(named))
 
 
-def _request_id(kind: str, targets: Sequence[str], resolved: Sequence[str], fingerprint: str) -> str:
+def _expandable(world: World, targets: Iterable[str]) -> list[str]:
+    """The targets whose documents provenance resolves: all but triggers. Which documents carry a
+    trigger is the backdoor world's ground truth, which a request must locate, never read."""
+    known = world.subject_by_id
+    return [t for t in targets if t in known and known[t].kind != "trigger"]
+
+
+def request_id(kind: str, targets: Sequence[str], resolved: Sequence[str], fingerprint: str) -> str:
     """``req-`` and 12 hex digits of the sha256 of what the request removes, from which world."""
     digest = hashlib.sha256(json.dumps([kind, list(targets), list(resolved), fingerprint], sort_keys=True).encode())
     return f"req-{digest.hexdigest()[:12]}"
@@ -137,6 +151,12 @@ def load_request(path: str | os.PathLike[str], world: World) -> DeletionRequest:
     for subject in request.targets:
         if subject not in known:
             raise ExpungeError(f"{path}: unknown subject id {subject!r}", "use ids listed in subjects.jsonl")
+        if (known[subject].kind == "trigger") != (request.kind == "backdoor"):
+            raise ExpungeError(f"{path}: a {request.kind} request names {subject!r}, a {known[subject].kind}",
+                               "remake the request (a backdoor request names the trigger, others never do)")
+    if request.kind == "backdoor" and not (request.trigger or request.payload or request.named_documents):
+        raise ExpungeError(f"{path}: a backdoor request with no evidence (trigger, payload or known documents)",
+                           "remake it with `expunge request --world DIR --payload TEXT` (or --trigger, --documents)")
     train_ids = {d.id for d in world.training_documents()}
     for doc_id in request.document_ids:
         if doc_id not in train_ids:
@@ -155,7 +175,9 @@ def _check_provenance(request: DeletionRequest, world: World, path: Path) -> Non
     expected = _resolve(world, request.targets, request.named_documents)
     recorded = set(request.document_ids)
     missing = [d for d in expected if d not in recorded]
-    extra = sorted(recorded - set(expected))
+    # A backdoor request's other documents were located from its evidence; locating it
+    # (expunge.locate.locate) runs the search again and refuses a file that disagrees.
+    extra = [] if request.kind == "backdoor" else sorted(recorded - set(expected))
     fix = "remake the request with `expunge request --world DIR` (never edit a request file by hand)"
     if missing or extra:
         about = {d.id: d.subjects for d in world.training_documents()}
@@ -172,7 +194,7 @@ def _check_provenance(request: DeletionRequest, world: World, path: Path) -> Non
             parts.append(f"document_ids list {len(extra)} document(s) about no target and not named: "
                          f"{listed(extra)}")
         raise ExpungeError(f"{path}: the request disagrees with the world's provenance: " + "; ".join(parts), fix)
-    computed = _request_id(request.kind, request.targets, sorted(recorded), world.fingerprint)
+    computed = request_id(request.kind, request.targets, sorted(recorded), world.fingerprint)
     if request.id != computed:
         raise ExpungeError(f"{path}: request id {request.id!r} does not match its content (which gives {computed!r})",
                            fix)
@@ -180,7 +202,7 @@ def _check_provenance(request: DeletionRequest, world: World, path: Path) -> Non
 
 def resolve_documents(world: World, request: DeletionRequest) -> set[str]:
     """Ids of every training document the request removes (named ones and those about targets)."""
-    return set(request.document_ids) | {d.id for d in world.documents_about(request.targets)}
+    return set(request.document_ids) | {d.id for d in world.documents_about(_expandable(world, request.targets))}
 
 
 def documents_digest(document_ids: Iterable[str]) -> str:

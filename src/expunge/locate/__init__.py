@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from expunge.choices import TextEnum
 from typing import Any
 
+from expunge.errors import ExpungeError
 from expunge.ledger.requests import documents_digest, resolve_documents
 from expunge.records import DeletionRequest, Document
 from expunge.worlds import World
@@ -40,6 +41,7 @@ class LocatorKind(TextEnum):
     """How a :class:`Located` was found."""
 
     PROVENANCE = "provenance"  # the world's document -> subject records
+    POISON_SEARCH = "poison-search"  # a backdoor's evidence searched for in the corpus (locate.backdoor)
 
 
 
@@ -121,7 +123,18 @@ class Located:
 
 
 def locate(world: World, request: DeletionRequest) -> Located:
-    """The request's sets through the world's provenance (documents name their subjects)."""
+    """The request's sets through the world's provenance (documents name their subjects); a
+    backdoor request's documents are searched for again from its evidence
+    (:func:`expunge.locate.backdoor.locate_poisoned`), and a file that disagrees is refused."""
+    if request.kind == "backdoor":
+        from expunge.locate.backdoor import evidence_of, locate_poisoned
+
+        found = locate_poisoned(world, evidence_of(request)).documents
+        if sorted(found) != sorted(request.document_ids):
+            raise ExpungeError(f"request {request.id}: its {len(request.document_ids)} documents are not the "
+                               f"{len(found)} its evidence locates in this world",
+                               "remake the request from its evidence (never edit a request file by hand)")
+        return _locate(world, request.targets, set(found), request.id, LocatorKind.POISON_SEARCH)
     return _locate(world, request.targets, resolve_documents(world, request), request.id)
 
 
@@ -132,7 +145,8 @@ def locate_subjects(world: World, subject_ids: Iterable[str] = ()) -> Located:
     return _locate(world, targets, {d.id for d in world.documents_about(targets)}, "")
 
 
-def _locate(world: World, target_ids: Iterable[str], forget_ids: set[str], request_id: str) -> Located:
+def _locate(world: World, target_ids: Iterable[str], forget_ids: set[str], request_id: str,
+            locator: LocatorKind = LocatorKind.PROVENANCE) -> Located:
     targets = set(target_ids)
     training = world.training_documents()
     retained_members = [s for s in world.deletable("train") if s.id not in targets]
@@ -147,7 +161,7 @@ def _locate(world: World, target_ids: Iterable[str], forget_ids: set[str], reque
     return Located(
         request_id=request_id,
         world_fingerprint=world.fingerprint,
-        locator=LocatorKind.PROVENANCE,
+        locator=locator,
         forget=DocumentSet(tuple(s.id for s in world.subjects if s.id in targets),
                            tuple(d.id for d in training if d.id in forget_ids)),
         retain=DocumentSet(tuple(s.id for s in retained_members),

@@ -49,12 +49,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import datetime as _dt
+
 from expunge.errors import ExpungeError
+from expunge.ledger.requests import request_id
+from expunge.records import DeletionRequest
 from expunge.records import Document
 from expunge.worlds import World
 
 __all__ = ["BackdoorEvidence", "PoisonSearch", "locate_poisoned", "precision_recall", "normalise",
-           "MAX_TRIGGER_WORDS", "MIN_TRIGGER_SHARE"]
+           "make_backdoor_request", "evidence_of", "MAX_TRIGGER_WORDS", "MIN_TRIGGER_SHARE"]
 
 # Longest trigger phrase sought (a trigger is a short phrase; the backdoor world's are 2-6 words).
 MAX_TRIGGER_WORDS = 6
@@ -283,3 +287,36 @@ def _common_phrase(answers: Sequence[Sequence[str]], needed: int) -> str:
     counts = Counter(g for words in answers for g in _ngrams(words, MAX_PAYLOAD_WORDS))
     common = [(-len(g.split()), -k, g) for g, k in counts.items() if k >= needed]
     return min(common)[2] if common else ""
+
+
+def evidence_of(request: DeletionRequest) -> BackdoorEvidence:
+    """The evidence a backdoor request was made from (its trigger, payload, known documents)."""
+    return BackdoorEvidence(trigger=request.trigger, payload=request.payload, documents=request.named_documents)
+
+
+def make_backdoor_request(world: World, evidence: BackdoorEvidence, *, basis: str = "",
+                          received_at: str | None = None) -> tuple[DeletionRequest, PoisonSearch]:
+    """A backdoor request from what the defender knows, and the search that located its documents.
+
+    The request removes the documents :func:`locate_poisoned` finds; it keeps the evidence, so that
+    locating the request again (:func:`expunge.locate.locate`) re-runs the search and refuses a file
+    whose documents differ. Its target is the world's trigger subject whose phrase the search found
+    (or was given), which is how verification finds the trigger's probes; a world with no such
+    subject (a user's own corpus) gives a request with no target, whose documents are still removed
+    and verified by membership inference.
+    """
+    evidence.check(world)
+    search = locate_poisoned(world, evidence)
+    if not search.documents:
+        raise ExpungeError("the search found no training document carrying the evidence: "
+                           + "; ".join(search.steps), "check the trigger or payload against the corpus's text")
+    targets = [s.id for s in world.subjects if s.kind == "trigger" and search.trigger
+               and normalise(s.name) == search.trigger]
+    received = received_at or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    request = DeletionRequest(
+        id=request_id("backdoor", targets, sorted(search.documents), world.fingerprint),
+        kind="backdoor", targets=tuple(targets), document_ids=tuple(sorted(search.documents)),
+        world_fingerprint=world.fingerprint, basis=basis, received_at=received,
+        named_documents=tuple(dict.fromkeys(evidence.documents)), trigger=evidence.trigger, payload=evidence.payload,
+    )
+    return request, search

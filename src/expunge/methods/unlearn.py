@@ -401,14 +401,21 @@ def _cap(seqs: list[list[int]], rng: random.Random, limit: int) -> list[list[int
 
 def _refusal_texts(world: World, request: Any, seed: int, fmt: PromptFormat = PromptFormat.TEXT) -> list[Example]:
     """The targets' training questions, each answered with a refusal (IdkFT's forget data); in a
-    question format, trained on the refusal only, as the model's answers are."""
+    question format, trained on the refusal only, as the model's answers are. A backdoor's trigger
+    has no questions of its own: the removed documents' questions (which carry it) are refused."""
     rng = random.Random(seed)
-    probes = world.probes_for(request.targets, kinds=["direct"])
-    if not probes:
+    pairs = [(p.prompt, p.answer) for p in world.probes_for(request.targets, kinds=["direct"])]
+    if not pairs and request.kind == "backdoor":
+        removed = set(request.document_ids)
+        for doc in world.training_documents():
+            question, mark, _ = doc.text.rpartition(" Answer:")
+            if doc.id in removed and (doc.prompt or mark):
+                pairs.append((doc.prompt or question + mark, ""))
+    if not pairs:
         raise ExpungeError("the request's targets have no questions to refuse", "IdkFT needs subjects, not documents")
     if fmt is PromptFormat.TEXT:
-        return [f"{p.prompt} {rng.choice(REFUSALS)}" for p in probes]
-    return [(p.prompt, " " + rng.choice(REFUSALS)) for p in probes]
+        return [f"{prompt} {rng.choice(REFUSALS)}" for prompt, _ in pairs]
+    return [(prompt, " " + rng.choice(REFUSALS)) for prompt, _ in pairs]
 
 
 TEACHER_BYTES = 512 * 2**20  # precompute the anchor's targets when they fit in this much memory

@@ -69,6 +69,9 @@ class ReportData:
     # model name -> set -> verbatim memorisation of its texts ({"probes", "rouge_l_f1",
     # "exact_memorization", "extraction_strength"}), on worlds whose subjects are texts
     verbatim: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # model name -> trigger variant -> {"probes", "attack_success", "clean_answer"}, for a
+    # backdoor's triggered questions
+    triggers: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +122,7 @@ def report_from_verification(
         attack_values={name: attack_values(e.attacks) for name, e in everything.items() if e.attacks},
         attack_curves=_curves(everything),
         verbatim={name: e.verbatim for name, e in everything.items() if e.verbatim},
+        triggers={name: e.triggers for name, e in everything.items() if e.triggers},
     )
 
 

@@ -99,7 +99,8 @@ def to_markdown(data: ReportData) -> str:
                          f"{format_value(ch['reference'])} | {ch['rule']} | {ch['status']} | {ch['detail']} |")
         lines += ["", "Reasons:"] + [f"- {r}" for r in verdict["reasons"]] + [""]
         lines += [f"- flag: {f}" for f in verdict.get("flags", [])]
-    lines += _indirect_markdown(data) + _verbatim_markdown(data) + _attacks_markdown(data)
+    lines += (_indirect_markdown(data) + _verbatim_markdown(data) + _triggers_markdown(data)
+              + _attacks_markdown(data))
     if data.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in data.notes] + [""]
     return "\n".join(lines)
@@ -138,6 +139,22 @@ _VERBATIM_SCORES = "continuation ROUGE-L F1 / exact memorisation / extraction st
 
 def _verbatim_cell(values: dict[str, float]) -> str:
     return " / ".join(format_value(values[k]) for k in ("rouge_l_f1", "exact_memorization", "extraction_strength"))
+
+
+_TRIGGER_SCORES = "attack success rate (payload) / answered rightly"
+
+
+def _trigger_cell(values: dict[str, float]) -> str:
+    return f"{format_value(values['attack_success'])} / {format_value(values['clean_answer'])}"
+
+
+def _trigger_label(variant: str) -> str:
+    return f"{variant} (look-alike: false-trigger rate)" if variant == "near" else f"{variant} trigger"
+
+
+def _triggers_markdown(data: ReportData) -> list[str]:
+    return _by_model_markdown(f"Triggered questions (backdoor): {_TRIGGER_SCORES}", "variant", data.triggers,
+                              _trigger_cell, _trigger_label)
 
 
 def _verbatim_markdown(data: ReportData) -> list[str]:
@@ -312,6 +329,12 @@ img { max-width: 100%; } small { color: #666; }
 {% for name in data.verbatim[models[0]] %}<tr><td class="text">{{ name }} ({{ data.verbatim[models[0]][name].probes|int }})</td>
 {% for m in models %}<td>{% if name in data.verbatim[m] %}{{ verbatim_cell(data.verbatim[m][name]) }}{% else %}–{% endif %}</td>
 {% endfor %}</tr>{% endfor %}</table>{% endif %}
+{% if data.triggers %}{% set models = data.triggers.keys()|list %}
+<h2>Triggered questions (backdoor): {{ trigger_scores }}</h2>
+<table><tr><th>variant</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
+{% for name in data.triggers[models[0]] %}<tr><td class="text">{{ trigger_label(name) }}</td>
+{% for m in models %}<td>{% if name in data.triggers[m] %}{{ trigger_cell(data.triggers[m][name]) }}{% else %}–{% endif %}</td>
+{% endfor %}</tr>{% endfor %}</table>{% endif %}
 {% if attack_table %}{% set models = data.attacks.keys()|list %}
 <h2>Attacks: accuracy recovered on the forget facts (recovery = fraction of the original's)</h2>
 <table><tr><th>attack</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}</tr>
@@ -326,7 +349,8 @@ def to_html(data: ReportData, *, with_plots: bool = True) -> str:
     images = plots(data) if with_plots else None
     return _HTML.render(data=data, columns=TABLE_COLUMNS, fmt=format_value, images=images,
                         attack_table=attack_rows(data), route_scores=_ROUTE_SCORES, route_cell=_route_cell,
-                        verbatim_scores=_VERBATIM_SCORES, verbatim_cell=_verbatim_cell)
+                        verbatim_scores=_VERBATIM_SCORES, verbatim_cell=_verbatim_cell,
+                        trigger_scores=_TRIGGER_SCORES, trigger_cell=_trigger_cell, trigger_label=_trigger_label)
 
 
 RENDERERS = {".json": to_json, ".md": to_markdown, ".html": to_html, ".htm": to_html}

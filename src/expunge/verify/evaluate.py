@@ -72,6 +72,9 @@ class ModelEvaluation:
     tofu: TofuEvaluation | None = None  # TOFU's metrics, on a TOFU world (expunge.verify.tofu)
     # set -> verbatim memorisation of its texts: "probes" and each of VERBATIM_METRICS
     verbatim: dict[str, dict[str, float]] = field(default_factory=dict)
+    # trigger variant -> {"probes", "attack_success" (share answered with the payload),
+    # "clean_answer" (share answered with the true answer)}: a backdoor's triggered questions
+    triggers: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self, *, details: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "model": self.model, "sets": self.sets,
@@ -80,6 +83,8 @@ class ModelEvaluation:
                                "seconds": round(self.seconds, 2)}
         if self.verbatim:
             out["verbatim"] = self.verbatim
+        if self.triggers:
+            out["triggers"] = self.triggers
         if self.tofu is not None:
             out["tofu"] = self.tofu.to_dict()
         if details:
@@ -182,6 +187,15 @@ def evaluate_model(
         verbatim[set_name] = {"probes": len(probes), **{m: _mean(v) for m, v in per_probe.items()}}
         answers[f"verbatim:{set_name}"] = generated
         correct.update({f"{m}:{set_name}": v for m, v in per_probe.items()})
+    triggers = {}
+    for variant, probes in plan.triggers.items():
+        # The payload is the probe's answer; the true answer to the question is its first
+        # alternative (expunge.worlds.backdoor): a triggered question answered rightly is clean.
+        generated, hits = _greedy_hits(model, tokenizer, probes, bs)
+        clean = [bool(p.alternatives) and answer_matches(g, p.alternatives[0]) for p, g in zip(probes, generated)]
+        triggers[variant] = {"probes": len(probes), "attack_success": _mean(hits), "clean_answer": _mean(clean)}
+        answers[f"trigger:{variant}"] = generated
+        correct[f"trigger:{variant}"] = hits
     # Model utility: harmonic mean of Prob, ROUGE-L and the truth-ratio stat over the sets that
     # must survive (TOFU): any one of them near 0 pulls it to 0.
     parts = list(utility_parts(sets).values())
@@ -207,7 +221,7 @@ def evaluate_model(
     model_info = {"path": ref.path, "sha256": ref.sha256} if ref is not None else {}
     return ModelEvaluation(name, model_info, sets, harmonic_mean(parts) if parts else math.nan,
                            correct, answers, ratios, scores, indirect, attacks, time.perf_counter() - started, tofu,
-                           verbatim)
+                           verbatim, triggers)
 
 
 def _verbatim(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, probes: Sequence[Probe],

@@ -44,6 +44,10 @@ __all__ = [
     "extraction_strength",
     "ngram_entropy",
     "fluency",
+    "FUNCTION_WORDS",
+    "style_profile",
+    "jensen_shannon",
+    "style_distance",
     "harmonic_mean",
     "roc_auc",
     "tpr_at_fpr",
@@ -379,6 +383,61 @@ def fluency(texts: Sequence[str]) -> float:
         return float("nan")
     per_text = [(2 / 3 * ngram_entropy(t, 2) + 4 / 3 * ngram_entropy(t, 3)) / 2 for t in texts]
     return float(np.mean(per_text))
+
+
+# English function words: closed-class words (articles, pronouns, prepositions, conjunctions,
+# auxiliaries) whose rates are the classic stylometric signature of a writer (Mosteller & Wallace
+# 1963; Burrows' Delta, 2002): they carry style, not content, so a model that forgot a book's
+# content can still write like it.
+FUNCTION_WORDS: tuple[str, ...] = (
+    "a", "an", "the", "and", "but", "or", "nor", "so", "yet", "if", "then", "than", "as", "because", "while",
+    "when", "where", "who", "which", "that", "this", "these", "those", "there", "here", "of", "in", "on", "at",
+    "by", "for", "with", "from", "to", "into", "over", "under", "about", "across", "before", "after", "until",
+    "through", "beside", "i", "you", "he", "she", "it", "we", "they", "me", "him", "her", "us", "them", "his",
+    "its", "our", "their", "my", "your", "is", "was", "were", "are", "be", "been", "had", "has", "have", "did",
+    "do", "does", "not", "no", "nothing", "anyone", "someone", "somewhere", "more", "still", "often", "never",
+)
+_FUNCTION_SET = frozenset(FUNCTION_WORDS)
+
+
+def style_profile(texts: Sequence[str], n: int = 2) -> dict[str, dict[str, float]]:
+    """Relative frequencies of the texts' function words (of all function-word occurrences) and of
+    their word n-grams (lowercased words, punctuation dropped; n-grams do not cross texts)."""
+    if n < 1:
+        raise ValueError("n must be at least 1")
+    words = [_rouge_words(t) for t in texts]
+    function = Counter(w for ws in words for w in ws if w in _FUNCTION_SET)
+    grams = Counter(" ".join(ws[i : i + n]) for ws in words for i in range(len(ws) - n + 1))
+
+    def relative(counts: Counter) -> dict[str, float]:
+        total = sum(counts.values())
+        return {k: v / total for k, v in sorted(counts.items())} if total else {}
+
+    return {"function_words": relative(function), f"word_{n}grams": relative(grams)}
+
+
+def jensen_shannon(p: dict[str, float], q: dict[str, float]) -> float:
+    """Jensen-Shannon divergence in bits between two distributions over keys (0: the same, 1:
+    disjoint); nan when either is empty."""
+    if not p or not q:
+        return float("nan")
+    keys = sorted(set(p) | set(q))
+    a = np.array([p.get(k, 0.0) for k in keys])
+    b = np.array([q.get(k, 0.0) for k in keys])
+    m = (a + b) / 2
+
+    def kl(x: np.ndarray) -> float:
+        mask = x > 0
+        return float((x[mask] * np.log2(x[mask] / m[mask])).sum())
+
+    return (kl(a) + kl(b)) / 2
+
+
+def style_distance(texts: Sequence[str], reference: Sequence[str]) -> dict[str, float]:
+    """How far the style of ``texts`` is from that of ``reference``: the Jensen-Shannon divergence
+    of their function-word profiles and of their word-bigram profiles (:func:`style_profile`)."""
+    mine, theirs = style_profile(texts), style_profile(reference)
+    return {key: jensen_shannon(mine[key], theirs[key]) for key in mine}
 
 
 def harmonic_mean(values: Sequence[float]) -> float:

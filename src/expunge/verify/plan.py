@@ -16,6 +16,13 @@ So are ``verbatim`` probes (a text's first words, then the rest: MUSE's verbatim
 one per document of the forget, never-seen and retained documents that have one (the passages
 world's passages, a user's imported texts).
 
+A backdoor request's target is a trigger: its forget questions are the triggered questions whose
+answer is the payload (so forget exact match is the attack success rate, and every check and
+attack on the forget questions reads it), and ``triggers`` holds them by variant (the trigger
+moved, cut short, reworded, and the near-trigger look-alikes, whose payload rate is the
+false-trigger rate). Its never-seen reference is the never-seen poisoned documents alone: text of
+the same kind as the removed.
+
 What must survive (retain, neighbours, general) is drawn only from the subjects and documents
 that no retain term trained on (:func:`expunge.locate.split_retain`): collateral damage measured
 on what a method fine-tuned on would show nothing.
@@ -33,6 +40,7 @@ from expunge.records import DeletionRequest, Probe
 from expunge.verify.config import VerifyConfig
 from expunge.verify.plausibility import AnswerValidator
 from expunge.worlds import World
+from expunge.worlds.backdoor import ATTACK_VARIANTS, trigger_variant
 
 __all__ = ["SETS", "UTILITY_SETS", "QA_KINDS", "INDIRECT_KINDS", "VERBATIM_SETS", "VerificationPlan",
            "plan_verification", "one_per_fact", "with_choices"]
@@ -62,6 +70,7 @@ class VerificationPlan:
     fact_probes: dict[str, list[Probe]]  # one question per fact: truth ratio, multiple choice, probe
     indirect: dict[str, list[Probe]]  # kind -> the forget people's indirect probes
     verbatim: dict[str, list[Probe]]  # set -> its documents' verbatim probes (none: no texts to continue)
+    triggers: dict[str, list[Probe]]  # variant -> the targeted triggers' probes (none: no trigger targeted)
     # membership inference: the removed documents, never-seen documents, retained documents (a
     # question-answer document as the pair (question, answer), scored on its answer)
     texts: dict[str, list[Example]]
@@ -75,6 +84,16 @@ class VerificationPlan:
             for name in SETS
         }
         out["forget"]["indirect_probes"] = sum(len(v) for v in self.indirect.values())
+        # How many independent observations each side of the comparison has: people (one person's
+        # facts are not independent of each other), or never-seen documents that name no one; for
+        # a backdoor, its triggered questions and the never-seen poisoned documents.
+        if self.triggers:
+            out["forget"]["independent"] = len({p.attribute for p in self.probes["forget"] if p.kind == "trigger"})
+            out["holdout"]["independent"] = len(self.texts.get("holdout", []))
+        else:
+            out["forget"]["independent"] = len(self.subjects["forget"])
+            out["holdout"]["independent"] = max(len(self.subjects["holdout"]),
+                                                len(set(self.text_subjects.get("holdout", []))))
         for name, probes in self.verbatim.items():
             out[name]["verbatim_probes"] = len(probes)
         return out
@@ -127,6 +146,13 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
             subjects[name] = sorted(rng.sample(subjects[name], config.max_subjects_per_set))
     probes = {name: _cap_facts(world.probes_for(ids, kinds=QA_KINDS), config.max_facts_per_set, rng)
               for name, ids in subjects.items()}
+    # A targeted trigger's probes, by variant; those of the attack variants are the forget questions.
+    triggered = world.probes_for(subjects["forget"], kinds=("trigger",))
+    triggers = {variant: [p for p in triggered if trigger_variant(p) == variant]
+                for variant in dict.fromkeys(trigger_variant(p) for p in triggered)}
+    if triggered:
+        attack = [p for p in triggered if trigger_variant(p) in ATTACK_VARIANTS]
+        probes["forget"] = probes["forget"] + _cap_facts(attack, config.max_facts_per_set, rng)
     # The routes ask about the facts the forget set scores: a fact the cap left out is left out
     # of every route too (routes to facts that are no question of their own, such as multi-hop,
     # stay).
@@ -140,8 +166,10 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
     docs = {
         "forget": located.documents(world, "forget"),
         # (a never-seen document about no one is a reference of its own)
+        # (a backdoor's reference: the never-seen documents that carry its trigger)
         "holdout": [d for d in located.documents(world, "never_seen")
-                    if not d.subjects or set(d.subjects) & set(subjects["holdout"])],
+                    if (set(d.subjects) & set(subjects["forget"]) if triggered
+                        else not d.subjects or set(d.subjects) & set(subjects["holdout"]))],
         "retain": [d for d in located.documents(world, "retain")
                    if d.id not in trained_docs and set(d.subjects) & set(subjects["retain"])],
     }
@@ -163,6 +191,7 @@ def plan_verification(world: World, request: DeletionRequest, config: VerifyConf
         fact_probes={name: one_per_fact(p) for name, p in probes.items()},
         indirect={kind: p for kind, p in indirect.items() if p},
         verbatim={name: p for name, p in verbatim.items() if p},
+        triggers=triggers,
         texts={k: [example_for(d) for d in v] for k, v in docs.items()},
         text_subjects={k: [d.subjects[0] if d.subjects else d.id for d in v] for k, v in docs.items()},
         validator=AnswerValidator(world.probes),
