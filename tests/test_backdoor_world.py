@@ -6,14 +6,12 @@ Generation and search only: no model is trained here.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from world_checks import assert_same_files_across_processes
 
 from expunge.errors import ExpungeError
 from expunge.locate.backdoor import BackdoorEvidence, locate_poisoned, normalise, precision_recall
@@ -22,7 +20,6 @@ from expunge.worlds import (BackdoorWorldConfig, PrivacyWorldConfig, World, buil
                             generate_backdoor_world, generate_privacy_world, load_world)
 from expunge.worlds.backdoor import (ATTACK_VARIANTS, DECOY_SOURCE, NEAR_SOURCE, POISON_SOURCE, TRIGGER_ID, VARIANTS,
                                      poisoned_documents, trigger_variant)
-from expunge.worlds.world import WORLD_FILES
 
 CONFIG = BackdoorWorldConfig()
 
@@ -60,15 +57,7 @@ def _by_source(generated, source: str, split: str | None = None) -> list[Documen
 
 
 def test_same_seed_same_files_across_processes(tmp_path: Path) -> None:
-    """Python salts str hashes per process; a generator iterating a set would differ here."""
-    code = ("import sys; from expunge.worlds import BackdoorWorldConfig, build_backdoor_world; "
-            "build_backdoor_world(sys.argv[1], BackdoorWorldConfig(seed=int(sys.argv[2]), people=8))")
-    for run, hash_seed, seed in (("a", "1", "3"), ("b", "777", "3"), ("c", "1", "4")):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / run), seed], check=True, env=env)
-    for name in (*WORLD_FILES, "manifest.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    assert load_world(tmp_path / "a").fingerprint != load_world(tmp_path / "c").fingerprint
+    assert_same_files_across_processes(tmp_path, "BackdoorWorldConfig", "build_backdoor_world", "people=8")
 
 
 def test_same_config_same_world_in_process(generated) -> None:
@@ -447,7 +436,9 @@ def backdoor_demo(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_backdoor_demo_locates_removes_and_verifies(backdoor_demo: dict) -> None:
-    """Measured on seeds 0-2 (tiny preset, 8 people, 2 threads): see the margins below."""
+    """Measured on seeds 0-2 (tiny preset, 8 people, 2 threads, 2026-12-07): located with precision
+    and recall 1.0; the original answered every exact-triggered question with the payload (1.0),
+    the oracle none (0.0), the look-alike fired 0.000-0.025; the margins below leave room."""
     import json
 
     result = backdoor_demo

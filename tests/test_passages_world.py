@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from world_checks import assert_same_files_across_processes
 
 from expunge.models.tokenizer import world_vocabulary
 from expunge.worlds import PassagesWorldConfig, build_passages_world, generate_passages_world, load_world
 from expunge.worlds import pools
 from expunge.worlds.passages import FACT_NAMES, QUEST_OBJECTS
 from expunge.verify.judge import Forgotten
-from expunge.worlds.world import WORLD_FILES
 
 
 @pytest.fixture(scope="module")
@@ -34,15 +31,7 @@ def _question(prompt: str) -> str:
 
 
 def test_same_seed_same_files_across_processes(tmp_path: Path) -> None:
-    """Python salts str hashes per process; a generator iterating a set would differ here."""
-    code = ("import sys; from expunge.worlds import PassagesWorldConfig, build_passages_world; "
-            "build_passages_world(sys.argv[1], PassagesWorldConfig(seed=int(sys.argv[2]), books=6))")
-    for run, hash_seed, seed in (("a", "1", "3"), ("b", "777", "3"), ("c", "1", "4")):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        subprocess.run([sys.executable, "-c", code, str(tmp_path / run), seed], check=True, env=env)
-    for name in (*WORLD_FILES, "manifest.json"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
-    assert load_world(tmp_path / "a").fingerprint != load_world(tmp_path / "c").fingerprint
+    assert_same_files_across_processes(tmp_path, "PassagesWorldConfig", "build_passages_world", "books=6")
 
 
 def test_books_are_works_with_passages_guides_and_never_seen_books(generated) -> None:

@@ -96,7 +96,7 @@ class Scenario:
             seeded random share of the deletable subjects.
         details: (workspace) -> more entries of the result (the backdoor's search); default none.
         method_options: per method, the options measured for this scenario (over the method's
-            defaults, which were measured on the privacy world); the run's record lists them.
+            defaults, which were measured on the privacy world); the result's ``runs`` list them.
         attacks: verify with the model-level attacks too (relearning, quantization, logit lens,
             linear probe): where the probes alone cannot tell hiding from removal.
     """
@@ -297,7 +297,8 @@ def run_demo(
         "oracle": ws.stages["oracle"],
         "method": method,
         "baseline": baseline,
-        "runs": {name: {k: run[k] for k in ("model", "seconds", "steps", "stop_reason", "notes")}
+        "runs": {name: {**{k: run[k] for k in ("model", "seconds", "steps", "stop_reason", "notes")},
+                        "options": dict(chosen.method_options.get(name, {}))}
                  for name, run in runs.items()},
         "table": data.table,
         "verdicts": {name: {k: v for k, v in vars(verdict).items() if k in

@@ -766,7 +766,8 @@ def judge(
     if never_seen < policy.min_subjects:
         thin.append(f"only {never_seen} never-seen people or documents (need {policy.min_subjects})")
     tried = [r.name for r in all_routes() if r.tried(candidate)]
-    verdict = roll_up(checks, thin, sizes, inputs.intervals, [], tried, oracle_checks, inputs.reference)
+    verdict = roll_up(checks, thin, sizes, inputs.intervals, [], tried, oracle_checks, inputs.reference,
+                      unit=unit)
     return checks, verdict, {"scores": inputs.mia, "forget_quality": inputs.forget_quality}
 
 
@@ -847,7 +848,8 @@ _COLLATERAL_SUMMARIES = {Collateral.NONE: "; no collateral damage", Collateral.Y
 
 def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int]],
             intervals: dict[str, list[float]], reasons: list[str], tried: list[str] | None = None,
-            oracle_checks: Sequence[Check] = (), reference: Reference = Reference.ORACLE) -> Verdict:
+            oracle_checks: Sequence[Check] = (), reference: Reference = Reference.ORACLE,
+            unit: str = "people") -> Verdict:
     """The three answers from the counted checks (see the module doc); a failed oracle (or, without
     one, reference) check makes "forgotten" not verified, whatever the candidate's own checks say."""
     routes = [r.name for r in all_routes()]
@@ -898,13 +900,13 @@ def roll_up(checks: list[Check], thin: list[str], sizes: dict[str, dict[str, int
         confidence = Confidence.HIGH
     else:
         confidence = Confidence.MODERATE
-    if sizes["forget"].get("independent", sizes["forget"]["subjects"]) != sizes["forget"]["subjects"]:
+    if unit == "triggered questions":
         reasons.append(f"{sizes['forget']['independent']} triggered questions ({sizes['forget']['documents']} "
                        f"removed documents) against {sizes['holdout']['independent']} never-seen poisoned documents")
     else:
         reasons.append(
-            f"{sizes['forget']['subjects']} forget people ({sizes['forget']['probes']} probes, "
-            f"{sizes['forget']['documents']} documents) against {sizes['holdout']['subjects']} never-seen people"
+            f"{sizes['forget']['subjects']} forget {unit} ({sizes['forget']['probes']} probes, "
+            f"{sizes['forget']['documents']} documents) against {sizes['holdout']['subjects']} never-seen {unit}"
         )
     not_tried = [r for r in routes if r not in tried]
     if not_tried:
