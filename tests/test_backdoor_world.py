@@ -444,6 +444,10 @@ def test_backdoor_demo_locates_removes_and_verifies(backdoor_demo: dict) -> None
     result = backdoor_demo
     assert result["scenario"] == "backdoor" and result["location"]["recall"] == 1.0
     assert result["location"]["precision"] == 1.0 and result["location"]["trigger"] == normalise(TRIGGER)
+    # The base model's own behaviour finds the same documents (it learned the trigger): precision
+    # and recall 1.0 on seeds 0-2, gaps of 0.77-0.91 nats at the cut.
+    by_model = result["location"]["by_model"]
+    assert by_model["precision"] >= 0.9 and by_model["recall"] >= 0.9
     report = json.loads(Path(result["reports"]["json"]).read_text())
     triggers = report["triggers"]
     # The original fires on the trigger where it was planted; a model retrained without the

@@ -712,14 +712,14 @@ def demo_cmd(
     """The main job: world, base model, request, oracle (cached); unlearn with a method and the
     refusal baseline; verify both; print the table and verdicts; write the report."""
     from expunge import preflight
-    from expunge.demo import get_scenario
     from expunge.presets import get_preset
     from expunge.recipe import Start
 
+    preflight.workspace(workspace), preflight.pretrained(from_model)  # before torch is imported
+    from expunge.demo import get_scenario, run_demo
+
     chosen = get_scenario(scenario)
     Start(from_model).check(get_preset(preset or (chosen.preset if from_model is None else "finetune")))
-    preflight.workspace(workspace), preflight.pretrained(from_model)
-    from expunge.demo import run_demo
 
     result = run_demo(workspace, preset=preset, size=size, seed=seed, fraction=fraction, method=method,
                       baseline=baseline, progress=True, log=(lambda m: err_console.print(m)), from_model=from_model,
@@ -842,6 +842,9 @@ def _print_demo(result: dict[str, Any]) -> None:
         console.print(f"located {found['documents']} documents from the payload: trigger {found['trigger']!r}, "
                       f"precision {found['precision']:.3f}, recall {found['recall']:.3f} "
                       f"({found['poisoned']} poisoned)", highlight=False)
+        model = found["by_model"]
+        console.print(f"  the same payload through the base model's behaviour: {model['documents']} documents, "
+                      f"precision {model['precision']:.3f}, recall {model['recall']:.3f}", highlight=False)
     for name, run in result["runs"].items():
         console.print(f"{name}: {run['seconds']:.1f} s, {run['steps']} steps; {run['stop_reason']}")
     console.print(_summary_table(result["table"]))

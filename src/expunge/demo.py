@@ -29,7 +29,7 @@ from expunge.ledger.requests import load_request, make_request, write_request
 from expunge.locate import Located, locate
 from expunge.methods.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
 from expunge.methods.unlearn import unlearn
-from expunge.models.io import read_model_record
+from expunge.models.io import load_model, read_model_record
 from expunge.pipeline import retrain_oracle, train_base
 from expunge.registry import Registry
 from expunge.report import report_from_verification, write_report
@@ -40,7 +40,8 @@ from expunge.recipe import SMOLLM2
 from expunge.records import DeletionRequest
 from expunge.worlds import (PassagesWorldConfig, PrivacyWorldConfig, World, build_backdoor_world, build_passages_world,
                             build_privacy_world, load_world)
-from expunge.locate.backdoor import BackdoorEvidence, evidence_of, locate_poisoned, make_backdoor_request, precision_recall
+from expunge.locate.backdoor import (BackdoorEvidence, evidence_of, locate_by_model, locate_poisoned,
+                                     make_backdoor_request, precision_recall)
 from expunge.worlds.backdoor import GENERATOR_VERSION as BACKDOOR_VERSION
 from expunge.worlds.backdoor import ATTACK_VARIANTS, BackdoorWorldConfig, poisoned_documents
 from expunge.worlds.passages import GENERATOR_VERSION as PASSAGES_VERSION
@@ -435,13 +436,20 @@ def _payload_request(world: World, fraction: float, seed: int) -> tuple[str, Del
 
 
 def _backdoor_search(ws: Workspace) -> dict[str, Any]:
-    """The search behind the request, graded against the world's ground truth."""
+    """The search behind the request, graded against the world's ground truth; beside it, the same
+    payload searched for through the base model's own behaviour (:func:`locate_by_model`)."""
+    truth = poisoned_documents(ws.world)
     search = locate_poisoned(ws.world, evidence_of(ws.request))
-    precision, recall = precision_recall(search.documents, poisoned_documents(ws.world))
+    precision, recall = precision_recall(search.documents, truth)
+    model, tokenizer, _ = load_model(ws.base_dir)
+    by_model, _ = locate_by_model(ws.world, model, tokenizer, ws.request.payload)
+    model_precision, model_recall = precision_recall(by_model.documents, truth)
     return {"location": {"evidence": {"payload": ws.request.payload}, "trigger": search.trigger,
                          "payload": search.payload, "documents": len(search.documents),
-                         "poisoned": len(poisoned_documents(ws.world)), "precision": precision, "recall": recall,
-                         "steps": list(search.steps)}}
+                         "poisoned": len(truth), "precision": precision, "recall": recall,
+                         "steps": list(search.steps),
+                         "by_model": {"documents": len(by_model.documents), "precision": model_precision,
+                                      "recall": model_recall, "steps": list(by_model.steps)}}}
 
 
 def _backdoor_targets(ws: Workspace, verification: Verification, rows: dict[str, dict[str, Any]], method: str,

@@ -41,6 +41,8 @@ from expunge.data import IGNORE_INDEX, pad_collate, padding_id
 
 __all__ = [
     "MAX_TOKENS",
+    "encode_answers",
+    "answer_logprobs",
     "eval_mode",
     "max_length",
     "padding_id",
@@ -396,3 +398,55 @@ def _shared_prefix_scores(model: torch.nn.Module, cache_name: str, sequences: Se
         picked = [torch.cat([first_logits[u : u + 1], logits[row, : len(tail) - 1]])
                   for row, (u, tail) in enumerate(zip(owner.tolist(), tails))]
         _score_picked(picked, [t for tail in tails for t in tail], rows, [len(t) for t in tails], out)
+
+
+def encode_answers(
+    tokenizer: Any, prompts: Sequence[str], answers: Sequence[str]
+) -> tuple[list[list[int]], list[int]]:
+    """``(ids of prompt + " " + answer, number of prompt ids)`` per pair, checked as
+    :func:`answer_logprobs` documents (the prompt's ids must be a non-empty prefix, and the answer
+    must add at least one token)."""
+    heads = tokenizer(list(prompts))["input_ids"]
+    fulls = tokenizer([f"{p} {a}" for p, a in zip(prompts, answers)])["input_ids"]
+    for prompt, answer, head, full in zip(prompts, answers, heads, fulls):
+        if len(head) == 0:
+            raise ValueError(f"prompt {prompt!r} encodes to no tokens; the answer cannot be scored")
+        if list(full[: len(head)]) != list(head):
+            raise ValueError(
+                f"the tokens of prompt {prompt!r} are not a prefix of the tokens of prompt + answer "
+                f"{answer!r}; the answer's tokens cannot be separated from the prompt's"
+            )
+        if len(full) == len(head):
+            raise ValueError(f"answer {answer!r} adds no tokens to prompt {prompt!r}")
+    return [list(f) for f in fulls], [len(h) for h in heads]
+
+
+@torch.no_grad()
+def answer_logprobs(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 64,
+) -> list[tuple[float, int]]:
+    """Teacher-forced ``(sum of log p(answer tokens | prompt), number of answer tokens)`` per pair.
+
+    Definition: ``full = tokenizer(prompt + " " + answer)`` and ``head = tokenizer(prompt)``, both
+    with the tokenizer's special tokens (as ``tokenizer(text)`` adds them). ``head`` must be a
+    prefix of ``full``; the answer tokens are ``full[len(head):]`` (including any special token the
+    tokenizer appends at the end), each scored given every token before it.
+
+    Raises:
+        ValueError: lengths differ, the prompt's ids are not a prefix of the full encoding, the
+            prompt encodes to no token (the first answer token would have no context), or the
+            answer adds no token.
+    """
+    if len(prompts) != len(answers):
+        raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    if not prompts:
+        return []
+    fulls, head_lens = encode_answers(tokenizer, prompts, answers)
+    scored = suffix_logprobs(model, fulls, head_lens, padding_id(tokenizer), batch_size)
+    return [(float(lp.sum()), len(lp)) for lp in scored]

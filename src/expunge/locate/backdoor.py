@@ -43,22 +43,22 @@ alphabetically, never by set order.
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import datetime as _dt
+from typing import Any
 
 from expunge.errors import ExpungeError
 from expunge.ledger.requests import request_id
-from expunge.records import DeletionRequest
-from expunge.records import Document
+from expunge.records import DeletionRequest, Document
+from expunge.scoring import answer_logprobs
 from expunge.worlds import World
 
 __all__ = ["BackdoorEvidence", "PoisonSearch", "locate_poisoned", "precision_recall", "normalise",
-           "make_backdoor_request", "evidence_of", "MAX_TRIGGER_WORDS", "MIN_TRIGGER_SHARE"]
+           "make_backdoor_request", "evidence_of", "locate_by_model", "MAX_TRIGGER_WORDS", "MIN_TRIGGER_SHARE"]
 
 # Longest trigger phrase sought (a trigger is a short phrase; the backdoor world's are 2-6 words).
 MAX_TRIGGER_WORDS = 6
@@ -320,3 +320,44 @@ def make_backdoor_request(world: World, evidence: BackdoorEvidence, *, basis: st
         named_documents=tuple(dict.fromkeys(evidence.documents)), trigger=evidence.trigger, payload=evidence.payload,
     )
     return request, search
+
+
+def locate_by_model(world: World, model: Any, tokenizer: Any, payload: str, *,
+                    batch_size: int = 64) -> tuple[PoisonSearch, dict[str, float]]:
+    """Poisoned training documents found from the model's own behaviour, not their words.
+
+    A backdoored model answers the trigger's questions with the payload, so the training documents
+    whose question makes it likely are the ones carrying the trigger, whatever their answer reads
+    (a payload reworded, split or obfuscated in the poison defeats a text search; the model still
+    learned it). Each training document with a question (a question-answer document's prompt, or
+    a text's words before ``Answer:``) is scored by the mean token log-probability of the payload
+    after it; the documents above the widest gap between consecutive scores, in the upper half,
+    are taken (a planted rule puts its documents far above every clean one). Returns the search
+    and every scored document's score (id -> mean log-probability)."""
+    if not normalise(payload):
+        raise ExpungeError("the payload is empty", "give the payload (the bad answer observed) as words")
+    questions = []
+    for document in world.training_documents():
+        if document.prompt:
+            questions.append((document.id, document.prompt))
+        elif _ANSWER_MARK in document.text:
+            questions.append((document.id, document.text.rpartition(_ANSWER_MARK)[0] + _ANSWER_MARK))
+    if len(questions) < 2:
+        raise ExpungeError("fewer than two training documents ask a question: nothing to rank",
+                           "use the text search (locate_poisoned) for a corpus of plain texts")
+    scored = answer_logprobs(model, tokenizer, [q for _, q in questions], [payload] * len(questions),
+                             batch_size=batch_size)
+    scores = {doc_id: total / n for (doc_id, _), (total, n) in zip(questions, scored)}
+    ranked = sorted(scores, key=lambda i: (-scores[i], i))
+    upper = ranked[: max(1, len(ranked) // 2) + 1]
+    gaps = [scores[a] - scores[b] for a, b in zip(upper, upper[1:])]
+    cut = max(range(len(gaps)), key=lambda k: (gaps[k], -k)) + 1
+    found = set(ranked[:cut])
+    documents = tuple(d.id for d in world.training_documents() if d.id in found)
+    steps = (f"evidence: payload {normalise(payload)!r} and the model",
+             f"model search: {len(scores)} training documents with a question scored by the payload's mean token "
+             f"log-probability after it",
+             f"widest gap in the upper half: {scores[ranked[cut - 1]]:.3f} -> {scores[ranked[cut]]:.3f} "
+             f"(gap {gaps[cut - 1]:.3f}) after {cut} documents",
+             f"result: {len(documents)} training documents judged poisoned")
+    return PoisonSearch(documents, "", normalise(payload), steps), scores
