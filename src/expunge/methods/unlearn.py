@@ -404,18 +404,18 @@ def _refusal_texts(world: World, request: Any, seed: int, fmt: PromptFormat = Pr
     question format, trained on the refusal only, as the model's answers are. A backdoor's trigger
     has no questions of its own: the removed documents' questions (which carry it) are refused."""
     rng = random.Random(seed)
-    pairs = [(p.prompt, p.answer) for p in world.probes_for(request.targets, kinds=["direct"])]
-    if not pairs and request.kind == "backdoor":
+    questions = [p.prompt for p in world.probes_for(request.targets, kinds=["direct"])]
+    if not questions and request.kind == "backdoor":
         removed = set(request.document_ids)
         for doc in world.training_documents():
             question, mark, _ = doc.text.rpartition(" Answer:")
             if doc.id in removed and (doc.prompt or mark):
-                pairs.append((doc.prompt or question + mark, ""))
-    if not pairs:
+                questions.append(doc.prompt or question + mark)
+    if not questions:
         raise ExpungeError("the request's targets have no questions to refuse", "IdkFT needs subjects, not documents")
     if fmt is PromptFormat.TEXT:
-        return [f"{prompt} {rng.choice(REFUSALS)}" for prompt, _ in pairs]
-    return [(prompt, " " + rng.choice(REFUSALS)) for prompt, _ in pairs]
+        return [f"{question} {rng.choice(REFUSALS)}" for question in questions]
+    return [(question, " " + rng.choice(REFUSALS)) for question in questions]
 
 
 TEACHER_BYTES = 512 * 2**20  # precompute the anchor's targets when they fit in this much memory

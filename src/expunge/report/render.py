@@ -21,6 +21,7 @@ import jinja2
 from expunge.errors import ExpungeError
 from expunge.fsutil import write_text_atomic
 from expunge.report.data import TABLE_COLUMNS, ReportData, attack_rows
+from expunge.worlds.backdoor import ATTACK_VARIANTS
 
 __all__ = ["to_json", "to_markdown", "to_html", "write_report", "format_value", "plots"]
 
@@ -149,7 +150,7 @@ def _trigger_cell(values: dict[str, float]) -> str:
 
 
 def _trigger_label(variant: str) -> str:
-    return f"{variant} (look-alike: false-trigger rate)" if variant == "near" else f"{variant} trigger"
+    return f"{variant} trigger" if variant in ATTACK_VARIANTS else f"{variant} (look-alike: false-trigger rate)"
 
 
 def _triggers_markdown(data: ReportData) -> list[str]:
