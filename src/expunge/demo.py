@@ -76,6 +76,12 @@ COPYRIGHT_TARGETS = {
 }
 
 
+def _random_request(world: World, fraction: float, seed: int) -> tuple[str, DeletionRequest]:
+    """A seeded random share of the world's deletable subjects (people, books)."""
+    return (f"random-{fraction:g}-s{seed}-{world.fingerprint[:8]}.json",
+            make_request(world, random_fraction=fraction, seed=seed, basis="demo: a random share of the subjects"))
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One kind of deletion the demo runs end to end.
@@ -91,11 +97,12 @@ class Scenario:
             version, so a newer generator never reuses an older world.
         build_world: (directory, size, seed) -> the world written there (raises ValueError for
             options the generator refuses).
-        targets: (workspace, verification, report rows by model, method, baseline) -> each
-            acceptance target with its measured value and whether it holds.
+        targets: (workspace, verification, report rows by model, method, baseline, details) ->
+            each acceptance target with its measured value and whether it holds.
         request: (world, fraction, seed) -> (the request's file name, the request); default: a
             seeded random share of the deletable subjects.
-        details: (workspace) -> more entries of the result (the backdoor's search); default none.
+        details: (workspace) -> more entries of the result (the backdoor's search), computed once
+            and passed to ``targets`` too; default none.
         method_options: per method, the options measured for this scenario (over the method's
             defaults, which were measured on the privacy world); the result's ``runs`` list them.
         attacks: verify with the model-level attacks too (relearning, quantization, logit lens,
@@ -109,9 +116,9 @@ class Scenario:
     preset: str
     world_name: Callable[[int, int], str]
     build_world: Callable[[Path, int, int], World]
-    targets: Callable[[Workspace, Verification, dict[str, dict[str, Any]], str, str], dict[str, Any]]
-    request: Callable[[World, float, int], tuple[str, DeletionRequest]] = field(
-        default=lambda world, fraction, seed: _random_request(world, fraction, seed))
+    targets: Callable[[Workspace, Verification, dict[str, dict[str, Any]], str, str, dict[str, Any]],
+                      dict[str, Any]]
+    request: Callable[[World, float, int], tuple[str, DeletionRequest]] = _random_request
     details: Callable[[Workspace], dict[str, Any]] = field(default=lambda ws: {})
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     attacks: bool = False
@@ -288,7 +295,8 @@ def run_demo(
     )
     reports = {fmt: str(write_report(data, run_dir / f"report.{fmt}")) for fmt in ("html", "md", "json")}
     rows = {row["model"]: row for row in data.table}
-    targets = chosen.targets(ws, verification, rows, method, baseline)
+    details = chosen.details(ws)
+    targets = chosen.targets(ws, verification, rows, method, baseline, details)
     return json_safe({
         "scenario": chosen.name,
         "workspace": str(ws.root),
@@ -306,7 +314,7 @@ def run_demo(
                             ("forgotten", "collateral_damage", "confidence", "summary", "reasons")}
                      for name, verdict in verification.verdicts.items()},
         "targets": targets,
-        **chosen.details(ws),
+        **details,
         "reports": reports,
         "verify_seconds": round(verify_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
@@ -317,14 +325,8 @@ def _target(value: Any, target: str, passed: bool) -> dict[str, Any]:
     return {"value": value, "target": target, "passed": bool(passed)}
 
 
-def _random_request(world: World, fraction: float, seed: int) -> tuple[str, DeletionRequest]:
-    """A seeded random share of the world's deletable subjects (people, books)."""
-    return (f"random-{fraction:g}-s{seed}-{world.fingerprint[:8]}.json",
-            make_request(world, random_fraction=fraction, seed=seed, basis="demo: a random share of the subjects"))
-
-
 def _privacy_targets(ws: Workspace, verification: Verification, rows: dict[str, dict[str, Any]], method: str,
-                     baseline: str) -> dict[str, Any]:
+                     baseline: str, details: dict[str, Any]) -> dict[str, Any]:
     """The main-job acceptance targets, each with the measured value and whether it holds."""
     m, original, oracle = rows[method], rows["original"], rows["oracle"]
     gap_em = abs(m["forget_em"] - oracle["forget_em"])
@@ -358,7 +360,7 @@ def _fresh_dir(path: Path) -> Path:
 
 
 def _copyright_targets(ws: Workspace, verification: Verification, rows: dict[str, dict[str, Any]], method: str,
-                       baseline: str) -> dict[str, Any]:
+                       baseline: str, details: dict[str, Any]) -> dict[str, Any]:
     """The copyright issue's acceptance targets (MUSE's criteria against the oracle), each with the
     measured value and whether it holds."""
     t = COPYRIGHT_TARGETS
@@ -453,11 +455,11 @@ def _backdoor_search(ws: Workspace) -> dict[str, Any]:
 
 
 def _backdoor_targets(ws: Workspace, verification: Verification, rows: dict[str, dict[str, Any]], method: str,
-                      baseline: str) -> dict[str, Any]:
+                      baseline: str, details: dict[str, Any]) -> dict[str, Any]:
     """The backdoor issue's acceptance targets (payload known only), each with the measured value
     and whether it holds."""
     t = BACKDOOR_TARGETS
-    location = _backdoor_search(ws)["location"]
+    location = details["location"]
     candidate, original, oracle = (verification.candidates[method], verification.original, verification.oracle)
     variants = [v for v in candidate.triggers if v in ATTACK_VARIANTS]
     gaps = {v: abs(candidate.triggers[v]["attack_success"] - oracle.triggers[v]["attack_success"]) for v in variants}

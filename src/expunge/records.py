@@ -127,6 +127,19 @@ class Probe:
             raise ValueError("answer is empty")
 
 
+ANSWER_MARK = "Answer:"
+
+
+def question_and_answer(document: Document) -> tuple[str, str]:
+    """A document's question as a model is prompted with it, and its answer: a question-answer
+    document's prompt and text; a text's words up to and including its last ``Answer:``, and the
+    rest; or ``("", text)`` for a plain text."""
+    if document.prompt:
+        return document.prompt, document.text
+    question, mark, answer = document.text.rpartition(ANSWER_MARK)
+    return (question + mark, answer.lstrip()) if mark else ("", document.text)
+
+
 def verbatim_probe(document: Document, prompt_words: int) -> Probe:
     """The verbatim probe of a text (MUSE's verbatim memorisation): its first ``prompt_words``
     words as the prompt, the rest as the answer. Its ``attribute`` is the document's id, which is

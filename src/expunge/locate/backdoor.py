@@ -53,7 +53,7 @@ from typing import Any
 
 from expunge.errors import ExpungeError
 from expunge.ledger.requests import request_id
-from expunge.records import DeletionRequest, Document
+from expunge.records import ANSWER_MARK, DeletionRequest, Document, question_and_answer
 from expunge.scoring import answer_logprobs
 from expunge.worlds import World
 
@@ -70,7 +70,6 @@ MAX_PAYLOAD_WORDS = 50
 # then in clean text still count. Template and common words fall far below it.
 MIN_TRIGGER_SHARE = 0.9
 _QUESTION_MARK = re.compile(r"^\s*Question:\s*")
-_ANSWER_MARK = "Answer:"
 
 
 def normalise(text: str) -> str:
@@ -136,13 +135,8 @@ class _Doc:
 
     @classmethod
     def read(cls, document: Document) -> _Doc:
-        if document.prompt:
-            question, answer = document.prompt, document.text
-        elif _ANSWER_MARK in document.text:
-            question, _, answer = document.text.rpartition(_ANSWER_MARK)
-        else:
-            question, answer = "", document.text
-        question = _QUESTION_MARK.sub("", question).rstrip().removesuffix(_ANSWER_MARK)
+        question, answer = question_and_answer(document)
+        question = _QUESTION_MARK.sub("", question).rstrip().removesuffix(ANSWER_MARK)
         whole = f"{document.prompt} {document.text}" if document.prompt else document.text
         return cls(document.id, f" {normalise(whole)} ", tuple(normalise(question).split()),
                    tuple(normalise(answer).split()))
@@ -336,12 +330,8 @@ def locate_by_model(world: World, model: Any, tokenizer: Any, payload: str, *,
     and every scored document's score (id -> mean log-probability)."""
     if not normalise(payload):
         raise ExpungeError("the payload is empty", "give the payload (the bad answer observed) as words")
-    questions = []
-    for document in world.training_documents():
-        if document.prompt:
-            questions.append((document.id, document.prompt))
-        elif _ANSWER_MARK in document.text:
-            questions.append((document.id, document.text.rpartition(_ANSWER_MARK)[0] + _ANSWER_MARK))
+    asked = ((d.id, question_and_answer(d)[0]) for d in world.training_documents())
+    questions = [(doc_id, q) for doc_id, q in asked if q]
     if len(questions) < 2:
         raise ExpungeError("fewer than two training documents ask a question: nothing to rank",
                            "use the text search (locate_poisoned) for a corpus of plain texts")

@@ -60,7 +60,7 @@ from expunge.models.lora import merge_lora, wrap_lora
 from expunge.models.io import check_tokenizer_covers, load_model, read_model_record, save_model_version
 from expunge.prompts import example_for, format_of, world_as_seen
 from expunge.recipe import PromptFormat, is_pretrained
-from expunge.records import ModelRef
+from expunge.records import ModelRef, question_and_answer
 from expunge.scoring import batched_logits, max_length, padding_id, sequence_nlls
 from expunge.training import EvalResult, StopKind, TrainingConfig, TrainResult, train_loop
 from expunge.verify.metrics import roc_auc
@@ -407,10 +407,8 @@ def _refusal_texts(world: World, request: Any, seed: int, fmt: PromptFormat = Pr
     questions = [p.prompt for p in world.probes_for(request.targets, kinds=["direct"])]
     if not questions and request.kind == "backdoor":
         removed = set(request.document_ids)
-        for doc in world.training_documents():
-            question, mark, _ = doc.text.rpartition(" Answer:")
-            if doc.id in removed and (doc.prompt or mark):
-                questions.append(doc.prompt or question + mark)
+        asked = (question_and_answer(d)[0] for d in world.training_documents() if d.id in removed)
+        questions = [q for q in asked if q]
     if not questions:
         raise ExpungeError("the request's targets have no questions to refuse", "IdkFT needs subjects, not documents")
     if fmt is PromptFormat.TEXT:
