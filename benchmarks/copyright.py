@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="simnpo")
     parser.add_argument("--steps", type=int, default=4, help="sequential requests (one book each)")
     parser.add_argument("--sizes", default="1,2,4", help="forget-set sizes in books")
+    parser.add_argument("--books", type=int, default=None, help="books in the world (default: the demo's)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     hf_logging.set_verbosity_error()
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Console(width=max(Console().width, 150))
     scenario = get_scenario("copyright")
     options = dict(scenario.method_options.get(args.method, {}))
-    ws = prepare_workspace(args.workspace, seed=args.seed, progress=False, log=console.print, scenario="copyright")
+    ws = prepare_workspace(args.workspace, size=args.books, seed=args.seed, progress=False, log=console.print,
+                           scenario="copyright")
     root = ws.root / "copyright-benchmark"
     books = [s.id for s in ws.world.deletable("train")]
     order = random.Random(args.seed).sample(books, len(books))

@@ -240,6 +240,13 @@ def test_demo_copyright_scenario(tmp_path: Path) -> None:
     assert verbatim["original"]["forget"]["rouge_l_f1"] > verbatim["oracle"]["forget"]["rouge_l_f1"] + 0.3
     gap = data["targets"]["verbatim_within_oracle"]["value"]
     assert gap == pytest.approx(verbatim["simnpo"]["forget"]["rouge_l_f1"] - verbatim["oracle"]["forget"]["rouge_l_f1"])
+    # The kept ratios carry the oracle's own ratio: how far from 1 a model that is right by
+    # construction sits on this world (the target's noise floor).
+    kept = data["targets"]["kept_verbatim_ratio"]
+    assert kept["oracle"] == pytest.approx(verbatim["oracle"]["retain"]["rouge_l_f1"]
+                                           / verbatim["original"]["retain"]["rouge_l_f1"])
+    assert "oracle" not in data["targets"]["fraction_of_retraining"]
+    assert "the oracle's" in run(*args[:-1]).output
     bad = run("demo", "--scenario", "poetry", "--workspace", tmp_path / "ws2")
     assert bad.exit_code == 2 and "unknown scenario 'poetry'" in _error_line(bad) and "copyright" in _error_line(bad)
 

@@ -693,18 +693,19 @@ def policy_cmd(
 @friendly_errors(interrupted=DEMO_RESUMES)
 def demo_cmd(
     workspace: Path = typer.Option(Path("expunge-workspace"), "--workspace", help="Where worlds and models are cached."),
-    scenario: str = typer.Option("privacy", "--scenario", help="What is deleted: privacy (people) or copyright "
-                                                               "(books)."),
+    scenario: str = typer.Option("privacy", "--scenario", help="What is deleted: privacy (people), copyright "
+                                                               "(books) or backdoor (a planted trigger)."),
     preset: str | None = typer.Option(None, "--preset", help="Model size and recipe (default: the scenario's, "
                                                              "default or passages; finetune with --from)."),
     from_model: str | None = typer.Option(None, "--from", help="Start the base model from this pretrained Hugging "
                                                               "Face model directory (or smollm2), fine-tuned on "
                                                               "the world; the oracle from the same weights."),
-    size: int | None = typer.Option(None, "--size", "--people", help="People (privacy, default 100) or books "
-                                                                     "(copyright, default 12) in the world."),
+    size: int | None = typer.Option(None, "--size", "--people", help="People (privacy, default 100; backdoor, "
+                                                                     "40) or books (copyright, default 24) in the "
+                                                                     "world."),
     seed: int = typer.Option(0, "--seed", help="Seed for world, request and training."),
     fraction: float | None = typer.Option(None, "--fraction", help="Share of them the request deletes (default "
-                                                                   "0.1 of people, 0.25 of books)."),
+                                                                   "0.1 of people, 0.125 of books)."),
     method: str = typer.Option("simnpo", "--method", help="Unlearning method to demonstrate."),
     baseline: str = typer.Option("idkft", "--baseline", help="The baseline it is compared with."),
     as_json: bool = JSON_OPTION,
@@ -854,7 +855,9 @@ def _print_demo(result: dict[str, Any]) -> None:
     for key, target in result["targets"].items():
         value = target["value"]
         shown = f"{value:.3f}" if isinstance(value, float) else str(value)
-        console.print(f"  {key}: {shown} (target {target['target']}) -> {'met' if target['passed'] else 'NOT met'}")
+        reference = f"; the oracle's {target['oracle']:.3f}" if "oracle" in target else ""
+        console.print(f"  {key}: {shown} (target {target['target']}{reference}) -> "
+                      f"{'met' if target['passed'] else 'NOT met'}")
     console.print("reports:")
     for kind, path in result["reports"].items():
         console.print(f"  {kind}: {path}", highlight=False)

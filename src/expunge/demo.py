@@ -321,8 +321,13 @@ def run_demo(
     })
 
 
-def _target(value: Any, target: str, passed: bool) -> dict[str, Any]:
-    return {"value": value, "target": target, "passed": bool(passed)}
+def _target(value: Any, target: str, passed: bool, oracle: float | None = None) -> dict[str, Any]:
+    """One acceptance target; ``oracle``: the retrained oracle's own value of a ratio to the
+    original, where it has one (how far a model that is right by construction sits from 1)."""
+    out = {"value": value, "target": target, "passed": bool(passed)}
+    if oracle is not None:
+        out["oracle"] = oracle
+    return out
 
 
 def _privacy_targets(ws: Workspace, verification: Verification, rows: dict[str, dict[str, Any]], method: str,
@@ -389,9 +394,11 @@ def _copyright_targets(ws: Workspace, verification: Verification, rows: dict[str
         "knowledge_within_oracle": _target(gap_knowledge, f"<= {t['knowledge_within_oracle']}",
                                            gap_knowledge <= t["knowledge_within_oracle"]),
         "kept_verbatim_ratio": _target(kept_verbatim, f">= {t['kept_verbatim_ratio']}",
-                                       kept_verbatim >= t["kept_verbatim_ratio"]),
+                                       kept_verbatim >= t["kept_verbatim_ratio"],
+                                       ratio(verbatim(oracle, "retain"), verbatim(original, "retain"))),
         "kept_knowledge_ratio": _target(kept_knowledge, f">= {t['kept_knowledge_ratio']}",
-                                        kept_knowledge >= t["kept_knowledge_ratio"]),
+                                        kept_knowledge >= t["kept_knowledge_ratio"],
+                                        ratio(knowledge(oracle, "retain"), knowledge(original, "retain"))),
         "mia_auc_within_oracle": _target(gap_auc, f"<= {t['mia_auc_within_oracle']}",
                                          gap_auc <= t["mia_auc_within_oracle"]),
         "fraction_of_retraining": _target(fraction, f"<= {t['fraction_of_retraining']}",
@@ -414,12 +421,15 @@ register_scenario(Scenario(
     build_world=_build_privacy, targets=_privacy_targets,
 ))
 register_scenario(Scenario(
-    # 3 of 12 books: a rights holder's request against a small library, and the verdict policy's
+    # 3 of 24 books: a rights holder's request against a small library, at the verdict policy's
     # evidence floor (3 subjects: with 2 books even an oracle from another seed is "not verified").
-    name="copyright", subjects="books", size=12, fraction=0.25, preset="passages",
+    # 24, not 12: what is kept is scored on the books the retain term does not train on
+    # (split_retain), and with 12 books that was 2 books (14 trained questions, 12 passages), too
+    # few for a 0.9 ratio to mean anything; with 24 it is 9 books (63 questions, 40 passages).
+    name="copyright", subjects="books", size=24, fraction=0.125, preset="passages",
     world_name=lambda size, seed: f"passages-v{PASSAGES_VERSION}-b{size}-s{seed}",
     build_world=_build_passages, targets=_copyright_targets,
-    # Measured on the default passages world (seed 0, README "Copyright"): with SimNPO's privacy
+    # Measured on the 12-book passages world (seed 0, README "Copyright"): with SimNPO's privacy
     # defaults (an NLL retain term) the kept books' verbatim memory fell to 0.48 of 1.00; a KL
     # retain term kept the most of it (0.78) within a fifth of the retraining time.
     method_options={"simnpo": {"retain_loss": "kl"}},
