@@ -6,6 +6,7 @@
   it still forgets what it should and still keeps the other books. Run k is given the k books
   deleted so far, not the new one alone: a deletion stays a deletion, and a run told only of the
   new book would count the earlier ones as retained and let its retain term train on them again.
+  Its stop rules read the new book alone (the model's lineage records what was removed before).
 * **Scalability**: forget sets of growing size (1, 2, 4 books by default), each unlearned from the
   original model and verified against its own oracle.
 
@@ -15,7 +16,7 @@ original's; the membership AUC; the time as a share of retraining. The world, ba
 oracles are cached in the workspace (a second run trains nothing it has).
 
     python benchmarks/copyright.py [--workspace expunge-workspace] [--seed 0] [--method simnpo]
-                                   [--steps 4] [--sizes 1,2,4] [--json benchmarks/copyright.json]
+                                   [--steps 4] [--sizes 1,2,4] [--books N] [--json F]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 
 from expunge.data import encode_documents
 from expunge.errors import ExpungeError
-from expunge.ledger import load_request
+from expunge.ledger import load_request, make_request, write_request
 import torch
 
 from expunge.methods.gradient.base import UnlearnConfig
@@ -22,6 +22,7 @@ from expunge.options import parse_pairs
 from expunge.methods.unlearn import PairedDataset, chunk_sequences, mean_token_nll, unlearn
 from expunge.scoring import length_batches, sequence_nlls
 from expunge.training import StopKind
+from expunge.prompts import example_for
 from expunge.models import load_model, weights_sha256
 from expunge.worlds import load_world
 
@@ -99,6 +100,62 @@ def test_retain_term_and_scored_retained_documents_are_apart(tiny_world_dir, tin
     assert load_model(tmp_path / "m")[2].recipe["retain_term_sha256"] == split.train.digest
     assert any(n.startswith("early stop off:") and "needs 10000 of each" in n for n in report.notes), report.notes
     assert report.run.steps == 3 and report.stop is StopKind.MAX_STEPS
+
+
+def test_few_forget_documents_stop_when_their_median_nll_reaches_the_never_seen_median(
+        tiny_world_dir, tiny_world, tiny_base, tmp_path: Path) -> None:
+    """A request with fewer forget documents than an AUC needs (one person); with enough
+    never-seen ones the early stop compares the two sets' median NLL instead, and fires at the
+    first check (after min_steps) where the forget median reached the never-seen one, not before."""
+    from expunge.locate import locate
+
+    request_path = tmp_path / "one.json"
+    write_request(make_request(tiny_world, subjects=[tiny_world.people("train")[0].id]), request_path)
+    located = locate(tiny_world, load_request(request_path, tiny_world))
+    n_forget = len(located.documents(tiny_world, "forget"))
+    n_holdout = len(located.documents(tiny_world, "never_seen"))
+    threshold = n_forget + 1  # an AUC would need one forget document more than there are
+    assert n_holdout >= threshold, (n_forget, n_holdout)
+    report = unlearn(tiny_base.model.path, tiny_world_dir, request_path, tmp_path / "m", method="simnpo",
+                     options={"learning_rate": 1e-3, "max_steps": 300, "min_steps": 5, "check_every": 5,
+                              "early_stop_min_documents": threshold},
+                     progress=False)
+    assert any(n.startswith(f"early stop by median NLL: {n_forget} forget documents") for n in report.notes), \
+        report.notes
+    reached = [c["forget_median_nll"] >= c["holdout_median_nll"] for c in report.checks if c["step"] >= 5]
+    assert report.stop is StopKind.EARLY_STOP, report.stop_reason
+    assert reached[-1] and not any(reached[:-1]) and "median NLL" in report.stop_reason
+    assert report.run.steps < 300
+
+
+def test_a_repeated_deletion_is_recorded_and_the_stop_rules_read_only_the_new_documents(
+        tiny_world_dir, tiny_world, tiny_base, tmp_path: Path) -> None:
+    """A second request that repeats the first one's person (so no retain term trains on them
+    again) and adds another: the run knows from the lineage which documents are gone already, its
+    stop rules read the new ones only, and its recipe records both."""
+    from expunge.locate import locate
+
+    people = [p.id for p in tiny_world.people("train")[:2]]
+    paths = [tmp_path / "first.json", tmp_path / "second.json"]
+    write_request(make_request(tiny_world, subjects=people[:1]), paths[0])
+    write_request(make_request(tiny_world, subjects=people), paths[1])
+    docs = [{d.id for d in locate(tiny_world, load_request(p, tiny_world)).documents(tiny_world, "forget")}
+            for p in paths]
+    quick = {"max_steps": 2, "check_every": 2, "early_stop": False, "warmup_steps": 0}
+    first = unlearn(tiny_base.model.path, tiny_world_dir, paths[0], tmp_path / "m1", options=quick, progress=False)
+    assert load_model(tmp_path / "m1")[2].recipe["forgotten_document_ids"] == sorted(docs[0])
+    assert not any("earlier run" in n for n in first.notes)
+    second = unlearn(tmp_path / "m1", tiny_world_dir, paths[1], tmp_path / "m2", options=quick, progress=False)
+    assert load_model(tmp_path / "m2")[2].recipe["forgotten_document_ids"] == sorted(docs[0] | docs[1])
+    note = f"{len(docs[0])} of the {len(docs[1])} forget documents were removed by an earlier run"
+    assert any(n.startswith(note) and f"the {len(docs[1] - docs[0])} new ones" in n for n in second.notes), \
+        second.notes
+    # Scored on the new documents alone, the forget NLL is the second person's, not the mix.
+    model, tokenizer, _ = load_model(tmp_path / "m1")
+    new = [example_for(d) for d in tiny_world.documents if d.id in docs[1] - docs[0]]
+    seqs = encode_documents(tokenizer, new, 128)
+    assert second.original_nll["forget"] == pytest.approx(mean_token_nll(model, seqs, tokenizer.pad_token_id),
+                                                          rel=1e-4)
 
 
 def test_checks_score_at_most_check_documents_and_only_the_guard_without_the_early_stop(

@@ -14,12 +14,16 @@ Read top to bottom:
    ``trainable`` hook). The run knows no method by name: it reads the spec's hooks and ``needs``.
 3. Run :func:`expunge.training.train_loop` with ``loss = forget_weight * forget_term +
    generic_weight * generic anchor + retain_weight * retain_term``. Every ``check_every`` steps
-   the stop rules score three samples of documents: the forget documents, never-seen people's
-   documents and retain documents.
+   the stop rules score three samples of documents: the forget documents (those an earlier run of
+   the model's lineage did not remove already: the recipe records what each run removed),
+   never-seen people's documents and retain documents.
    * early stop: a membership-inference attacker (LOSS score) can no longer tell the forget
      documents from never-seen ones (AUC <= ``early_stop_auc``); only with at least
-     ``early_stop_min_documents`` of each (an AUC on a dozen sentences means nothing), else the
-     run takes its fixed budget of ``max_steps`` and says why;
+     ``early_stop_min_documents`` of each (an AUC on a dozen sentences means nothing). With fewer
+     forget documents but enough never-seen ones (a request for one book or one person), the
+     forget documents' median NLL reaching the never-seen ones' median stops it instead: a median
+     of a few documents' mean token NLLs is steadier than a rank statistic over them. With too
+     few never-seen documents the run takes its fixed budget of ``max_steps`` and says why;
    * collapse guard: the retain NLL rose too far — stop, restore the last state that was within
      the bound, and say so.
 4. Save the result as a new model version whose parent is the original's hash and whose recipe
@@ -31,6 +35,7 @@ from __future__ import annotations
 import copy
 import os
 import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from types import SimpleNamespace
@@ -234,20 +239,37 @@ def unlearn(
         notes.append("the collapse guard scores the retain term's own documents (no other retained document)")
     limit = max_length(model)
     encode = lambda texts: encode_documents(tokenizer, texts, limit)  # noqa: E731
+    # Documents an earlier run in this model's lineage removed already (a request that repeats a
+    # deletion so that no retain term trains on it again): the stop rules read only the new ones,
+    # or the old ones, long since unfamiliar, would stop the run before the new ones are.
+    earlier = set((original.recipe or {}).get("forgotten_document_ids") or ())
+    new_docs = [d for d in forget_docs if d.id not in earlier]
+    if earlier and len(new_docs) < len(forget_docs):
+        notes.append(f"{len(forget_docs) - len(new_docs)} of the {len(forget_docs)} forget documents were removed by "
+                     "an earlier run of this model's lineage: the stop rules read "
+                     + (f"the {len(new_docs)} new ones" if new_docs else "them all (none is new)"))
     forget_doc_seqs = encode([example_for(d) for d in forget_docs])
+    new_seqs = encode([example_for(d) for d in new_docs]) if new_docs and earlier else forget_doc_seqs
     forget_train = encode(_refusal_texts(world, request, config.seed, fmt)) if refusals else forget_doc_seqs
     retain_seqs = encode([example_for(d) for d in retain_docs])
     rng = random.Random(config.seed)
     eval_sets = {
-        "forget": _cap(forget_doc_seqs, rng, config.check_documents),
+        "forget": _cap(new_seqs, rng, config.check_documents),
         "holdout": _cap(encode([example_for(d) for d in located.documents(world, "never_seen")]), rng,
                         config.check_documents),
         "retain": _cap(encode([example_for(d) for d in kept_docs]), rng, config.check_documents),
     }
     early_stop = config.early_stop
-    if early_stop and min(len(eval_sets["forget"]), len(eval_sets["holdout"])) < config.early_stop_min_documents:
+    by_median = False  # the early stop compares medians (few forget documents) instead of an AUC
+    n_forget, n_holdout = len(eval_sets["forget"]), len(eval_sets["holdout"])
+    if early_stop and n_holdout >= config.early_stop_min_documents and n_forget < config.early_stop_min_documents:
+        by_median = True
+        notes.append(f"early stop by median NLL: {n_forget} forget documents (an AUC needs "
+                     f"{config.early_stop_min_documents}); stops when their median NLL reaches the {n_holdout} "
+                     "never-seen documents' median")
+    elif early_stop and min(n_forget, n_holdout) < config.early_stop_min_documents:
         early_stop = False
-        notes.append(f"early stop off: {len(eval_sets['forget'])} forget and {len(eval_sets['holdout'])} never-seen "
+        notes.append(f"early stop off: {n_forget} forget and {n_holdout} never-seen "
                      f"documents (needs {config.early_stop_min_documents} of each for a membership AUC that means "
                      f"something); ran the fixed budget of max_steps = {config.max_steps}")
     pad = padding_id(tokenizer)
@@ -325,7 +347,9 @@ def unlearn(
         # The LOSS attack's AUC, forget vs never-seen documents: 0.5 = indistinguishable.
         auc = (roc_auc(scores["forget"][0], scores["holdout"][0]) if "holdout" in scores and eval_sets["holdout"]
                else float("nan"))
-        return {"step": step, **{f"{k}_nll": mean for k, (_, mean) in scores.items()}, "mia_auc": auc}
+        medians = {f"{k}_median_nll": statistics.median(per) for k, (per, _) in scores.items()
+                   if k in ("forget", "holdout") and per}
+        return {"step": step, **{f"{k}_nll": mean for k, (_, mean) in scores.items()}, "mia_auc": auc, **medians}
 
     # Scoring a set is a forward pass over up to check_documents documents: on SmolLM2 a check of
     # 32 retained documents takes about 0.8 of a LoRA training step (benchmarks/forget_speed.py). Without the early stop only the
@@ -342,7 +366,13 @@ def unlearn(
             return EvalResult(nll, stop=StopKind.COLLAPSE_GUARD, stop_reason=(
                 f"collapse guard: retain NLL {nll['retain']:.3f} exceeded {bound:.3f} at step {step}"))
         best.update(step=step, state=_trainable_state(m))
-        if early_stop and step >= config.min_steps and auc <= config.early_stop_auc:
+        if early_stop and step >= config.min_steps and by_median:
+            forget, holdout = check["forget_median_nll"], check["holdout_median_nll"]
+            if forget >= holdout:
+                return EvalResult(nll, stop=StopKind.EARLY_STOP, stop_reason=(
+                    f"early stop: the forget documents' median NLL {forget:.3f} reached the never-seen "
+                    f"documents' {holdout:.3f} (membership-inference AUC {auc:.3f})"))
+        elif early_stop and step >= config.min_steps and auc <= config.early_stop_auc:
             return EvalResult(nll, stop=StopKind.EARLY_STOP, stop_reason=(
                 f"early stop: membership-inference AUC {auc:.3f} (forget vs never-seen) reached "
                 f"{config.early_stop_auc} (forget NLL {nll['forget']:.3f}, never-seen {nll['holdout']:.3f})"))
@@ -363,8 +393,9 @@ def unlearn(
         restored = best["step"]
         notes.append(f"{run.stop_reason}; restored the state of step {restored}, the last within the bound")
     elif run.stop is StopKind.MAX_STEPS and early_stop:
-        notes.append("reached max_steps before the forget documents looked like never-seen ones "
-                     f"(membership-inference AUC <= {config.early_stop_auc})")
+        goal = ("median NLL at the never-seen documents'" if by_median
+                else f"membership-inference AUC <= {config.early_stop_auc}")
+        notes.append(f"reached max_steps before the forget documents looked like never-seen ones ({goal})")
     if not early_stop:
         final = scored(model, restored if restored is not None else run.steps, tuple(eval_sets))
         checks = [c for c in checks if c["step"] != final["step"]] + [final]
@@ -374,6 +405,7 @@ def unlearn(
         "world_fingerprint": world.fingerprint, "parent_path": str(model_dir), "located_sha256": located.digest,
         "prompt_format": fmt.value, "pretrained": pretrained,
         "retain_term_sha256": split.train.digest if config.retain_weight else None,
+        "forgotten_document_ids": sorted(earlier | {d.id for d in forget_docs}),
     }
     seconds = time.perf_counter() - started
     run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}

@@ -63,10 +63,13 @@ class UnlearnConfig:
             never-seen documents (1 = every forget document more familiar, 0.5 = no
             difference, as for a model that never saw them). Below 0.5 the forget set would
             look *less* familiar than strangers: over-unlearning, itself a leak.
-        early_stop_min_documents: the early stop needs at least this many forget and never-seen
+        early_stop_min_documents: the AUC stop needs at least this many forget and never-seen
             documents (of each); with fewer, an AUC is noise (one 12-sentence reference fired it
-            while the forget loss was still below the original's), so the run takes its fixed
-            budget of ``max_steps`` instead and says so in its notes.
+            while the forget loss was still below the original's). With fewer forget documents
+            but enough never-seen ones, the stop compares medians instead: it fires when the
+            forget documents' median NLL reaches the never-seen documents' median. With too few
+            never-seen documents the run takes its fixed budget of ``max_steps`` and says so in
+            its notes.
         check_documents: documents per stop-rule set at most (forget, never-seen, retained; a
             seeded sample of larger sets, the same one at every check). Each check is a forward
             pass over them, so this trades the checks' cost against their precision; the
