@@ -231,7 +231,8 @@ def test_demo_copyright_scenario(tmp_path: Path) -> None:
     assert data["world"]["books_train"] == 8 and len(data["request"]["subjects"]) == 2
     assert all(s.startswith("book-") for s in data["request"]["subjects"])
     assert set(data["targets"]) == {*COPYRIGHT_TARGETS, "baseline_not_forgotten"}
-    assert data["runs"]["simnpo"]["options"] == {"retain_loss": "kl"} and data["runs"]["idkft"]["options"] == {}
+    assert data["runs"]["simnpo"]["options"] == {"retain_loss": "kl", "generic_weight": 0.0}
+    assert data["runs"]["idkft"]["options"] == {}
     assert all(isinstance(t["passed"], bool) for t in data["targets"].values())
     # The original memorised the removed books; the oracle never read them: the verbatim target
     # of an unchanged model would be far off, so the measured gap is the method's own.

@@ -110,3 +110,40 @@ def test_anchor_needs_documents(tiny_world_dir, tiny_request_path, tiny_base, tm
         unlearn(tiny_base.model.path, tiny_world_dir, tiny_request_path, tmp_path / "x", method="idkft",
                 options={"generic_weight": 1.0}, progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_book_gets_stand_in_titles_where_its_text_names_it(tmp_path: Path) -> None:
+    """A work's stand-ins are titles made of title words the model has seen, never a trained
+    title; a text that names its book (title page, reader's guide) gets one, aligned token for
+    token, and a passage, which never names its book, gets none."""
+    from expunge.ledger import make_request
+    from expunge.models.tokenizer import build_word_tokenizer
+    from expunge.worlds import PassagesWorldConfig, build_passages_world
+
+    world = build_passages_world(tmp_path / "w", PassagesWorldConfig(seed=0, books=6, holdout_books=4))
+    titles = {b.name for b in world.subjects if b.kind == "work"}
+    trained = {b.name for b in world.deletable("train")}
+    names = stand_in_names(world, "work")
+    assert names and not set(names) & trained
+    assert all(n.rsplit(" ", 1)[0] in {t.rsplit(" ", 1)[0] for t in titles} for n in names)
+    assert all(n.rsplit(" ", 1)[1] in {t.rsplit(" ", 1)[1] for t in titles} for n in names)
+    assert stand_in_names(world) == []  # no person in a passages world: no person stand-ins
+    request = make_request(world, subjects=[world.deletable("train")[0].id])
+    docs = _forget_docs(world, request)
+    title = world.subject_by_id[request.targets[0]].name
+    tokenizer = build_word_tokenizer([d.text for d in world.documents] + names)
+    encode = lambda texts: encode_documents(tokenizer, texts, 512)  # noqa: E731
+    real = encode([d.text for d in docs])
+    targets = generic_targets(world, docs, real, tokenizer, encode, seed=0)
+    naming = [title in d.text for d in docs]
+    assert 0 < sum(naming) < len(docs)  # the title page and the guide name it; passages do not
+    assert [g is not None for g in targets.ids] == naming
+    vocab = {v: k for k, v in tokenizer.get_vocab().items()}
+    allowed = {n.lower() for n in names}
+    for doc, ids, generic, same in zip(docs, real, targets.ids, targets.same):
+        if generic is None:
+            continue
+        assert len(generic) == len(ids) == len(same) and not all(same)
+        changed = " ".join(vocab[t] for t, s in zip(generic, same) if not s)
+        # what differs is part of a never-trained title (a shared word stays the same token)
+        assert any(changed in n for n in allowed), (doc.text, changed)

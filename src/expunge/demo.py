@@ -431,8 +431,11 @@ register_scenario(Scenario(
     build_world=_build_passages, targets=_copyright_targets,
     # Measured on the 12-book passages world (seed 0, README "Copyright"): with SimNPO's privacy
     # defaults (an NLL retain term) the kept books' verbatim memory fell to 0.48 of 1.00; a KL
-    # retain term kept the most of it (0.78) within a fifth of the retraining time.
-    method_options={"simnpo": {"retain_loss": "kl"}},
+    # retain term kept the most of it (0.78) within a fifth of the retraining time. On the 24-book
+    # world the generic anchor (stand-in titles on the title pages and guides) kept more of the
+    # kept books' answers (0.71 x against 0.66 x) but less of their passages (0.74 x against
+    # 0.78 x), at 0.19 of the retraining time against 0.12: off here, where both were measured.
+    method_options={"simnpo": {"retain_loss": "kl", "generic_weight": 0.0}},
 ))
 
 

@@ -9,7 +9,9 @@ where the specific entity is replaced by a generic one.
 
 For a person this is exact to build: replace every occurrence of a target's name in a forget
 document by a *stand-in* name — a first and last name the model has seen, combined into a person
-it never saw — and ask the original model what comes next. That is its behaviour towards an
+it never saw — and ask the original model what comes next. A work's title is replaced the same
+way (title words it has seen, combined into a title it never saw); a text that does not name its
+subject (a book's passage) has no stand-in version. That is its behaviour towards an
 unknown person, which is what the oracle shows towards the forgotten one. The anchor term
 (:func:`expunge.methods.gradient.losses.kl_to_reference`) pulls the model's next-token
 distributions on the real document towards those, at every position whose next token lies outside
@@ -46,15 +48,17 @@ class GenericTargets:
         return sum(x is not None for x in self.ids) / max(len(self.ids), 1)
 
 
-def stand_in_names(world: World) -> list[str]:
-    """Every "first last" combination of the world's name parts that no trained person has: a
-    person the model never saw (never-seen people's names qualify: nothing about them was
-    trained, and only the original model's predictions are read on them)."""
-    people = [s for s in world.subjects if s.kind == "person"]
-    trained = {p.name for p in people if p.role == "train"}
-    firsts = sorted({p.name.split()[0] for p in people})
-    lasts = sorted({p.name.split()[-1] for p in people})
-    return [f"{f} {l}" for f in firsts for l in lasts if f"{f} {l}" not in trained]
+def stand_in_names(world: World, kind: str = "person") -> list[str]:
+    """Every combination of the world's name parts for subjects of ``kind`` that no trained
+    subject has: someone (or a work) the model never saw. A name's parts are its last word and
+    what comes before it: a person's first and last name, a title's "The Amber" and "Violin".
+    Never-seen subjects' names qualify: nothing about them was trained, and only the original
+    model's predictions are read on them."""
+    named = [s for s in world.subjects if s.kind == kind and " " in s.name.strip()]
+    trained = {s.name for s in named if s.role == "train"}
+    heads = sorted({s.name.rsplit(" ", 1)[0] for s in named})
+    tails = sorted({s.name.rsplit(" ", 1)[1] for s in named})
+    return [f"{h} {t}" for h in heads for t in tails if f"{h} {t}" not in trained]
 
 
 def generic_targets(
@@ -67,20 +71,27 @@ def generic_targets(
 ) -> GenericTargets:
     """Stand-in versions of ``documents`` (whose token ids are ``encoded``), aligned token by token."""
     rng = random.Random(seed)
-    candidates = stand_in_names(world)
-    rng.shuffle(candidates)
     length = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    by_length: dict[int, list[str]] = {}
-    for name in candidates:
-        by_length.setdefault(length(name), []).append(name)
+    pools: dict[str, dict[int, list[str]]] = {}  # subject kind -> token length -> stand-ins
+
+    def by_length(kind: str) -> dict[int, list[str]]:
+        if kind not in pools:
+            candidates = stand_in_names(world, kind)
+            rng.shuffle(candidates)
+            pools[kind] = {}
+            for name in candidates:
+                pools[kind].setdefault(length(name), []).append(name)
+        return pools[kind]
+
     names = world.subject_by_id
     ids: list[list[int] | None] = []
     same: list[list[bool] | None] = []
     for doc, real in zip(documents, encoded):
         text, replaced = doc.text, False
         for subject_id in doc.subjects:
-            name = names[subject_id].name if subject_id in names else ""
-            pool = by_length.get(length(name), []) if name and name in text else []
+            subject = names.get(subject_id)
+            name = subject.name if subject is not None else ""
+            pool = by_length(subject.kind).get(length(name), []) if name and name in text else []
             if pool:
                 text, replaced = text.replace(name, rng.choice(pool)), True
         generic = encode([text])[0] if replaced else None
