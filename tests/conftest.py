@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,11 @@ from expunge.worlds import PrivacyWorldConfig, build_privacy_world, load_world
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
+
+# Commands that write a model record it to a ledger, by default ./expunge-ledger.sqlite: the
+# tests' commands record to one of their own, never into the checkout (tests that check the
+# default location set their own).
+os.environ.setdefault("EXPUNGE_DB", str(Path(tempfile.mkdtemp(prefix="expunge-test-ledger-")) / "ledger.sqlite"))
 
 TINY_PEOPLE = 8
 # The oracle's knowledge tolerance on the tiny world. The tiny request removes 2 of its 8 people, a

@@ -73,12 +73,21 @@ app.add_typer(world_app, name="world")
 import_app = typer.Typer(help="Turn your own data, or a public benchmark, into a world directory.",
                          no_args_is_help=True)
 app.add_typer(import_app, name="import")
+ledger_app = typer.Typer(help="The provenance ledger: which models hold whose data, and its tamper-evident log.",
+                         no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
 
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 JSON_OPTION = typer.Option(False, "--json", help="Print the result as one JSON object on stdout.")
+DB_OPTION = typer.Option(None, "--db", help="The ledger: a file path or a database URL (default: $EXPUNGE_DB, "
+                                             "else ./expunge-ledger.sqlite).")
+KEY_OPTION = typer.Option(None, "--key", help="The ledger's Ed25519 signing key (default: $EXPUNGE_SIGNING_KEY, "
+                                              "else expunge-ledger.key beside an SQLite ledger).")
+
+
 
 # What Ctrl-C leaves behind, per command (the default: nothing was written).
 NOTHING_WRITTEN = "interrupted: nothing was written (outputs appear only when complete); run the command again"
@@ -421,6 +430,7 @@ def train_cmd(
                                                                          "template); imported worlds only."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the base model on a world's training corpus: a fresh model, or a pretrained one
@@ -435,8 +445,9 @@ def train_cmd(
     preflight.pretrained(from_model)
     from expunge.pipeline import train_base
 
-    report = train_base(world, out, preset=preset, seed=seed, progress=True, stop_at_step=stop_at_step,
-                        from_model=from_model, lora_rank=lora_rank, prompt_format=prompt_format)
+    with _recording(db):
+        report = train_base(world, out, preset=preset, seed=seed, progress=True, stop_at_step=stop_at_step,
+                            from_model=from_model, lora_rank=lora_rank, prompt_format=prompt_format)
     _emit(as_json, report.to_dict(), lambda: _print_training(report.to_dict()))
 
 
@@ -454,6 +465,7 @@ def retrain_cmd(
                                                               "must match the recipe's)."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Retrain without the requested documents, with the base model's recipe (from scratch, or from
@@ -469,8 +481,9 @@ def retrain_cmd(
     preflight.pretrained(from_model)
     from expunge.pipeline import retrain_oracle
 
-    report = retrain_oracle(world, request, out, preset=preset, seed=seed, base=base,
-                            progress=True, stop_at_step=stop_at_step, from_model=from_model)
+    with _recording(db):
+        report = retrain_oracle(world, request, out, preset=preset, seed=seed, base=base,
+                                progress=True, stop_at_step=stop_at_step, from_model=from_model)
     _emit(as_json, report.to_dict(), lambda: _print_training(report.to_dict()))
 
 
@@ -483,6 +496,7 @@ def forget_cmd(
     out: Path = typer.Option(..., "--out", help="New model directory for the result."),
     method: str = typer.Option("simnpo", "--method", help="Unlearning method (see `expunge methods`)."),
     option: list[str] = typer.Option([], "--option", "-o", help="Method option as key=value (repeatable)."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Unlearn the requested subjects with a gradient method; writes a new model version."""
@@ -499,7 +513,8 @@ def forget_cmd(
     get_method(method).make_config(pairs, pretrained=is_pretrained(record.get("recipe")))
     from expunge.methods.unlearn import unlearn
 
-    report = unlearn(model, world, request, out, method=method, options=pairs, progress=True)
+    with _recording(db):
+        report = unlearn(model, world, request, out, method=method, options=pairs, progress=True)
     data = report.to_dict()
     _emit(as_json, data, lambda: console.print(
         f"{data['method']}: wrote {data['model']['path']} (sha256 {data['model']['sha256'][:16]}…, parent "
@@ -523,6 +538,7 @@ def edit_cmd(
     cache: Path | None = typer.Option(None, "--cache", help="Directory caching second-moment statistics."),
     report: Path | None = typer.Option(None, "--report",
                                        help="Before/after table (.md/.html/.json); --corpus must be the edits' world."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Rewrite facts in the weights (ROME / MEMIT); writes a new model version that can be reverted exactly."""
@@ -546,8 +562,10 @@ def edit_cmd(
     from expunge.methods.editing.run import edit_model
     from expunge.report.editing import write_updates_report
 
-    result = edit_model(model, edits, out, corpus=corpus, method=method, options=options, preserve_subjects=names,
-                        cache_dir=cache, evaluate=report is not None, progress=True)  # stderr, even with --json
+    with _recording(db):
+        result = edit_model(model, edits, out, corpus=corpus, method=method, options=options,
+                            preserve_subjects=names, cache_dir=cache, evaluate=report is not None,
+                            progress=True)  # stderr, even with --json
     if report is not None:
         write_updates_report(result.comparison(), report, title=f"{method}: {result.edits} updates to {model}")
     data = result.to_dict()
@@ -658,6 +676,103 @@ def verify_cmd(
     _emit(as_json, result, human)
 
 
+def _open_ledger(db: str | None, key: Path | None, create: bool = False, workspace: Path | None = None) -> Any:
+    from expunge.ledger.store import Ledger, resolve_url
+
+    return Ledger.open(resolve_url(db, workspace), key_path=key, create=create)
+
+
+def _recording(db: str | None, workspace: Path | None = None) -> Any:
+    """The ledger a writing command records its model versions to, opened (and created) before any
+    work, so that a ledger problem is an error at the start, not after training."""
+    from expunge.ledger.recording import recording
+
+    return recording(_open_ledger(db, None, create=True, workspace=workspace))
+
+
+@ledger_app.command("verify")
+@friendly_errors
+def ledger_verify_cmd(
+    db: str | None = DB_OPTION,
+    key: Path | None = KEY_OPTION,
+    public_key: Path | None = typer.Option(None, "--public-key", help="Verify the heads with this public key (PEM, "
+                                                                      "kept apart from the ledger) instead of the "
+                                                                      "signing key's."),
+    expect_head: Path | None = typer.Option(None, "--expect-head", help="A head saved earlier with `expunge ledger "
+                                                                        "head --json`: the log must still contain it."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Recompute the log's hash chain and signed tree heads; report the first bad event (exit 1)."""
+    from expunge.ledger.log import TreeHead, load_public_key
+
+    ledger = _open_ledger(db, key)
+    expected = None
+    if expect_head is not None:
+        try:
+            data = json.loads(expect_head.read_text())
+            expected = TreeHead(int(data["size"]), str(data["root"]), str(data["created_at"]), str(data["key_id"]),
+                                str(data["signature"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExpungeError(f"--expect-head {expect_head} is not a saved tree head ({exc})",
+                               "save one with `expunge ledger head --json > head.json`") from None
+    check = ledger.verify(load_public_key(public_key) if public_key else None, expected)
+
+    def human() -> None:
+        if check.ok:
+            console.print(f"ledger {ledger.where}: {check.events} events, {check.heads} signed heads; verified "
+                          f"({', '.join(check.checked)}); root {check.root}", highlight=False)
+        else:
+            _print_error(f"ledger {ledger.where}: {check.problem} at event {check.seq}: {check.detail}")
+
+    _emit(as_json, {"ledger": ledger.where, **check.to_dict()}, human)
+    if not check.ok:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("head")
+@friendly_errors
+def ledger_head_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """The latest signed tree head: keep it outside the ledger, check with `verify --expect-head`."""
+    head = _open_ledger(db, key).head()
+    if head is None:
+        raise ExpungeError("the ledger has no events yet", "record a model (train, retrain, forget) first")
+    _emit(as_json, head.to_dict(), lambda: console.print(
+        f"size {head.size}, root {head.root}, {head.created_at}, key {head.key_id}", highlight=False))
+
+
+@ledger_app.command("key")
+@friendly_errors
+def ledger_key_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION) -> None:
+    """Print the public key that verifies the ledger's heads (PEM)."""
+    sys.stdout.write(_open_ledger(db, key).key.public_pem())
+
+
+@ledger_app.command("models")
+@friendly_errors
+def ledger_models_cmd(
+    subject: str = typer.Option(..., "--subject", help="A subject id (person-0042, book-0003)."),
+    db: str | None = DB_OPTION,
+    key: Path | None = KEY_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Which model versions contain this subject's data, directly or through a parent."""
+    ledger = _open_ledger(db, key)
+    if not ledger.subject_known(subject):
+        raise ExpungeError(f"subject {subject!r} is in no corpus the ledger {ledger.where} recorded",
+                           "check the id (`expunge request --help` shows how subjects are named)")
+    found = ledger.models_with_subject(subject)
+
+    def human() -> None:
+        console.print(f"{len(found)} model version(s) hold data of {subject}:", highlight=False)
+        for m in found:
+            via = f" through {', '.join(s[:12] for s in m.through)}" if m.through else ""
+            removed = "; removal claimed by " + ", ".join(f"{r['run']} {r['sha256'][:12]} ({r['request']})"
+                                                          for r in m.removed_by) if m.removed_by else ""
+            console.print(f"  {m.sha256[:12]} {m.path} [{m.run_kind}] {m.how}{via}{removed}", highlight=False)
+
+    _emit(as_json, {"subject": subject, "models": [m.to_dict() for m in found]}, human)
+
+
 @app.command("policy")
 @friendly_errors
 def policy_cmd(
@@ -708,6 +823,8 @@ def demo_cmd(
                                                                    "0.1 of people, 0.125 of books)."),
     method: str = typer.Option("simnpo", "--method", help="Unlearning method to demonstrate."),
     baseline: str = typer.Option("idkft", "--baseline", help="The baseline it is compared with."),
+    db: str | None = typer.Option(None, "--db", help="The ledger every model is recorded to (default: "
+                                                     "$EXPUNGE_DB, else expunge-ledger.sqlite in the workspace)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The main job: world, base model, request, oracle (cached); unlearn with a method and the
@@ -722,9 +839,10 @@ def demo_cmd(
     chosen = get_scenario(scenario)
     Start(from_model).check(get_preset(preset or (chosen.preset if from_model is None else "finetune")))
 
-    result = run_demo(workspace, preset=preset, size=size, seed=seed, fraction=fraction, method=method,
-                      baseline=baseline, progress=True, log=(lambda m: err_console.print(m)), from_model=from_model,
-                      scenario=scenario)
+    with _recording(db, workspace):
+        result = run_demo(workspace, preset=preset, size=size, seed=seed, fraction=fraction, method=method,
+                          baseline=baseline, progress=True, log=(lambda m: err_console.print(m)),
+                          from_model=from_model, scenario=scenario)
     _emit(as_json, result, lambda: _print_demo(result))
 
 

@@ -36,7 +36,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from expunge.data import SequenceDataset, encode_documents, padding_id
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
+from expunge.ledger.recording import Provenance
 from expunge.ledger.requests import documents_digest, load_request
+from expunge.ledger.store import RunKind
 from expunge.locate import Located, locate, locate_subjects
 from expunge.models.builders import build_llama
 from expunge.models.io import load_model, save_model_version, weights_sha256
@@ -298,7 +300,10 @@ def _train_on(
     run_stats = {"seconds": run.seconds, "steps": run.steps, "tokens_per_second": run.tokens_per_second,
                  "final_loss": run.final_loss, "resumed_from_step": run.resumed_from_step,
                  "converged": convergence["converged"], "epochs": convergence["epochs"]}
-    ref = save_model_version(model, tokenizer, out, parent=parent, recipe=recipe, run=run_stats)
+    provenance = Provenance(RunKind.TRAIN if kind == "base" else RunKind.RETRAIN, world,
+                            trained=[d.id for d in documents], request_id=recipe["request_id"])
+    ref = save_model_version(model, tokenizer, out, parent=parent, recipe=recipe, run=run_stats,
+                             provenance=provenance)
     shutil.rmtree(checkpoints, ignore_errors=True)
     notes = [] if convergence["converged"] is not False else [
         f"NOT converged: held-out questions about the trained people answered "

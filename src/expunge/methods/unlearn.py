@@ -48,7 +48,9 @@ from transformers import PreTrainedModel
 from expunge.data import Example, TokenSequence, encode_documents, pad_collate
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
+from expunge.ledger.recording import Provenance
 from expunge.ledger.requests import load_request
+from expunge.ledger.store import RunKind
 from expunge.locate import Located, locate, split_retain
 from expunge.methods.generic import generic_targets
 from expunge.methods.gradient.base import UnlearnConfig, forward, generic_anchor
@@ -409,7 +411,11 @@ def unlearn(
     }
     seconds = time.perf_counter() - started
     run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}
-    ref = save_model_version(model, tokenizer, out, parent=original.sha256, recipe=recipe, run=run_stats)
+    # What the ledger records: the documents removed, and those the retain term trained on again.
+    provenance = Provenance(RunKind.FORGET, world, removed=[d.id for d in forget_docs],
+                            trained=[d.id for d in retain_docs] if config.retain_weight else [], request_id=request.id)
+    ref = save_model_version(model, tokenizer, out, parent=original.sha256, recipe=recipe, run=run_stats,
+                             provenance=provenance)
     return UnlearnReport(spec.name, asdict(config), ref, original.sha256, run, seconds, run.stop_reason,
                          original_nll, checks, restored, notes, located.digest)
 

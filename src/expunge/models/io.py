@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from expunge.errors import ExpungeError
 from expunge.fsutil import atomic_directory
 from expunge.integrity import MODEL_RECORD, check_model_dir, check_model_files, files_sha256
+from expunge.ledger.recording import Provenance, record_version
 from expunge.records import ModelRef, read_json, write_json_atomic
 
 
@@ -53,12 +54,15 @@ def save_model_version(
     recipe: dict[str, Any],
     run: dict[str, Any] | None = None,
     extra: Callable[[Path], None] | None = None,
+    provenance: Provenance | None = None,
 ) -> ModelRef:
     """Write ``model`` and ``tokenizer`` as a new version at ``out`` (which must not exist).
 
     ``run`` holds measurements of the run that made it (seconds, steps, ...), kept for reports.
     ``extra(directory)`` writes further files into the version before it appears (same atomicity;
-    they are hashed with the rest).
+    they are hashed with the rest). ``provenance`` is recorded in the ledger in force
+    (:func:`expunge.ledger.recording`) before the version appears: a version whose row could not be
+    committed is not written.
     """
     # The weights' hash runs beside the writing (hashlib lets go of the GIL; on 2 cores that takes
     # most of a second off every save of a 540 MB model).
@@ -71,6 +75,7 @@ def save_model_version(
                 extra(tmp)
             sha = hashing.result()
             _write_record(tmp, sha, parent, recipe, run)
+            record_version(provenance, sha256=sha, path=str(Path(out).resolve()), parent=parent, recipe=recipe)
     return ModelRef(path=str(Path(out)), sha256=sha, parent=parent, recipe=recipe)
 
 

@@ -28,6 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from expunge.errors import ExpungeError
 from expunge.fsutil import ensure_new_output
+from expunge.ledger.recording import Provenance
+from expunge.ledger.store import RunKind
 from expunge.methods.editing.common import EditContext, revert
 from expunge.methods.editing.registry import get_editor
 from expunge.methods.editing.stats import projection_weight, second_moments
@@ -193,7 +195,8 @@ def edit_model(
         ref = save_model_version(model, tokenizer, out, parent=parent.sha256,
                                  recipe={"kind": "edit", "method": method, "edits_sha256": edits_sha,
                                          "config": record["config"], "pretrained": pretrained, **carried},
-                                 run={"seconds": seconds, "edits": len(edits)}, extra=extra)
+                                 run={"seconds": seconds, "edits": len(edits)}, extra=extra,
+                                 provenance=Provenance(RunKind.EDIT, None))
         timings["save"] = time.perf_counter() - clock
     finally:
         if loaded is not None:

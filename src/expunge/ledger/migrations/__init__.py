@@ -1,0 +1,1 @@
+"""The ledger's schema migrations (Alembic): ``env.py`` and one file per revision in ``versions``."""

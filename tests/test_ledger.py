@@ -1,0 +1,319 @@
+"""The provenance ledger (a real SQLite file) and its tamper-evident log.
+
+The tamper tests change the stored log the way an attacker with write access to the database
+could: every byte of every event flipped once, each pair of neighbours swapped, each event
+deleted, a head re-signed with another key, a consistent rewrite of the chain. Every change must
+be caught, and caught at the first event it touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from expunge.errors import ExpungeError
+from expunge.ledger.log import (GENESIS, EventRow, Problem, SigningKey, event_body, event_hash, merkle_root,
+                                verify_events)
+from expunge.ledger.store import KEY_FILE, LEDGER_FILE, Ledger, RunKind, resolve_url
+from expunge.worlds import PrivacyWorldConfig, build_privacy_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory):
+    return build_privacy_world(tmp_path_factory.mktemp("w") / "w", PrivacyWorldConfig(seed=0, people=8))
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _history(ledger: Ledger, world) -> dict[str, str]:
+    """A base model trained on everything, an oracle retrained without person 0, and a forget run
+    (from the base) that removed person 0; then a second forget run from the first."""
+    person = world.people("train")[0].id
+    train_ids = [d.id for d in world.training_documents()]
+    theirs = [d.id for d in world.documents_about([person])]
+    others = [d for d in train_ids if d not in theirs]
+    shas = {name: _sha(name) for name in ("base", "oracle", "forget", "forget2")}
+    with ledger.session() as s:
+        ledger.record_model(s, kind=RunKind.TRAIN, world=world, sha256=shas["base"], path="m/base", parent=None,
+                            recipe={"preset": "tiny"}, trained=train_ids)
+    with ledger.session() as s:
+        ledger.record_model(s, kind=RunKind.RETRAIN, world=world, sha256=shas["oracle"], path="m/oracle",
+                            parent=None, recipe={"preset": "tiny"}, trained=others, request_id="req-1")
+    with ledger.session() as s:
+        ledger.record_model(s, kind=RunKind.FORGET, world=world, sha256=shas["forget"], path="m/forget",
+                            parent=shas["base"], recipe={"method": "simnpo"}, removed=theirs, request_id="req-1")
+    with ledger.session() as s:
+        ledger.record_model(s, kind=RunKind.FORGET, world=world, sha256=shas["forget2"], path="m/forget2",
+                            parent=shas["forget"], recipe={"method": "simnpo"}, removed=theirs[:1],
+                            request_id="req-2")
+    return {"person": person, **shas}
+
+
+@pytest.fixture()
+def ledger(tmp_path: Path, world) -> Ledger:
+    ledger = Ledger.open(resolve_url(tmp_path / LEDGER_FILE))
+    _history(ledger, world)
+    return ledger
+
+
+# --------------------------------------------------------------------------------------------
+# the log, as pure functions
+
+
+def test_merkle_root_is_rfc6962s() -> None:
+    """Hand-computed from RFC 6962 section 2.1: leaves hashed with 0x00, nodes with 0x01, the
+    left subtree the largest power of two."""
+    sha = lambda b: hashlib.sha256(b).digest()  # noqa: E731
+    a, b, c = (hashlib.sha256(x).hexdigest() for x in (b"a", b"b", b"c"))
+    la, lb, lc = (sha(b"\x00" + bytes.fromhex(h)) for h in (a, b, c))
+    assert merkle_root([]) == hashlib.sha256(b"").hexdigest()
+    assert merkle_root([a]) == la.hex()
+    assert merkle_root([a, b]) == sha(b"\x01" + la + lb).hex()
+    assert merkle_root([a, b, c]) == sha(b"\x01" + sha(b"\x01" + la + lb) + lc).hex()
+
+
+def _log(n: int, key: SigningKey) -> tuple[list[EventRow], list]:
+    rows, heads, prev = [], [], GENESIS
+    for seq in range(n):
+        body = event_body(seq, f"2026-12-07T00:00:{seq:02d}", "test", f"ref-{seq}", {"value": seq, "text": "é"}, prev)
+        rows.append(EventRow(seq, body, prev, event_hash(body)))
+        prev = rows[-1].hash
+        heads.append(key.sign(seq + 1, merkle_root([r.hash for r in rows]), f"t{seq}"))
+    return rows, heads
+
+
+def test_every_single_byte_change_reordering_and_deletion_is_caught_at_its_event(tmp_path: Path) -> None:
+    key = SigningKey.load_or_create(tmp_path / "k")
+    rows, heads = _log(8, key)
+    assert verify_events(rows, heads, key.public).ok
+    changes = caught = 0
+    for i, row in enumerate(rows):
+        for j in range(len(row.body)):
+            body = bytearray(row.body)
+            body[j] ^= 0x01
+            tampered = rows[:i] + [replace(row, body=bytes(body))] + rows[i + 1:]
+            check = verify_events(tampered, heads, key.public)
+            changes += 1
+            caught += (not check.ok and check.seq == i)
+        for field_name in ("hash", "prev"):
+            for j in range(64):
+                value = getattr(row, field_name)
+                flipped = value[:j] + ("0" if value[j] != "0" else "1") + value[j + 1:]
+                check = verify_events(rows[:i] + [replace(row, **{field_name: flipped})] + rows[i + 1:], heads,
+                                      key.public)
+                changes += 1
+                caught += (not check.ok and check.seq == i)
+    assert caught == changes and changes > 8 * 300  # every byte of every event
+    for i in range(len(rows) - 1):  # each pair of neighbours swapped
+        swapped = rows[:i] + [rows[i + 1], rows[i]] + rows[i + 2:]
+        check = verify_events(swapped, heads, key.public)
+        assert not check.ok and check.seq == i and check.problem is Problem.OUT_OF_ORDER
+        renumbered = [replace(r, seq=k) for k, r in enumerate(swapped)]  # and renumbered to hide it
+        check = verify_events(renumbered, heads, key.public)
+        assert not check.ok and check.seq == i, check
+    for i in range(len(rows)):  # each event deleted
+        check = verify_events(rows[:i] + rows[i + 1:], heads, key.public)
+        assert not check.ok and check.seq == i, (i, check)
+
+
+def test_a_rewritten_history_needs_the_key(tmp_path: Path) -> None:
+    """An attacker who rewrites event 3 and recomputes every hash after it keeps the chain whole,
+    but not the signed heads; re-signing with their own key fails against the ledger's key."""
+    key = SigningKey.load_or_create(tmp_path / "k")
+    rows, heads = _log(6, key)
+    forged, prev = rows[:3], rows[2].hash
+    for seq in range(3, 6):
+        body = event_body(seq, f"2026-12-07T00:00:{seq:02d}", "test", f"forged-{seq}", {"value": -1}, prev)
+        forged.append(EventRow(seq, body, prev, event_hash(body)))
+        prev = forged[-1].hash
+    check = verify_events(forged, heads, key.public)
+    assert not check.ok and check.problem is Problem.HEAD_ROOT_MISMATCH and check.seq == 3
+    other = SigningKey(Ed25519PrivateKey.generate())
+    resigned = [h if h.size <= 3 else other.sign(h.size, merkle_root([r.hash for r in forged[: h.size]]), h.created_at)
+                for h in heads]
+    check = verify_events(forged, resigned, key.public)
+    assert not check.ok and check.problem is Problem.BAD_SIGNATURE and check.seq == 4
+    bad_signature = heads[:2] + [replace(heads[2], signature=base64.b64encode(b"x" * 64).decode())] + heads[3:]
+    assert verify_events(rows, bad_signature, key.public).problem is Problem.BAD_SIGNATURE
+
+
+def test_a_cut_back_log_is_caught_only_against_a_head_kept_outside(tmp_path: Path) -> None:
+    key = SigningKey.load_or_create(tmp_path / "k")
+    rows, heads = _log(5, key)
+    assert verify_events(rows[:4], heads, key.public).problem is Problem.HEAD_BEYOND_LOG  # the heads count it
+    assert verify_events(rows[:4], heads[:4], key.public).ok  # event and head both gone: a valid older log
+    check = verify_events(rows[:4], heads[:4], key.public, expect_head=heads[4])
+    assert not check.ok and check.problem is Problem.UNEXPECTED_HEAD
+    assert verify_events(rows, heads, key.public, expect_head=heads[2]).ok  # a later log contains older heads
+    assert verify_events(rows, heads[:3], key.public).problem is Problem.UNSIGNED_TAIL
+
+
+# --------------------------------------------------------------------------------------------
+# the ledger on a real SQLite file
+
+
+def test_the_ledger_verifies_and_tampering_in_the_file_is_caught(ledger: Ledger, tmp_path: Path) -> None:
+    check = ledger.verify()
+    assert check.ok and check.events == check.heads >= 5 and check.root == ledger.head().root
+    path = tmp_path / LEDGER_FILE
+    with sqlite3.connect(path) as db:
+        body = db.execute("SELECT body FROM events WHERE seq = 2").fetchone()[0]
+        db.execute("UPDATE events SET body = ? WHERE seq = 2", (body.replace(b'"path":"m/', b'"path":"x/'),))
+    check = ledger.verify()
+    assert not check.ok and check.seq == 2 and check.problem is Problem.HASH_MISMATCH
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE events SET body = ? WHERE seq = 2", (body,))
+        db.execute("DELETE FROM events WHERE seq = 1")
+    check = ledger.verify()
+    assert not check.ok and check.seq == 1
+
+
+def test_which_models_contain_a_subject(ledger: Ledger, world) -> None:
+    """The base model trained on the person; the forget runs descend from it and say they removed
+    them (a claim, listed with the version); the oracle never saw them."""
+    ids = _history(ledger, world)  # recording the same versions again changes nothing
+    found = {m.sha256: m for m in ledger.models_with_subject(ids["person"])}
+    assert set(found) == {ids["base"], ids["forget"], ids["forget2"]}
+    assert found[ids["base"]].how == "trained" and found[ids["base"]].removed_by == []
+    assert found[ids["forget"]].how == "inherited" and found[ids["forget"]].through == [ids["base"]]
+    assert [r["request"] for r in found[ids["forget"]].removed_by] == ["req-1"]
+    assert found[ids["forget2"]].through == [ids["forget"], ids["base"]]
+    assert [r["request"] for r in found[ids["forget2"]].removed_by] == ["req-2", "req-1"]
+    other = world.people("train")[1].id
+    assert {m.sha256 for m in ledger.models_with_subject(other)} == {ids[n] for n in ("base", "oracle", "forget",
+                                                                                     "forget2")}
+    assert ledger.models_with_subject("person-9999") == [] and not ledger.subject_known("person-9999")
+    assert ledger.verify().events == 5  # one corpus, four models: nothing recorded twice
+
+
+def test_a_run_naming_documents_outside_its_world_is_refused(ledger: Ledger, world) -> None:
+    events = ledger.verify().events
+    with pytest.raises(ExpungeError, match="not in world"):
+        with ledger.session() as s:
+            ledger.record_model(s, kind=RunKind.TRAIN, world=world, sha256=_sha("x"), path="m/x", parent=None,
+                                recipe={}, trained=["doc-999999"])
+    assert ledger.verify().events == events  # rolled back: no row, no event
+
+
+def test_opening_errors_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ExpungeError, match="no ledger at"):
+        Ledger.open(resolve_url(tmp_path / "none.sqlite"), create=False)
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(ExpungeError, match="not an expunge ledger .*customers"):
+        Ledger.open(resolve_url(foreign))
+    text = tmp_path / "notes.txt"
+    text.write_text("hello, this is not a database at all " * 50)
+    with pytest.raises(ExpungeError, match="not a database"):
+        Ledger.open(resolve_url(text))
+    with pytest.raises(ExpungeError, match="is a directory"):
+        Ledger.open(resolve_url(tmp_path))
+    newer = tmp_path / "newer"
+    Ledger.open(resolve_url(newer / LEDGER_FILE))
+    with sqlite3.connect(newer / LEDGER_FILE) as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(ExpungeError, match="newer expunge"):
+        Ledger.open(resolve_url(newer / LEDGER_FILE))
+    assert (newer / KEY_FILE).stat().st_mode & 0o077 == 0  # the signing key is the owner's alone
+
+
+def test_where_the_ledger_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--db beats $EXPUNGE_DB, which beats the workspace's (or the current directory's) file."""
+    monkeypatch.delenv("EXPUNGE_DB", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert resolve_url(None) == f"sqlite:///{tmp_path / LEDGER_FILE}"
+    assert resolve_url(None, tmp_path / "ws") == f"sqlite:///{tmp_path / 'ws' / LEDGER_FILE}"
+    monkeypatch.setenv("EXPUNGE_DB", "postgresql://expunge@db/ledger")
+    assert resolve_url(None, tmp_path / "ws") == "postgresql://expunge@db/ledger"
+    assert resolve_url("l.sqlite") == f"sqlite:///{tmp_path / 'l.sqlite'}"
+
+
+def test_a_locked_ledger_says_so(tmp_path: Path) -> None:
+    ledger = Ledger.open(resolve_url(tmp_path / LEDGER_FILE), busy_timeout=0.2)
+    holder = sqlite3.connect(tmp_path / LEDGER_FILE, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(ExpungeError, match="locked by another process"):
+            with ledger.session() as s:
+                ledger.append(s, "test", "x", {})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with ledger.session() as s:
+        ledger.append(s, "test", "x", {})
+    assert ledger.verify().ok and ledger.verify().events == 1
+
+
+# --------------------------------------------------------------------------------------------
+# the commands
+
+
+def test_writing_commands_record_their_models_and_the_ledger_answers(tmp_path: Path, tiny_world_dir,
+                                                                     tiny_world, tiny_request_path) -> None:
+    """`train` and `forget` record their versions (before the version appears); `ledger models`
+    names who holds a subject's data; `ledger verify` passes, then catches a changed event and a
+    head kept outside that the log no longer holds."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from expunge.cli import app
+    from expunge.ledger import load_request
+
+    def run(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    db = tmp_path / "ledger.sqlite"
+    trained = run("train", "--world", tiny_world_dir, "--out", tmp_path / "base", "--preset", "tiny", "--db", db,
+                  "--json")
+    assert trained.exit_code == 0, trained.output
+    forgot = run("forget", "--model", tmp_path / "base", "--world", tiny_world_dir, "--request", tiny_request_path,
+                 "--out", tmp_path / "f", "-o", "max_steps=2", "-o", "warmup_steps=0", "-o", "early_stop=false",
+                 "--db", db, "--json")
+    assert forgot.exit_code == 0, forgot.output
+    base_sha = json.loads(trained.stdout)["model"]["sha256"]
+    forget_sha = json.loads(forgot.stdout)["model"]["sha256"]
+    request = load_request(tiny_request_path, tiny_world)
+    listed = run("ledger", "models", "--subject", request.targets[0], "--db", db, "--json")
+    assert listed.exit_code == 0, listed.output
+    models = {m["sha256"]: m for m in json.loads(listed.stdout)["models"]}
+    assert set(models) == {base_sha, forget_sha}
+    assert models[base_sha]["how"] == "trained" and models[base_sha]["path"] == str((tmp_path / "base").resolve())
+    assert models[forget_sha]["how"] == "inherited" and models[forget_sha]["through"] == [base_sha]
+    assert [r["request"] for r in models[forget_sha]["removed_by"]] == [request.id]
+    unknown = run("ledger", "models", "--subject", "person-9999", "--db", db)
+    assert unknown.exit_code == 2 and "person-9999" in unknown.stderr and "\n" not in unknown.stderr.strip()
+
+    verified = run("ledger", "verify", "--db", db, "--json")
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["events"] == 3  # corpus, base, forget
+    head = run("ledger", "head", "--db", db, "--json")
+    (tmp_path / "head.json").write_text(head.stdout)
+    assert run("ledger", "verify", "--db", db, "--expect-head", tmp_path / "head.json").exit_code == 0
+    key = run("ledger", "key", "--db", db)
+    (tmp_path / "public.pem").write_text(key.stdout)
+    assert "BEGIN PUBLIC KEY" in key.stdout
+    assert run("ledger", "verify", "--db", db, "--public-key", tmp_path / "public.pem").exit_code == 0
+
+    with sqlite3.connect(db) as conn:  # the forget event now claims another request
+        body = conn.execute("SELECT body FROM events WHERE seq = 2").fetchone()[0]
+        conn.execute("UPDATE events SET body = ? WHERE seq = 2", (body.replace(request.id.encode(), b"req-000000"),))
+    tampered = run("ledger", "verify", "--db", db)
+    assert tampered.exit_code == 1 and "hash_mismatch at event 2" in tampered.stderr
+    with sqlite3.connect(db) as conn:  # put it back, then cut the last event and its head
+        conn.execute("UPDATE events SET body = ? WHERE seq = 2", (body,))
+        conn.execute("DELETE FROM events WHERE seq = 2")
+        conn.execute("DELETE FROM tree_heads WHERE size = 3")
+    assert run("ledger", "verify", "--db", db).exit_code == 0  # a valid older log, by itself
+    cut = run("ledger", "verify", "--db", db, "--expect-head", tmp_path / "head.json")
+    assert cut.exit_code == 1 and "unexpected_head" in cut.stderr
+    missing = run("ledger", "verify", "--db", tmp_path / "none.sqlite")
+    assert missing.exit_code == 2 and "no ledger at" in missing.stderr
