@@ -317,3 +317,31 @@ def test_writing_commands_record_their_models_and_the_ledger_answers(tmp_path: P
     assert cut.exit_code == 1 and "unexpected_head" in cut.stderr
     missing = run("ledger", "verify", "--db", tmp_path / "none.sqlite")
     assert missing.exit_code == 2 and "no ledger at" in missing.stderr
+
+
+def test_an_import_records_its_corpus_and_a_bad_ledger_stops_it_before_any_work(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from expunge.cli import app
+
+    def run(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(f"Sentence number {i} of the story tells what Ada Lovelace did next." for i in range(60)))
+    db = tmp_path / "ledger.sqlite"
+    done = run("import", "text", "--file", book, "--title", "Ada", "--out", tmp_path / "w", "--db", db, "--json")
+    assert done.exit_code == 0, done.output
+    fingerprint = json.loads(done.stdout)["fingerprint"]
+    ledger = Ledger.open(resolve_url(db), create=False)
+    events, _ = ledger.rows()
+    assert [json.loads(e.body)["kind"] for e in events] == ["corpus.recorded"]
+    assert json.loads(events[0].body)["payload"]["fingerprint"] == fingerprint
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER)")
+    refused = run("import", "text", "--file", book, "--title", "Ada", "--out", tmp_path / "w2", "--db", foreign)
+    assert refused.exit_code == 2 and "not an expunge ledger" in refused.stderr
+    assert not (tmp_path / "w2").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 import warnings
 from collections.abc import Callable
@@ -269,6 +270,7 @@ def import_jsonl_cmd(
     prompts: str = typer.Option("questions", "--prompts", help="How probe questions are written: questions (wrapped "
                                                                "in the model's prompt format) or text (cloze "
                                                                "prompts, used verbatim)."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Your documents (and questions about them) as a world: every line validated, ids kept, the
@@ -277,7 +279,8 @@ def import_jsonl_cmd(
     from expunge.worlds.importers import JsonlSources, import_jsonl
 
     preflight.output(out)
-    world = import_jsonl(out, JsonlSources(documents=documents, probes=probes, subjects=subjects, prompts=prompts))
+    world = _import_recorded(db, out, lambda: import_jsonl(out, JsonlSources(documents=documents, probes=probes,
+                                                                               subjects=subjects, prompts=prompts)))
     data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
     questions = data["probes"] - data["verbatim_probes"]
     note = "" if questions else " (no question probes: verification will run only what documents support)"
@@ -300,6 +303,7 @@ def import_text_cmd(
     passage_words: int = typer.Option(64, "--passage-words", help="Words per passage, about (cut at sentence ends)."),
     prompt_words: int = typer.Option(16, "--prompt-words", help="Words of a passage given as its verbatim probe's "
                                                                 "prompt; the rest is its answer."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Your own texts (books, articles) as a world of passages: each file a work, each passage a
@@ -308,8 +312,9 @@ def import_text_cmd(
     from expunge.worlds.importers.text import TextSources, import_text
 
     preflight.output(out)
-    world = import_text(out, TextSources(files=tuple(file), titles=tuple(title), holdout=tuple(holdout),
-                                         passage_words=passage_words, prompt_words=prompt_words))
+    world = _import_recorded(db, out, lambda: import_text(out, TextSources(
+        files=tuple(file), titles=tuple(title), holdout=tuple(holdout), passage_words=passage_words,
+        prompt_words=prompt_words)))
     data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
     _emit(as_json, data, lambda: console.print(
         f"wrote world to {out}: {data['works_train']} texts trained, {data['works_holdout']} never seen, "
@@ -324,6 +329,7 @@ def import_tofu_cmd(
     out: Path = typer.Option(..., "--out", help="New directory to write the world to."),
     authors: int | None = typer.Option(None, "--authors", help="Keep a subset of this many authors (forget "
                                                                "authors included, shares kept); default all 200."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """The TOFU benchmark: 200 fictitious authors (their QA pairs are documents), 20 never-seen
@@ -332,7 +338,7 @@ def import_tofu_cmd(
     from expunge.worlds.importers import import_tofu
 
     preflight.output(out)
-    world = import_tofu(directory, out, authors=authors)
+    world = _import_recorded(db, out, lambda: import_tofu(directory, out, authors=authors))
     data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"],
             "splits": {name: len(ids) for name, ids in world.splits.items()}}
     _emit(as_json, data, lambda: console.print(
@@ -680,6 +686,22 @@ def _open_ledger(db: str | None, key: Path | None, create: bool = False, workspa
     from expunge.ledger.store import Ledger, resolve_url
 
     return Ledger.open(resolve_url(db, workspace), key_path=key, create=create)
+
+
+def _import_recorded(db: str | None, out: Path, write: Callable[[], Any]) -> Any:
+    """Write a world with ``write()`` and record its corpus in the ledger (opened first, so that a
+    ledger problem stops the command before any work). A world whose corpus the ledger could not
+    take is removed again: the import is not done without its row, and the same command redone
+    finishes it."""
+    ledger = _open_ledger(db, None, create=True)
+    world = write()
+    try:
+        with ledger.session() as session:
+            ledger.record_corpus(session, world)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return world
 
 
 def _recording(db: str | None, workspace: Path | None = None) -> Any:
