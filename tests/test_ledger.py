@@ -22,6 +22,21 @@ from expunge.ledger.log import (GENESIS, EventRow, Problem, SigningKey, event_bo
                                 verify_events)
 from expunge.ledger.store import KEY_FILE, LEDGER_FILE, Ledger, RunKind, resolve_url
 from expunge.worlds import PrivacyWorldConfig, build_privacy_world
+from postgres import postgres_server
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A real PostgreSQL server, started for these tests (see tests/postgres.py)."""
+    yield from postgres_server()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path]:
+    """A new, empty ledger location on each backend, and where its signing key goes."""
+    if request.param == "sqlite":
+        return resolve_url(tmp_path / LEDGER_FILE), tmp_path / KEY_FILE
+    return request.getfixturevalue("pg").new_database(), tmp_path / KEY_FILE
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +73,9 @@ def _history(ledger: Ledger, world) -> dict[str, str]:
 
 
 @pytest.fixture()
-def ledger(tmp_path: Path, world) -> Ledger:
-    ledger = Ledger.open(resolve_url(tmp_path / LEDGER_FILE))
+def ledger(backend: tuple[str, Path], world) -> Ledger:
+    url, key = backend
+    ledger = Ledger.open(url, key_path=key)
     _history(ledger, world)
     return ledger
 
@@ -160,18 +176,20 @@ def test_a_cut_back_log_is_caught_only_against_a_head_kept_outside(tmp_path: Pat
 # the ledger on a real SQLite file
 
 
-def test_the_ledger_verifies_and_tampering_in_the_file_is_caught(ledger: Ledger, tmp_path: Path) -> None:
+def test_the_ledger_verifies_and_tampering_in_the_database_is_caught(ledger: Ledger) -> None:
+    from sqlalchemy import text
+
     check = ledger.verify()
     assert check.ok and check.events == check.heads >= 5 and check.root == ledger.head().root
-    path = tmp_path / LEDGER_FILE
-    with sqlite3.connect(path) as db:
-        body = db.execute("SELECT body FROM events WHERE seq = 2").fetchone()[0]
-        db.execute("UPDATE events SET body = ? WHERE seq = 2", (body.replace(b'"path":"m/', b'"path":"x/'),))
+    with ledger.engine.begin() as db:
+        body = bytes(db.execute(text("SELECT body FROM events WHERE seq = 2")).scalar())
+        db.execute(text("UPDATE events SET body = :b WHERE seq = 2"),
+                   {"b": body.replace(b'"path":"m/', b'"path":"x/')})
     check = ledger.verify()
     assert not check.ok and check.seq == 2 and check.problem is Problem.HASH_MISMATCH
-    with sqlite3.connect(path) as db:
-        db.execute("UPDATE events SET body = ? WHERE seq = 2", (body,))
-        db.execute("DELETE FROM events WHERE seq = 1")
+    with ledger.engine.begin() as db:
+        db.execute(text("UPDATE events SET body = :b WHERE seq = 2"), {"b": body})
+        db.execute(text("DELETE FROM events WHERE seq = 1"))
     check = ledger.verify()
     assert not check.ok and check.seq == 1
 
@@ -235,6 +253,31 @@ def test_where_the_ledger_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("EXPUNGE_DB", "postgresql://expunge@db/ledger")
     assert resolve_url(None, tmp_path / "ws") == "postgresql://expunge@db/ledger"
     assert resolve_url("l.sqlite") == f"sqlite:///{tmp_path / 'l.sqlite'}"
+
+
+def test_a_postgresql_database_of_something_else_is_refused(pg, tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    url = pg.new_database()
+    with create_engine(url).begin() as db:
+        db.execute(text("CREATE TABLE customers (id INTEGER)"))
+    with pytest.raises(ExpungeError, match="not an expunge ledger .*customers"):
+        Ledger.open(url, key_path=tmp_path / "k")
+    with pytest.raises(ExpungeError, match="no signing key"):
+        Ledger.open(pg.new_database())  # no file to put a key beside: it must be named
+    import json
+
+    from typer.testing import CliRunner
+
+    from expunge.cli import app
+
+    url = pg.new_database()
+    ledger = Ledger.open(url, key_path=tmp_path / "k")
+    with ledger.session() as s:
+        ledger.append(s, "test", "x", {"n": 1})
+    verified = CliRunner().invoke(app, ["ledger", "verify", "--db", url, "--key", str(tmp_path / "k"), "--json"])
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["events"] == 1 and "expunge@" in json.loads(verified.stdout)["ledger"]
 
 
 def test_a_locked_ledger_says_so(tmp_path: Path) -> None:
