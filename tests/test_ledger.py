@@ -51,7 +51,11 @@ def _sha(text: str) -> str:
 def _history(ledger: Ledger, world) -> dict[str, str]:
     """A base model trained on everything, an oracle retrained without person 0, and a forget run
     (from the base) that removed person 0; then a second forget run from the first."""
+    from expunge.ledger import make_request
+
     person = world.people("train")[0].id
+    first, second = make_request(world, subjects=[person]), make_request(world, documents=[
+        d.id for d in world.documents_about([person])][:1])
     train_ids = [d.id for d in world.training_documents()]
     theirs = [d.id for d in world.documents_about([person])]
     others = [d for d in train_ids if d not in theirs]
@@ -61,15 +65,15 @@ def _history(ledger: Ledger, world) -> dict[str, str]:
                             recipe={"preset": "tiny"}, trained=train_ids)
     with ledger.session() as s:
         ledger.record_model(s, kind=RunKind.RETRAIN, world=world, sha256=shas["oracle"], path="m/oracle",
-                            parent=None, recipe={"preset": "tiny"}, trained=others, request_id="req-1")
+                            parent=None, recipe={"preset": "tiny"}, trained=others, request=first)
     with ledger.session() as s:
         ledger.record_model(s, kind=RunKind.FORGET, world=world, sha256=shas["forget"], path="m/forget",
-                            parent=shas["base"], recipe={"method": "simnpo"}, removed=theirs, request_id="req-1")
+                            parent=shas["base"], recipe={"method": "simnpo"}, removed=theirs, request=first)
     with ledger.session() as s:
         ledger.record_model(s, kind=RunKind.FORGET, world=world, sha256=shas["forget2"], path="m/forget2",
                             parent=shas["forget"], recipe={"method": "simnpo"}, removed=theirs[:1],
-                            request_id="req-2")
-    return {"person": person, **shas}
+                            request=second)
+    return {"person": person, "requests": [first.id, second.id], **shas}
 
 
 @pytest.fixture()
@@ -181,14 +185,15 @@ def test_the_ledger_verifies_and_tampering_in_the_database_is_caught(ledger: Led
 
     check = ledger.verify()
     assert check.ok and check.events == check.heads >= 5 and check.root == ledger.head().root
-    with ledger.engine.begin() as db:
-        body = bytes(db.execute(text("SELECT body FROM events WHERE seq = 2")).scalar())
-        db.execute(text("UPDATE events SET body = :b WHERE seq = 2"),
-                   {"b": body.replace(b'"path":"m/', b'"path":"x/')})
+    with ledger.engine.begin() as db:  # the oracle's event now names another directory
+        seq, body = next((k, bytes(b)) for k, b in db.execute(text("SELECT seq, body FROM events ORDER BY seq"))
+                         if b'"path":"m/oracle"' in bytes(b))
+        db.execute(text("UPDATE events SET body = :b WHERE seq = :s"),
+                   {"b": body.replace(b'"path":"m/oracle"', b'"path":"m/elsewhere"'), "s": seq})
     check = ledger.verify()
-    assert not check.ok and check.seq == 2 and check.problem is Problem.HASH_MISMATCH
+    assert not check.ok and check.seq == seq and check.problem is Problem.HASH_MISMATCH
     with ledger.engine.begin() as db:
-        db.execute(text("UPDATE events SET body = :b WHERE seq = 2"), {"b": body})
+        db.execute(text("UPDATE events SET body = :b WHERE seq = :s"), {"b": body, "s": seq})
         db.execute(text("DELETE FROM events WHERE seq = 1"))
     check = ledger.verify()
     assert not check.ok and check.seq == 1
@@ -202,14 +207,49 @@ def test_which_models_contain_a_subject(ledger: Ledger, world) -> None:
     assert set(found) == {ids["base"], ids["forget"], ids["forget2"]}
     assert found[ids["base"]].how == "trained" and found[ids["base"]].removed_by == []
     assert found[ids["forget"]].how == "inherited" and found[ids["forget"]].through == [ids["base"]]
-    assert [r["request"] for r in found[ids["forget"]].removed_by] == ["req-1"]
+    first, second = ids["requests"]
+    assert [r["request"] for r in found[ids["forget"]].removed_by] == [first]
     assert found[ids["forget2"]].through == [ids["forget"], ids["base"]]
-    assert [r["request"] for r in found[ids["forget2"]].removed_by] == ["req-2", "req-1"]
+    assert [r["request"] for r in found[ids["forget2"]].removed_by] == [second, first]
     other = world.people("train")[1].id
     assert {m.sha256 for m in ledger.models_with_subject(other)} == {ids[n] for n in ("base", "oracle", "forget",
                                                                                      "forget2")}
     assert ledger.models_with_subject("person-9999") == [] and not ledger.subject_known("person-9999")
-    assert ledger.verify().events == 5  # one corpus, four models: nothing recorded twice
+    # one corpus; four models; two requests, each received and located; the oracle and the first
+    # forget run removed the first (two events), the second run the second: nothing twice
+    assert ledger.verify().events == 1 + 4 + 2 * 2 + 3
+    assert {r["request_id"]: r["state"] for r in ledger.requests()} == {first: "removed", second: "removed"}
+
+
+def test_a_request_moves_only_as_its_lifecycle_allows(ledger: Ledger, world) -> None:
+    """received -> located (recorded) -> removed (by the forget run, in _history) -> verified or
+    failed by the evidence; certified only after verified; every move an event."""
+    from expunge.ledger.store import RequestState
+
+    first, _ = _history(ledger, world)["requests"]
+    with ledger.session() as s:
+        ledger.record_verification(s, first, model=_sha("forget"), original=_sha("base"), oracle=_sha("oracle"),
+                                   forgotten="no", summary={"checks": []})
+    assert {r["request_id"]: r["state"] for r in ledger.requests()}[first] == "failed"
+    with pytest.raises(ExpungeError, match="is failed: it cannot become certified .allowed: failed, fallback, removed."):
+        with ledger.session() as s:
+            ledger.transition(s, first, RequestState.CERTIFIED, {})
+    with ledger.session() as s:
+        ledger.transition(s, first, RequestState.FALLBACK, {"guard": "on"})
+        ledger.transition(s, first, RequestState.REMOVED, {"model": "another attempt"})
+        ledger.record_verification(s, first, model=_sha("forget3"), original=_sha("base"), oracle=None,
+                                   forgotten="yes", summary={"checks": []})
+        ledger.transition(s, first, RequestState.CERTIFIED, {"certificate": "…"})
+    events, _ = ledger.rows()
+    import json
+
+    moves = [json.loads(e.body)["kind"] for e in events if json.loads(e.body)["ref"] == f"request:{first}"]
+    assert moves == ["request.received", "request.located", "request.removed", "request.removed", "request.failed",
+                     "request.fallback", "request.removed", "request.verified", "request.certified"]
+    with pytest.raises(ExpungeError, match="not in the ledger"):
+        with ledger.session() as s:
+            ledger.transition(s, "req-unknown", RequestState.REMOVED, {})
+    assert ledger.verify().ok
 
 
 def test_a_run_naming_documents_outside_its_world_is_refused(ledger: Ledger, world) -> None:
@@ -336,8 +376,21 @@ def test_writing_commands_record_their_models_and_the_ledger_answers(tmp_path: P
     unknown = run("ledger", "models", "--subject", "person-9999", "--db", db)
     assert unknown.exit_code == 2 and "person-9999" in unknown.stderr and "\n" not in unknown.stderr.strip()
 
+    # The request went through its lifecycle: recorded when the forget run served it, removed by it;
+    # a verification then moves it on (no oracle here: the verdict decides verified or failed).
+    checked = run("verify", "--model", tmp_path / "f", "--original", tmp_path / "base", "--world", tiny_world_dir,
+                  "--request", tiny_request_path, "--db", db, "--max-facts", "4", "--json")
+    assert checked.exit_code == 0, checked.output
+    forgotten = json.loads(checked.stdout)["verification"]["candidates"]["f"]["verdict"]["forgotten"]
+    states = json.loads(run("ledger", "requests", "--db", db, "--json").stdout)["requests"]
+    assert [(r["request_id"], r["state"]) for r in states] == [
+        (request.id, "verified" if forgotten == "yes" else "failed")]
+    events, _ = Ledger.open(resolve_url(db), create=False).rows()
+    kinds = [json.loads(e.body)["kind"] for e in events]
+    assert kinds == ["corpus.recorded", "model.recorded", "request.received", "request.located", "model.recorded",
+                     "request.removed", "request.verified" if forgotten == "yes" else "request.failed"]
     verified = run("ledger", "verify", "--db", db, "--json")
-    assert verified.exit_code == 0 and json.loads(verified.stdout)["events"] == 3  # corpus, base, forget
+    assert verified.exit_code == 0 and json.loads(verified.stdout)["events"] == len(kinds)
     head = run("ledger", "head", "--db", db, "--json")
     (tmp_path / "head.json").write_text(head.stdout)
     assert run("ledger", "verify", "--db", db, "--expect-head", tmp_path / "head.json").exit_code == 0
@@ -346,15 +399,16 @@ def test_writing_commands_record_their_models_and_the_ledger_answers(tmp_path: P
     assert "BEGIN PUBLIC KEY" in key.stdout
     assert run("ledger", "verify", "--db", db, "--public-key", tmp_path / "public.pem").exit_code == 0
 
-    with sqlite3.connect(db) as conn:  # the forget event now claims another request
-        body = conn.execute("SELECT body FROM events WHERE seq = 2").fetchone()[0]
-        conn.execute("UPDATE events SET body = ? WHERE seq = 2", (body.replace(request.id.encode(), b"req-000000"),))
+    with sqlite3.connect(db) as conn:  # the forget run's event now claims another request
+        body = conn.execute("SELECT body FROM events WHERE seq = 4").fetchone()[0]
+        conn.execute("UPDATE events SET body = ? WHERE seq = 4", (body.replace(request.id.encode(), b"req-000000"),))
     tampered = run("ledger", "verify", "--db", db)
-    assert tampered.exit_code == 1 and "hash_mismatch at event 2" in tampered.stderr
+    assert tampered.exit_code == 1 and "hash_mismatch at event 4" in tampered.stderr
+    last = len(kinds) - 1
     with sqlite3.connect(db) as conn:  # put it back, then cut the last event and its head
-        conn.execute("UPDATE events SET body = ? WHERE seq = 2", (body,))
-        conn.execute("DELETE FROM events WHERE seq = 2")
-        conn.execute("DELETE FROM tree_heads WHERE size = 3")
+        conn.execute("UPDATE events SET body = ? WHERE seq = 4", (body,))
+        conn.execute("DELETE FROM events WHERE seq = ?", (last,))
+        conn.execute("DELETE FROM tree_heads WHERE size = ?", (last + 1,))
     assert run("ledger", "verify", "--db", db).exit_code == 0  # a valid older log, by itself
     cut = run("ledger", "verify", "--db", db, "--expect-head", tmp_path / "head.json")
     assert cut.exit_code == 1 and "unexpected_head" in cut.stderr

@@ -365,25 +365,28 @@ def request_cmd(
                                                            "documents; locate the rest."),
     seed: int = typer.Option(0, "--seed", help="Seed for --random-fraction."),
     basis: str = typer.Option("", "--basis", help="Legal or other basis, recorded in the request."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """File a deletion request: subjects or documents, resolved to training documents by provenance;
-    or a backdoor's evidence (trigger, payload or known documents), located in the corpus."""
+    or a backdoor's evidence (trigger, payload or known documents), located in the corpus. The
+    ledger records it (received, then located) before the file is written."""
     from expunge.fsutil import ensure_new_output
-    from expunge.ledger.requests import make_request, write_request
+    from expunge.ledger.requests import make_request
     from expunge.worlds import load_world
 
     ensure_new_output(out)
+    ledger = _open_ledger(db, None, create=True)
     loaded = load_world(world)
     if trigger is not None or payload is not None or backdoor:
         if subjects or random_fraction is not None or split is not None:
             raise ExpungeError("a backdoor request (--trigger, --payload, --backdoor) names no subjects",
                                "leave out --subjects, --random-fraction and --split")
-        _backdoor_request(loaded, out, trigger or "", payload or "", _split_ids(documents), basis, as_json)
+        _backdoor_request(ledger, loaded, out, trigger or "", payload or "", _split_ids(documents), basis, as_json)
         return
     request = make_request(loaded, subjects=_split_ids(subjects), documents=_split_ids(documents),
                            random_fraction=random_fraction, split=split, seed=seed, basis=basis)
-    write_request(request, out)
+    _write_recorded(ledger, request, out)
     data = {"request": str(out), "id": request.id, "subjects": list(request.targets),
             "documents": len(request.document_ids)}
     _emit(as_json, data, lambda: console.print(
@@ -391,16 +394,24 @@ def request_cmd(
         f"{len(request.document_ids)} training documents"))
 
 
-def _backdoor_request(world: Any, out: Path, trigger: str, payload: str, documents: list[str], basis: str,
-                      as_json: bool) -> None:
+def _write_recorded(ledger: Any, request: Any, out: Path) -> None:
+    """Record the request in the ledger (received, located), then write its file."""
+    from expunge.ledger.requests import write_request
+
+    with ledger.session() as session:
+        ledger.record_request(session, request)
+    write_request(request, out)
+
+
+def _backdoor_request(ledger: Any, world: Any, out: Path, trigger: str, payload: str, documents: list[str],
+                      basis: str, as_json: bool) -> None:
     """Locate a backdoor's documents from its evidence, write the request, and show the search
     (graded against the world's ground truth where the world has one: a built-in backdoor world)."""
-    from expunge.ledger.requests import write_request
     from expunge.locate.backdoor import BackdoorEvidence, make_backdoor_request, precision_recall
     from expunge.worlds.backdoor import poisoned_documents
 
     request, search = make_backdoor_request(world, BackdoorEvidence(trigger, payload, tuple(documents)), basis=basis)
-    write_request(request, out)
+    _write_recorded(ledger, request, out)
     data: dict[str, Any] = {"request": str(out), "id": request.id, "subjects": list(request.targets),
                             "documents": len(request.document_ids), "trigger": search.trigger,
                             "payload": search.payload, "steps": list(search.steps)}
@@ -642,6 +653,7 @@ def verify_cmd(
                                          "every fact."),
     tofu_tokens: int = typer.Option(200, "--tofu-tokens", help="On a TOFU world: tokens of the greedy answers "
                                     "TOFU's ROUGE scores (200, as TOFU; fewer is faster and not TOFU's number)."),
+    db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Is it gone, did anything else break, how sure are we: checks and verdicts against the oracle
@@ -660,6 +672,7 @@ def verify_cmd(
     references = {"oracle": oracle} if oracle is not None else {}
     for what, path in {"original": original, **references, **dict(zip(names, model))}.items():
         preflight.model(path, f"{what} model")
+    ledger = _open_ledger(db, None, create=True)  # before the work: a ledger problem is not found after it
     from expunge.report import report_from_verification, write_report
     from expunge.report.render import json_safe
     from expunge.verify.policy import load_policy
@@ -669,6 +682,7 @@ def verify_cmd(
     verification = verify_models(dict(zip(names, model)), original, oracle, world, request, config=config,
                                  log=lambda m: err_console.print(m))
     data = report_from_verification(verification)
+    _record_verification(ledger, verification, world, request)
     written = [str(write_report(data, path)) for path in report]
     result = json_safe({"table": data.table, "verification": verification.to_dict(), "reports": written})
 
@@ -680,6 +694,31 @@ def verify_cmd(
             console.print(f"report written to {path}")
 
     _emit(as_json, result, human)
+
+
+def _record_verification(ledger: Any, verification: Any, world: Path, request: Path) -> None:
+    """Each candidate's verdict and checks, as the evidence a certificate will cite."""
+    from dataclasses import asdict
+
+    from expunge.ledger import load_request
+    from expunge.report.render import json_safe
+    from expunge.worlds import load_world
+
+    loaded = load_request(request, load_world(world))
+    original = verification.original.model.get("sha256", "")
+    oracle = verification.oracle.model.get("sha256") if verification.oracle is not None else None
+    with ledger.session() as session:
+        ledger.record_request(session, loaded)
+        for name, evaluation in verification.candidates.items():
+            verdict = verification.verdicts[name]
+            summary = json_safe({
+                "model": evaluation.model, "verdict": asdict(verdict), "reference": verification.reference.value,
+                "oracle_trusted": verification.oracle_trusted, "config": verification.config,
+                "checks": [{**asdict(ch), "status": ch.status} for ch in verification.checks[name]],
+            })
+            ledger.record_verification(session, loaded.id, model=evaluation.model.get("sha256", ""),
+                                       original=original, oracle=oracle, forgotten=str(verdict.forgotten.value),
+                                       summary=summary)
 
 
 def _open_ledger(db: str | None, key: Path | None, create: bool = False, workspace: Path | None = None) -> Any:
@@ -767,6 +806,23 @@ def ledger_head_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION, a
 def ledger_key_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION) -> None:
     """Print the public key that verifies the ledger's heads (PEM)."""
     sys.stdout.write(_open_ledger(db, key).key.public_pem())
+
+
+@ledger_app.command("requests")
+@friendly_errors
+def ledger_requests_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Every deletion request the ledger holds, with where it stands (received, located, removed,
+    verified, certified, failed, fallback)."""
+    rows = _open_ledger(db, key).requests()
+
+    def human() -> None:
+        for r in rows:
+            console.print(f"{r['request_id']} [{r['kind']}] {r['state']} ({len(r['targets'])} targets; "
+                          f"updated {r['updated_at']})", highlight=False)
+        if not rows:
+            console.print("no requests recorded")
+
+    _emit(as_json, {"requests": rows}, human)
 
 
 @ledger_app.command("models")

@@ -301,7 +301,7 @@ def _train_on(
                  "final_loss": run.final_loss, "resumed_from_step": run.resumed_from_step,
                  "converged": convergence["converged"], "epochs": convergence["epochs"]}
     provenance = Provenance(RunKind.TRAIN if kind == "base" else RunKind.RETRAIN, world,
-                            trained=[d.id for d in documents], request_id=recipe["request_id"])
+                            trained=[d.id for d in documents], request=request)
     ref = save_model_version(model, tokenizer, out, parent=parent, recipe=recipe, run=run_stats,
                              provenance=provenance)
     shutil.rmtree(checkpoints, ignore_errors=True)

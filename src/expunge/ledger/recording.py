@@ -32,7 +32,7 @@ class Provenance:
     world: Any
     trained: Sequence[str] = field(default_factory=tuple)
     removed: Sequence[str] = field(default_factory=tuple)
-    request_id: str | None = None
+    request: Any = None  # the DeletionRequest the run served, if any
 
 
 @contextmanager
@@ -58,4 +58,4 @@ def record_version(provenance: Provenance | None, *, sha256: str, path: str, par
     with ledger.session() as session:
         ledger.record_model(session, kind=provenance.kind, world=provenance.world, sha256=sha256, path=path,
                             parent=parent, recipe=recipe, trained=provenance.trained, removed=provenance.removed,
-                            request_id=provenance.request_id)
+                            request=provenance.request)

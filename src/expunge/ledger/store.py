@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -49,6 +50,8 @@ __all__ = [
     "LEDGER_FILE",
     "KEY_FILE",
     "RunKind",
+    "RequestState",
+    "TRANSITIONS",
     "Ledger",
     "ModelLineage",
     "resolve_url",
@@ -65,6 +68,32 @@ class RunKind(TextEnum):
     FORGET = "forget"
     EDIT = "edit"
     IMPORT = "import"
+
+
+class RequestState(TextEnum):
+    """Where a deletion request stands. Every change is an event of the log."""
+
+    RECEIVED = "received"  # recorded, not yet resolved to documents
+    LOCATED = "located"  # its documents are known (provenance, or a backdoor's search)
+    REMOVED = "removed"  # a model without them was written (unlearned, or retrained)
+    VERIFIED = "verified"  # a removal was verified: forgotten, against the evidence recorded
+    CERTIFIED = "certified"  # a certificate was issued for a verified removal
+    FAILED = "failed"  # a removal was verified and found wanting (or could not be made)
+    FALLBACK = "fallback"  # an output guard stands in while removal is not verified
+
+
+# Which state may follow which. A failed verification may be answered by another removal or by the
+# guard; a verified removal by its certificate, or by a newer removal (which must be verified again).
+TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
+    RequestState.RECEIVED: frozenset({RequestState.LOCATED, RequestState.FAILED}),
+    RequestState.LOCATED: frozenset({RequestState.REMOVED, RequestState.FAILED}),
+    RequestState.REMOVED: frozenset({RequestState.REMOVED, RequestState.VERIFIED, RequestState.FAILED}),
+    RequestState.VERIFIED: frozenset({RequestState.CERTIFIED, RequestState.REMOVED, RequestState.VERIFIED,
+                                      RequestState.FAILED}),
+    RequestState.FAILED: frozenset({RequestState.REMOVED, RequestState.FALLBACK, RequestState.FAILED}),
+    RequestState.FALLBACK: frozenset({RequestState.REMOVED}),
+    RequestState.CERTIFIED: frozenset({RequestState.REMOVED}),
+}
 
 
 class Base(DeclarativeBase):
@@ -141,6 +170,31 @@ class ModelVersion(Base):
     path: Mapped[str] = mapped_column(Text)
     parent_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    corpus: Mapped[str] = mapped_column(String(64))
+    targets: Mapped[list[str]] = mapped_column(JSON)
+    documents_sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[str] = mapped_column(String(32))
+
+
+class VerificationRow(Base):
+    __tablename__ = "verifications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.request_id"), index=True)
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    original_sha256: Mapped[str] = mapped_column(String(64))
+    oracle_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    forgotten: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[str] = mapped_column(String(32))
 
 
@@ -322,13 +376,17 @@ class Ledger:
 
     def record_model(self, session: Session, *, kind: RunKind, world: Any | None, sha256: str, path: str,
                      parent: str | None, recipe: dict[str, Any], trained: Iterable[str] = (),
-                     removed: Iterable[str] = (), request_id: str | None = None) -> ModelVersion:
+                     removed: Iterable[str] = (), request: Any = None) -> ModelVersion:
         """A run and the model version it made, with the documents it trained on and removed (ids
-        in ``world``). Recording the same version again returns the row already there."""
+        in ``world``), for ``request`` (a :class:`expunge.records.DeletionRequest`, recorded first
+        if the ledger does not have it). Recording the same version again returns the row there."""
         found = session.scalars(select(ModelVersion).where(ModelVersion.sha256 == sha256)).first()
         if found is not None:
             return found
         corpus = self.record_corpus(session, world) if world is not None else None
+        request_id = None if request is None else request.id
+        if request is not None:
+            self.record_request(session, request)
         ids = {"trained": sorted(set(trained)), "removed": sorted(set(removed))}
         digest = hashlib.sha256("\n".join(f"{r}:{d}" for r in ids for d in ids[r]).encode()).hexdigest()
         run = Run(kind=str(kind), corpus_id=corpus.id if corpus else None, parent_sha256=parent, request_id=request_id,
@@ -349,7 +407,71 @@ class Ledger:
                     {"sha256": sha256, "parent": parent, "run": str(kind), "path": path,
                      "corpus": world.fingerprint if world is not None else None, "request": request_id,
                      "documents_sha256": digest, "trained": len(ids["trained"]), "removed": len(ids["removed"])})
+        if request_id is not None and kind in (RunKind.FORGET, RunKind.RETRAIN):
+            # Unlearning and retraining are both removals (approximate and exact); the request
+            # moves on once the version that carries it is in the log.
+            self.transition(session, request_id, RequestState.REMOVED, {"model": sha256, "run": str(kind)})
         return model
+
+    # ----------------------------------------------------------------------------- requests
+
+    def record_request(self, session: Session, request: Any) -> RequestRow:
+        """A deletion request, received and located (its documents are resolved when it is made and
+        checked again whenever it is loaded); recording it again returns the row already there."""
+        found = session.scalars(select(RequestRow).where(RequestRow.request_id == request.id)).first()
+        if found is not None:
+            return found
+        digest = hashlib.sha256("\n".join(sorted(request.document_ids)).encode()).hexdigest()
+        now = _now()
+        row = RequestRow(request_id=request.id, kind=request.kind, corpus=request.world_fingerprint,
+                         targets=list(request.targets), documents_sha256=digest, state=str(RequestState.RECEIVED),
+                         created_at=now, updated_at=now)
+        session.add(row)
+        self.append(session, "request.received", f"request:{request.id}",
+                    {"kind": request.kind, "targets": list(request.targets), "corpus": request.world_fingerprint,
+                     "basis": request.basis})
+        self.transition(session, request.id, RequestState.LOCATED,
+                        {"documents": len(request.document_ids), "documents_sha256": digest})
+        return row
+
+    def transition(self, session: Session, request_id: str, state: RequestState, detail: dict[str, Any]) -> None:
+        """Move a request to ``state`` (an event); a move the lifecycle does not allow is refused."""
+        row = session.scalars(select(RequestRow).where(RequestRow.request_id == request_id)).first()
+        if row is None:
+            raise ExpungeError(f"request {request_id} is not in the ledger {self.where}",
+                               "record it first: `expunge request … --db` (or the command that made the file)")
+        current = RequestState(row.state)
+        if state not in TRANSITIONS[current]:
+            allowed = ", ".join(sorted(TRANSITIONS[current])) or "nothing"
+            raise ExpungeError(f"request {request_id} is {current}: it cannot become {state} (allowed: {allowed})",
+                               "follow the lifecycle: received, located, removed, verified, certified")
+        row.state, row.updated_at = str(state), _now()
+        self.append(session, f"request.{state}", f"request:{request_id}", {"from": str(current), **detail})
+
+    def record_verification(self, session: Session, request_id: str, *, model: str, original: str,
+                            oracle: str | None, forgotten: str, summary: dict[str, Any]) -> None:
+        """A verification of one model against a request, with the evidence a certificate cites;
+        the request becomes verified (forgotten) or failed (anything else) where its state allows,
+        else the verification is logged and the state stays."""
+        session.add(VerificationRow(request_id=request_id, model_sha256=model, original_sha256=original,
+                                    oracle_sha256=oracle, forgotten=forgotten, summary=summary, created_at=_now()))
+        digest = hashlib.sha256(json.dumps(summary, sort_keys=True, default=str).encode()).hexdigest()
+        detail = {"model": model, "forgotten": forgotten, "evidence_sha256": digest}
+        state = RequestState.VERIFIED if forgotten == "yes" else RequestState.FAILED
+        row = session.scalars(select(RequestRow).where(RequestRow.request_id == request_id)).one()
+        if state in TRANSITIONS[RequestState(row.state)]:
+            self.transition(session, request_id, state, detail)
+        else:
+            # A model whose removal the ledger never saw (made before it, or elsewhere): the evidence
+            # is kept, the request's state is not moved by it.
+            self.append(session, "request.verification", f"request:{request_id}",
+                        {**detail, "state": row.state, "note": "no recorded removal: state unchanged"})
+
+    def requests(self) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            return [{"request_id": r.request_id, "kind": r.kind, "state": r.state, "targets": r.targets,
+                     "corpus": r.corpus, "created_at": r.created_at, "updated_at": r.updated_at}
+                    for r in session.scalars(select(RequestRow).order_by(RequestRow.id))]
 
     def models_with_subject(self, subject_id: str) -> list[ModelLineage]:
         """Every model version whose data includes ``subject_id``'s documents: trained on them by

@@ -413,7 +413,7 @@ def unlearn(
     run_stats = {"seconds": seconds, "steps": run.steps, "stop_reason": run.stop_reason, "stop": run.stop.value}
     # What the ledger records: the documents removed, and those the retain term trained on again.
     provenance = Provenance(RunKind.FORGET, world, removed=[d.id for d in forget_docs],
-                            trained=[d.id for d in retain_docs] if config.retain_weight else [], request_id=request.id)
+                            trained=[d.id for d in retain_docs] if config.retain_weight else [], request=request)
     ref = save_model_version(model, tokenizer, out, parent=original.sha256, recipe=recipe, run=run_stats,
                              provenance=provenance)
     return UnlearnReport(spec.name, asdict(config), ref, original.sha256, run, seconds, run.stop_reason,
