@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -442,3 +443,121 @@ def test_an_import_records_its_corpus_and_a_bad_ledger_stops_it_before_any_work(
     refused = run("import", "text", "--file", book, "--title", "Ada", "--out", tmp_path / "w2", "--db", foreign)
     assert refused.exit_code == 2 and "not an expunge ledger" in refused.stderr
     assert not (tmp_path / "w2").exists()
+
+
+def test_an_older_ledger_is_upgraded_with_its_log_intact(tmp_path: Path) -> None:
+    """A ledger at the first schema revision (before requests) opens at the current one, and what
+    its log held still verifies."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine, inspect
+
+    import expunge.ledger.store as store
+
+    url = resolve_url(tmp_path / LEDGER_FILE)
+    config = Config()
+    config.set_main_option("script_location", str(Path(store.__file__).parent / "migrations"))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001")
+    assert "requests" not in inspect(engine).get_table_names()
+    old = Ledger(url, engine, SigningKey.load_or_create(tmp_path / KEY_FILE))
+    with old.session() as s:
+        old.append(s, "test", "before", {"n": 1})
+    ledger = Ledger.open(url)
+    assert {"requests", "verifications"} <= set(inspect(ledger.engine).get_table_names())
+    assert ledger.verify().ok and ledger.verify().events == 1
+
+
+# --------------------------------------------------------------------------------------------
+# certificates
+
+
+def _verified(ledger: Ledger, world) -> tuple[str, dict[str, str]]:
+    ids = _history(ledger, world)
+    first = ids["requests"][0]
+    checks = [{"name": "forget exact match", "policy_key": "forget_exact_match", "question": "forgotten",
+               "value": 0.02, "reference": 0.03, "rule": "<= oracle + 0.05", "status": "pass", "decisive": True,
+               "interval": None},
+              {"name": "relearning", "policy_key": "relearning", "question": "forgotten", "value": 0.1,
+               "reference": 0.08, "rule": "<= oracle + 0.1", "status": "pass", "decisive": True, "interval": None}]
+    summary = {"model": {"path": "m/forget", "sha256": ids["forget"]}, "reference": "oracle", "oracle_trusted": True,
+               "config": {"policy": {"name": "default", "checks": {}}, "attacks": True},
+               "verdict": {"forgotten": "yes", "collateral_damage": "none", "confidence": "high",
+                           "summary": "indistinguishable from the oracle",
+                           "reasons": ["not tried: indirect: roleplay, attack: logit_lens — a pass here is not a pass"]},
+               "checks": checks, "attacks_tried": ["relearning"],
+               "code": {"package": "expunge", "version": "0.1.0", "source_sha256": "ab" * 32}}
+    with ledger.session() as s:
+        ledger.record_verification(s, first, model=ids["forget"], original=ids["base"], oracle=ids["oracle"],
+                                   forgotten="yes", summary=summary)
+    return first, ids
+
+
+def test_a_certificate_holds_the_evidence_and_any_change_breaks_its_signature(ledger: Ledger, world,
+                                                                              tmp_path: Path) -> None:
+    from expunge.ledger.certificate import THREAT_MODEL, check_certificate, issue_certificate
+    from expunge.report.certificate import certificate_html
+
+    request_id, ids = _verified(ledger, world)
+    certificate = issue_certificate(ledger, request_id)
+    assert certificate["models"]["input_sha256"] == ids["base"]  # the removal's parent
+    assert certificate["models"]["output_sha256"] == ids["forget"]
+    assert certificate["models"]["verified_against"]["oracle_sha256"] == ids["oracle"]
+    assert certificate["models"]["removal"]["run"] == "forget"
+    assert certificate["data"]["corpus_fingerprint"] == world.fingerprint
+    assert [c["result"] for c in certificate["checks"]] == ["pass", "pass"]
+    assert certificate["checks"][0]["value"] == 0.02 and certificate["checks"][0]["reference"] == 0.03
+    assert certificate["attacks"] == {"tried": ["relearning"], "not_tried": ["indirect: roleplay, attack: logit_lens"]}
+    assert certificate["verdict"]["forgotten"] == "yes" and certificate["threat_model"] == THREAT_MODEL
+    assert "not proof" in THREAT_MODEL and "procedure" in THREAT_MODEL
+    assert certificate["ledger_head"]["size"] == ledger.head().size - 1  # the head before its own event
+    assert check_certificate(certificate, ledger.key.public)
+    # Any change to what it says breaks the signature; another key does not verify it.
+    for path in (("verdict", "forgotten"), ("models", "output_sha256"), ("checks", 0, "value"), ("threat_model",)):
+        changed = json.loads(json.dumps(certificate))
+        target = changed
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = "no" if path[-1] == "forgotten" else ("x" if isinstance(target[path[-1]], str) else 0.5)
+        assert not check_certificate(changed, ledger.key.public), path
+    assert not check_certificate(certificate, SigningKey(Ed25519PrivateKey.generate()).public)
+    assert {r["request_id"]: r["state"] for r in ledger.requests()}[request_id] == "certified"
+    page = certificate_html(certificate)
+    assert ids["forget"] in page and "forget exact match" in page and "not proof" in page and "relearning" in page
+    with pytest.raises(ExpungeError, match="certified, not verified"):
+        issue_certificate(ledger, request_id)  # once verified, certified once
+    assert ledger.verify().ok
+
+
+def test_certify_refuses_what_was_not_verified_and_writes_signed_files(ledger: Ledger, world, tmp_path: Path,
+                                                                       backend) -> None:
+    from typer.testing import CliRunner
+
+    from expunge.cli import app
+
+    url, key = backend
+    second = _history(ledger, world)["requests"][1]
+
+    def run(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    refused = run("certify", second, "--out", tmp_path / "c.json", "--db", url, "--key", key)
+    assert refused.exit_code == 2 and "is removed, not verified" in refused.stderr
+    assert not (tmp_path / "c.json").exists()
+    first, _ = _verified(ledger, world)
+    done = run("certify", first, "--out", tmp_path / "c.json", "--html", tmp_path / "c.html", "--db", url,
+               "--key", key)
+    assert done.exit_code == 0, done.output
+    assert "Deletion certificate" in (tmp_path / "c.html").read_text()
+    public = tmp_path / "pub.pem"
+    public.write_text(run("ledger", "key", "--db", url, "--key", key).stdout)
+    assert run("ledger", "check-certificate", tmp_path / "c.json", "--public-key", public).exit_code == 0
+    data = json.loads((tmp_path / "c.json").read_text())
+    data["verdict"]["confidence"] = "low"
+    (tmp_path / "changed.json").write_text(json.dumps(data))
+    changed = run("ledger", "check-certificate", tmp_path / "changed.json", "--public-key", public)
+    assert changed.exit_code == 1 and "does not verify" in changed.stderr
+    again = run("certify", first, "--out", tmp_path / "c.json", "--db", url, "--key", key)
+    assert again.exit_code == 2 and "already exists" in again.stderr

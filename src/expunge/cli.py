@@ -701,10 +701,12 @@ def _record_verification(ledger: Any, verification: Any, world: Path, request: P
     from dataclasses import asdict
 
     from expunge.ledger import load_request
+    from expunge.ledger.certificate import code_identity
     from expunge.report.render import json_safe
     from expunge.worlds import load_world
 
     loaded = load_request(request, load_world(world))
+    code = code_identity()
     original = verification.original.model.get("sha256", "")
     oracle = verification.oracle.model.get("sha256") if verification.oracle is not None else None
     with ledger.session() as session:
@@ -715,6 +717,7 @@ def _record_verification(ledger: Any, verification: Any, world: Path, request: P
                 "model": evaluation.model, "verdict": asdict(verdict), "reference": verification.reference.value,
                 "oracle_trusted": verification.oracle_trusted, "config": verification.config,
                 "checks": [{**asdict(ch), "status": ch.status} for ch in verification.checks[name]],
+                "attacks_tried": sorted(evaluation.attacks), "code": code,
             })
             ledger.record_verification(session, loaded.id, model=evaluation.model.get("sha256", ""),
                                        original=original, oracle=oracle, forgotten=str(verdict.forgotten.value),
@@ -806,6 +809,69 @@ def ledger_head_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION, a
 def ledger_key_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION) -> None:
     """Print the public key that verifies the ledger's heads (PEM)."""
     sys.stdout.write(_open_ledger(db, key).key.public_pem())
+
+
+@app.command("certify")
+@friendly_errors
+def certify_cmd(
+    request: str = typer.Argument(..., help="A request id (req-…) or its request file."),
+    out: Path = typer.Option(..., "--out", help="New file for the signed certificate (JSON)."),
+    html: Path | None = typer.Option(None, "--html", help="Also write it as a page a person reads."),
+    model: str | None = typer.Option(None, "--model", help="The verified model's sha256 (default: the latest "
+                                                           "verification that found the request forgotten)."),
+    db: str | None = DB_OPTION,
+    key: Path | None = KEY_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Issue the signed certificate of a verified deletion request, from the ledger's record alone."""
+    from expunge import preflight
+    from expunge.ledger.certificate import issue_certificate
+    from expunge.report.certificate import write_certificate
+
+    for path in [out] + ([html] if html is not None else []):
+        preflight.output(path)
+    request_id = request
+    if Path(request).is_file():
+        try:
+            request_id = str(json.loads(Path(request).read_text())["id"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ExpungeError(f"{request} is not a request file ({exc})", "give a request id or the file "
+                               "`expunge request` wrote") from None
+    ledger = _open_ledger(db, key)
+    certificate = issue_certificate(ledger, request_id, model)
+    write_certificate(certificate, out, html)
+    data = {"certificate": str(out), "html": str(html) if html else None, "request": request_id,
+            "model": certificate["models"]["output_sha256"], "verdict": certificate["verdict"]}
+    _emit(as_json, data, lambda: console.print(
+        f"certified {request_id}: model {data['model'][:16]}… forgotten ({certificate['verdict']['summary']}); "
+        f"wrote {out}" + (f" and {html}" if html else ""), highlight=False))
+
+
+@ledger_app.command("check-certificate")
+@friendly_errors
+def ledger_check_certificate_cmd(
+    certificate: Path = typer.Argument(..., help="A certificate JSON file from `expunge certify`."),
+    public_key: Path | None = typer.Option(None, "--public-key", help="The ledger's public key (PEM, from `expunge "
+                                                                      "ledger key`); default: the key of --db's ledger."),
+    db: str | None = DB_OPTION,
+    key: Path | None = KEY_OPTION,
+) -> None:
+    """Check a certificate's signature (exit 1 if it does not verify)."""
+    from expunge.ledger.certificate import check_certificate
+    from expunge.ledger.log import load_public_key
+
+    try:
+        data = json.loads(certificate.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ExpungeError(f"cannot read the certificate {certificate}: {exc}", "give the JSON file `expunge certify` "
+                           "wrote") from None
+    trusted = load_public_key(public_key) if public_key is not None else _open_ledger(db, key).key.public
+    if check_certificate(data, trusted):
+        console.print(f"{certificate}: signature verifies; request {data.get('request', {}).get('id')}, "
+                      f"forgotten: {data.get('verdict', {}).get('forgotten')}", highlight=False)
+        return
+    _print_error(f"{certificate}: the signature does not verify with this key: changed, or issued by another ledger")
+    raise typer.Exit(1)
 
 
 @ledger_app.command("requests")
