@@ -215,6 +215,23 @@ def test_demo_json_schema(tmp_path: Path) -> None:
     # A second run writes new model versions and reports; it never touches the first run's.
     assert again["reports"]["json"] != data["reports"]["json"]
     assert Path(data["reports"]["json"]).is_file()
+    # Both verifications went to the ledger; the demo ends with a certificate exactly when the
+    # method was judged forgotten, and one that verifies with the ledger's key.
+    from expunge.ledger import Ledger, resolve_url
+    from expunge.ledger.certificate import check_certificate
+
+    certificate = data["certificate"]
+    ledger = Ledger.open(resolve_url(certificate["ledger"]), create=False)
+    state = {r["request_id"]: r["state"] for r in ledger.requests()}[data["request"]["id"]]
+    if data["verdicts"]["simnpo"]["forgotten"] == "yes":
+        assert certificate["issued"] and Path(certificate["html"]).is_file()
+        signed = json.loads(Path(certificate["json"]).read_text())
+        assert check_certificate(signed, ledger.key.public)
+        assert signed["models"]["output_sha256"] == data["runs"]["simnpo"]["model"]["sha256"]
+    else:
+        assert not certificate["issued"] and data["verdicts"]["simnpo"]["forgotten"] in certificate["why"]
+    assert state == ("certified" if again["certificate"]["issued"] else "failed")  # the latest run's
+    assert ledger.verify().ok
 
 
 def test_demo_copyright_scenario(tmp_path: Path) -> None:

@@ -232,7 +232,7 @@ def test_a_request_moves_only_as_its_lifecycle_allows(ledger: Ledger, world) -> 
         ledger.record_verification(s, first, model=_sha("forget"), original=_sha("base"), oracle=_sha("oracle"),
                                    forgotten="no", summary={"checks": []})
     assert {r["request_id"]: r["state"] for r in ledger.requests()}[first] == "failed"
-    with pytest.raises(ExpungeError, match="is failed: it cannot become certified .allowed: failed, fallback, removed."):
+    with pytest.raises(ExpungeError, match="is failed: it cannot become certified .allowed: failed, fallback, removed, verified."):
         with ledger.session() as s:
             ledger.transition(s, first, RequestState.CERTIFIED, {})
     with ledger.session() as s:

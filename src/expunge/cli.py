@@ -682,7 +682,11 @@ def verify_cmd(
     verification = verify_models(dict(zip(names, model)), original, oracle, world, request, config=config,
                                  log=lambda m: err_console.print(m))
     data = report_from_verification(verification)
-    _record_verification(ledger, verification, world, request)
+    from expunge.ledger import load_request
+    from expunge.pipeline import record_verification
+    from expunge.worlds import load_world
+
+    record_verification(ledger, verification, load_request(request, load_world(world)))
     written = [str(write_report(data, path)) for path in report]
     result = json_safe({"table": data.table, "verification": verification.to_dict(), "reports": written})
 
@@ -694,34 +698,6 @@ def verify_cmd(
             console.print(f"report written to {path}")
 
     _emit(as_json, result, human)
-
-
-def _record_verification(ledger: Any, verification: Any, world: Path, request: Path) -> None:
-    """Each candidate's verdict and checks, as the evidence a certificate will cite."""
-    from dataclasses import asdict
-
-    from expunge.ledger import load_request
-    from expunge.ledger.certificate import code_identity
-    from expunge.report.render import json_safe
-    from expunge.worlds import load_world
-
-    loaded = load_request(request, load_world(world))
-    code = code_identity()
-    original = verification.original.model.get("sha256", "")
-    oracle = verification.oracle.model.get("sha256") if verification.oracle is not None else None
-    with ledger.session() as session:
-        ledger.record_request(session, loaded)
-        for name, evaluation in verification.candidates.items():
-            verdict = verification.verdicts[name]
-            summary = json_safe({
-                "model": evaluation.model, "verdict": asdict(verdict), "reference": verification.reference.value,
-                "oracle_trusted": verification.oracle_trusted, "config": verification.config,
-                "checks": [{**asdict(ch), "status": ch.status} for ch in verification.checks[name]],
-                "attacks_tried": sorted(evaluation.attacks), "code": code,
-            })
-            ledger.record_verification(session, loaded.id, model=evaluation.model.get("sha256", ""),
-                                       original=original, oracle=oracle, forgotten=str(verdict.forgotten.value),
-                                       summary=summary)
 
 
 def _open_ledger(db: str | None, key: Path | None, create: bool = False, workspace: Path | None = None) -> Any:
@@ -1123,6 +1099,12 @@ def _print_demo(result: dict[str, Any]) -> None:
     console.print("reports:")
     for kind, path in result["reports"].items():
         console.print(f"  {kind}: {path}", highlight=False)
+    certificate = result.get("certificate")
+    if certificate and certificate["issued"]:
+        console.print(f"certificate (signed; `expunge ledger check-certificate`): {certificate['json']} and "
+                      f"{certificate['html']}", highlight=False)
+    elif certificate:
+        console.print(f"no certificate: {certificate['why']}", highlight=False)
     console.print(f"total {result['seconds']:.1f} s")
 
 

@@ -25,14 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from expunge.errors import ExpungeError
+from expunge.ledger.certificate import issue_certificate
+from expunge.ledger.recording import active_ledger
 from expunge.ledger.requests import load_request, make_request, write_request
 from expunge.locate import Located, locate
 from expunge.methods.registry import BASELINE_METHOD, DEFAULT_METHOD, get_method
 from expunge.methods.unlearn import unlearn
 from expunge.models.io import load_model, read_model_record
-from expunge.pipeline import retrain_oracle, train_base
+from expunge.pipeline import record_verification, retrain_oracle, train_base
 from expunge.registry import Registry
 from expunge.report import report_from_verification, write_report
+from expunge.report.certificate import write_certificate
 from expunge.report.render import json_safe
 from expunge.verify.judge import Forgotten
 from expunge.verify.suite import Verification, VerifyConfig, verify_models
@@ -297,6 +300,7 @@ def run_demo(
     rows = {row["model"]: row for row in data.table}
     details = chosen.details(ws)
     targets = chosen.targets(ws, verification, rows, method, baseline, details)
+    certificate = _certify(verification, ws.request, method, baseline, run_dir, log)
     return json_safe({
         "scenario": chosen.name,
         "workspace": str(ws.root),
@@ -316,9 +320,32 @@ def run_demo(
         "targets": targets,
         **details,
         "reports": reports,
+        "certificate": certificate,
         "verify_seconds": round(verify_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
     })
+
+
+def _certify(verification: Verification, request: Any, method: str, baseline: str, run_dir: Path,
+             log: Callable[[str], None]) -> dict[str, Any] | None:
+    """With a ledger in force: record both verifications (the baseline's first, so that the
+    request's state is the method's) and, where the method was judged forgotten, issue its
+    certificate into the run directory. None without a ledger; ``{"issued": False, "why": …}``
+    when there is nothing to certify."""
+    ledger = active_ledger()
+    if ledger is None:
+        return None
+    record_verification(ledger, verification, request, order=[baseline, method])
+    verdict = verification.verdicts[method].forgotten
+    if verdict is not Forgotten.YES:
+        return {"issued": False, "why": f"{method} was judged forgotten: {verdict}; a certificate needs 'yes'",
+                "ledger": ledger.where}
+    model = verification.candidates[method].model.get("sha256")
+    certificate = issue_certificate(ledger, request.id, model)
+    paths = {"json": run_dir / "certificate.json", "html": run_dir / "certificate.html"}
+    write_certificate(certificate, paths["json"], paths["html"])
+    log(f"certificate of {request.id} for {method}: {paths['json']}")
+    return {"issued": True, "model": model, "ledger": ledger.where, **{k: str(v) for k, v in paths.items()}}
 
 
 def _target(value: Any, target: str, passed: bool, oracle: float | None = None) -> dict[str, Any]:

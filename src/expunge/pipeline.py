@@ -418,3 +418,30 @@ def measure_knowledge(
                 row["at_chance"] = bool(row["paraphrase_exact_match"] <= bound)
         table[group] = row
     return table
+
+
+def record_verification(ledger: Any, verification: Any, request: Any, order: list[str] | None = None) -> None:
+    """Record each candidate's verdict and checks in ``ledger`` as the evidence a certificate
+    cites (:meth:`expunge.ledger.Ledger.record_verification`), in ``order`` (default: the
+    candidates' own); the request's state follows the last one recorded."""
+    from dataclasses import asdict
+
+    from expunge.ledger.certificate import code_identity
+    from expunge.report.render import json_safe
+
+    code = code_identity()
+    original = verification.original.model.get("sha256", "")
+    oracle = verification.oracle.model.get("sha256") if verification.oracle is not None else None
+    with ledger.session() as session:
+        ledger.record_request(session, request)
+        for name in order or list(verification.candidates):
+            evaluation, verdict = verification.candidates[name], verification.verdicts[name]
+            summary = json_safe({
+                "model": evaluation.model, "verdict": asdict(verdict), "reference": verification.reference.value,
+                "oracle_trusted": verification.oracle_trusted, "config": verification.config,
+                "checks": [{**asdict(ch), "status": ch.status} for ch in verification.checks[name]],
+                "attacks_tried": sorted(evaluation.attacks), "code": code,
+            })
+            ledger.record_verification(session, request.id, model=evaluation.model.get("sha256", ""),
+                                       original=original, oracle=oracle, forgotten=str(verdict.forgotten.value),
+                                       summary=summary)

@@ -82,16 +82,19 @@ class RequestState(TextEnum):
     FALLBACK = "fallback"  # an output guard stands in while removal is not verified
 
 
-# Which state may follow which. A failed verification may be answered by another removal or by the
-# guard; a verified removal by its certificate, or by a newer removal (which must be verified again).
+# Which state may follow which. A failed verification may be answered by another removal, by the
+# guard, or by the verification of another removal already made (one request, several attempts:
+# the state follows the latest verification); a verified removal by its certificate, or by a newer
+# removal (which must be verified again). Certified needs verified, always.
 TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     RequestState.RECEIVED: frozenset({RequestState.LOCATED, RequestState.FAILED}),
     RequestState.LOCATED: frozenset({RequestState.REMOVED, RequestState.FAILED}),
     RequestState.REMOVED: frozenset({RequestState.REMOVED, RequestState.VERIFIED, RequestState.FAILED}),
     RequestState.VERIFIED: frozenset({RequestState.CERTIFIED, RequestState.REMOVED, RequestState.VERIFIED,
                                       RequestState.FAILED}),
-    RequestState.FAILED: frozenset({RequestState.REMOVED, RequestState.FALLBACK, RequestState.FAILED}),
-    RequestState.FALLBACK: frozenset({RequestState.REMOVED}),
+    RequestState.FAILED: frozenset({RequestState.REMOVED, RequestState.FALLBACK, RequestState.FAILED,
+                                    RequestState.VERIFIED}),
+    RequestState.FALLBACK: frozenset({RequestState.REMOVED, RequestState.VERIFIED}),
     RequestState.CERTIFIED: frozenset({RequestState.REMOVED}),
 }
 
