@@ -509,7 +509,7 @@ def test_a_certificate_holds_the_evidence_and_any_change_breaks_its_signature(le
     assert certificate["data"]["corpus_fingerprint"] == world.fingerprint
     assert [c["result"] for c in certificate["checks"]] == ["pass", "pass"]
     assert certificate["checks"][0]["value"] == 0.02 and certificate["checks"][0]["reference"] == 0.03
-    assert certificate["attacks"] == {"tried": ["relearning"], "not_tried": ["indirect: roleplay, attack: logit_lens"]}
+    assert certificate["attacks"] == {"tried": ["relearning"], "not_tried": ["indirect: roleplay", "attack: logit_lens"]}
     assert certificate["verdict"]["forgotten"] == "yes" and certificate["threat_model"] == THREAT_MODEL
     assert "not proof" in THREAT_MODEL and "procedure" in THREAT_MODEL
     assert certificate["ledger_head"]["size"] == ledger.head().size - 1  # the head before its own event

@@ -111,7 +111,8 @@ def _build(session: Session, request: RequestRow, verification: VerificationRow)
                "result": c.get("status"), "decisive": c.get("decisive"), "interval": c.get("interval")}
               for c in summary.get("checks", [])]
     reasons = summary.get("verdict", {}).get("reasons", [])
-    not_tried = [r.split(":", 1)[1].split("—")[0].strip() for r in reasons if r.startswith("not tried:")]
+    not_tried = [item.strip() for r in reasons if r.startswith("not tried:")
+                 for item in r.split(":", 1)[1].split("—")[0].split(",") if item.strip()]
     config = summary.get("config", {})
     # (read in this transaction: a second connection would wait for this one's write lock)
     head = session.scalars(select(Head).order_by(Head.size.desc()).limit(1)).first()
