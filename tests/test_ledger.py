@@ -283,6 +283,13 @@ def test_opening_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ExpungeError, match="newer expunge"):
         Ledger.open(resolve_url(newer / LEDGER_FILE))
     assert (newer / KEY_FILE).stat().st_mode & 0o077 == 0  # the signing key is the owner's alone
+    keyless = tmp_path / "keyless"
+    ledger = Ledger.open(resolve_url(keyless / LEDGER_FILE))
+    with ledger.session() as s:
+        ledger.append(s, "test", "x", {})
+    (keyless / KEY_FILE).unlink()
+    with pytest.raises(ExpungeError, match="signing key .* is missing"):
+        Ledger.open(resolve_url(keyless / LEDGER_FILE))
 
 
 def test_where_the_ledger_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

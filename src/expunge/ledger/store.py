@@ -297,8 +297,11 @@ class Ledger:
                 raise ExpungeError(f"no signing key given for the ledger at {where}",
                                    "set EXPUNGE_SIGNING_KEY (or --key) to the path of its Ed25519 key")
             key_file = path.with_name(KEY_FILE)
-        ledger = cls(url, engine, SigningKey.load_or_create(key_file))
-        return ledger
+        if not Path(key_file).exists() and _has_heads(engine):
+            # A new key would sign heads that the old ones do not chain with: refuse, do not guess.
+            raise ExpungeError(f"the signing key {key_file} of the ledger at {where} is missing",
+                               "restore the key file (or point --key / EXPUNGE_SIGNING_KEY at it)")
+        return cls(url, engine, SigningKey.load_or_create(key_file))
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -537,6 +540,11 @@ def _engine(url: str, busy_timeout: float) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _has_heads(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT COUNT(*) FROM tree_heads")).scalar() > 0
 
 
 def _check_not_foreign(engine: Engine, where: str) -> None:
