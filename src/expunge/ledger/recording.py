@@ -14,9 +14,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from expunge.ledger.store import Ledger, RunKind
+if TYPE_CHECKING:  # the database layer loads only when a ledger is opened, not with every model writer
+    from expunge.ledger.store import Ledger, RunKind
 
 __all__ = ["Provenance", "recording", "active_ledger", "record_version"]
 
