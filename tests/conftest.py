@@ -31,6 +31,14 @@ TINY_ORACLE_GAP = 0.25
 
 
 @pytest.fixture(scope="session")
+def pg():
+    """A real PostgreSQL server, started once for the tests that use it (see tests/postgres.py)."""
+    from postgres import postgres_server
+
+    yield from postgres_server()
+
+
+@pytest.fixture(scope="session")
 def tiny_world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("worlds") / "tiny"
     build_privacy_world(out, PrivacyWorldConfig(seed=0, people=TINY_PEOPLE))

@@ -4,12 +4,12 @@ Layers, bottom to top (docs/architecture.md draws the same picture):
 
 0. errors, choices, fsutil, records, registry, integrity, recipe — plain data, files and their hashes
 1. data, scoring, options, models, worlds, ledger, training, presets, retrieval
-2. locate — the request's sets
+2. locate — the request's sets; guard — the output guard (records, worlds, models, ledger below it)
 3. verify — plan, evaluate, judge, attacks, metrics
 4. methods — unlearning and editing (may use verification's metrics, never the reverse)
 5. report
 6. pipeline, demo, panel, preflight — jobs that train, unlearn and verify, and the checks before them
-7. cli — the thin edge
+7. cli, service — the thin edges (the command line; the HTTP service, its queue and worker)
 
 Every ``import`` counts, including those inside functions (a lazy import is still a dependency).
 """
@@ -28,12 +28,12 @@ LAYERS = {
     "errors": 0, "choices": 0, "fsutil": 0, "records": 0, "registry": 0, "integrity": 0, "recipe": 0,
     "data": 1, "scoring": 1, "options": 1, "models": 1, "worlds": 1, "ledger": 1, "training": 1,
     "presets": 1, "retrieval": 1, "prompts": 1,
-    "locate": 2,
+    "locate": 2, "guard": 2,
     "verify": 3,
     "methods": 4,
     "report": 5,
     "pipeline": 6, "demo": 6, "panel": 6, "preflight": 6,
-    "cli": 7,
+    "cli": 7, "service": 7,
 }
 
 

@@ -23,13 +23,6 @@ from expunge.ledger.log import (GENESIS, EventRow, Problem, SigningKey, event_bo
                                 verify_events)
 from expunge.ledger.store import KEY_FILE, LEDGER_FILE, Ledger, RunKind, resolve_url
 from expunge.worlds import PrivacyWorldConfig, build_privacy_world
-from postgres import postgres_server
-
-
-@pytest.fixture(scope="module")
-def pg():
-    """A real PostgreSQL server, started for these tests (see tests/postgres.py)."""
-    yield from postgres_server()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -192,6 +192,17 @@ _EXPORTS: dict[str, str] = {
     "run_panel": "expunge.panel",
     "build_panel": "expunge.panel",
     "confusion_table": "expunge.panel",
+    # the output guard
+    "GuardSpec": "expunge.guard",
+    "build_guard_spec": "expunge.guard",
+    "load_guard_spec": "expunge.guard",
+    "write_guard_spec": "expunge.guard",
+    "Matcher": "expunge.guard",
+    "MatchConfig": "expunge.guard",
+    "check_text": "expunge.guard",
+    "guarded_generate": "expunge.guard",
+    "GuardedOutput": "expunge.guard",
+    "GuardLogitsProcessor": "expunge.guard",
     # reports
     "ReportData": "expunge.report",
     "report_from_verification": "expunge.report",

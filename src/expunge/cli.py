@@ -77,6 +77,12 @@ app.add_typer(import_app, name="import")
 ledger_app = typer.Typer(help="The provenance ledger: which models hold whose data, and its tamper-evident log.",
                          no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
+guard_app = typer.Typer(help="The output guard: block a request's forgotten values in generated text, and log it.",
+                        no_args_is_help=True)
+app.add_typer(guard_app, name="guard")
+
+token_app = typer.Typer(help="API tokens for `expunge serve` (stored hashed, with scopes).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -891,6 +897,263 @@ def ledger_models_cmd(
             console.print(f"  {m.sha256[:12]} {m.path} [{m.run_kind}] {m.how}{via}{removed}", highlight=False)
 
     _emit(as_json, {"subject": subject, "models": [m.to_dict() for m in found]}, human)
+
+
+MATCHERS_OPTION = typer.Option("exact,normalised,fuzzy", "--matchers", help="Comma-separated matchers: exact, "
+                                "normalised, fuzzy, semantic (semantic loads all-MiniLM-L6-v2).")
+
+
+@guard_app.command("build")
+@friendly_errors
+def guard_build_cmd(
+    world: Path = typer.Option(..., "--world", help="World directory."),
+    request: Path = typer.Option(..., "--request", help="Request file from `expunge request`."),
+    out: Path = typer.Option(..., "--out", help="New guard file (JSON) to write."),
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make a request's guard: its forgotten values, names, removed passages or payload. Where the
+    ledger holds the request and its removal is not verified, the request becomes `fallback`."""
+    from expunge import preflight
+    from expunge.guard.monitor import enable_fallback
+    from expunge.guard.spec import build_guard_spec, write_guard_spec
+
+    preflight.output(out)
+    loaded = preflight.world(world)
+    checked = preflight.request(request, loaded)
+    ledger = _open_ledger(db, None, create=True)
+    spec = build_guard_spec(loaded, checked)
+    write_guard_spec(spec, out)
+    state = enable_fallback(ledger, spec)
+    data = {"guard": str(out), "request": spec.request_id, "sha256": spec.sha256, **spec.counts(),
+            "request_state": state}
+    _emit(as_json, data, lambda: console.print(
+        f"wrote guard {spec.sha256[:12]}… for {spec.request_id} to {out}: {data['targets_always']} targets always "
+        f"blocked, {data['targets_with_name']} with the name, {data['statements']} statements, {data['shingles']} "
+        "shingles; request " + (state or "not in the ledger"), highlight=False))
+
+
+@guard_app.command("check")
+@friendly_errors
+def guard_check_cmd(
+    guard: Path = typer.Option(..., "--guard", help="Guard file from `expunge guard build`."),
+    text: str = typer.Option(..., "--text", help="The text to check (a model's output)."),
+    prompt: str = typer.Option("", "--prompt", help="The prompt it answered (a value shared with kept subjects "
+                                                    "is blocked only when the forgotten subject is named)."),
+    matchers: str = MATCHERS_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check one text against a guard: blocked or not, by which matcher, which target (its id)."""
+    from expunge.guard.generate import check_output
+    from expunge.guard.match import MatchConfig, parse_matchers
+    from expunge.guard.spec import load_guard_spec
+
+    config = MatchConfig(matchers=parse_matchers(matchers))
+    result = check_output(load_guard_spec(guard), text, prompt=prompt, config=config)
+    _emit(as_json, result.to_dict(), lambda: console.print(
+        f"blocked by {result.matcher} (target {result.target}, score {result.score})" if result.blocked
+        else "not blocked", highlight=False))
+
+
+@guard_app.command("generate")
+@friendly_errors
+def guard_generate_cmd(
+    model: Path = typer.Option(..., "--model", help="Model directory."),
+    guard: Path = typer.Option(..., "--guard", help="Guard file from `expunge guard build`."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt to continue."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Tokens to generate at most."),
+    matchers: str = MATCHERS_OPTION,
+    db: str | None = DB_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Generate under a guard (forbidden completions banned, the output checked); blocked
+    generations go to the ledger's monitor log."""
+    from expunge import preflight
+    from expunge.guard.match import MatchConfig, parse_matchers
+    from expunge.guard.spec import load_guard_spec
+
+    if max_new_tokens < 1:
+        raise ExpungeError(f"--max-new-tokens {max_new_tokens} is below 1", "give a positive number of tokens")
+    if not prompt.strip():
+        raise ExpungeError("--prompt is empty", "give the text the model should continue")
+    config = MatchConfig(matchers=parse_matchers(matchers))
+    spec = load_guard_spec(guard)
+    preflight.model(model, "model")
+    ledger = _open_ledger(db, None, create=True)
+    from expunge.guard.generate import guarded_generate
+    from expunge.models.io import load_model
+
+    loaded, tokenizer, _ = load_model(model)
+    result = guarded_generate(loaded, tokenizer, prompt, spec, max_new_tokens=max_new_tokens, config=config,
+                              ledger=ledger)
+    _emit(as_json, result.to_dict(), lambda: console.print(
+        result.text + (f"\n[guard: {result.stage} stage, {result.matcher}, target {result.target}; logged]"
+                       if result.stage else ""), highlight=False, markup=False))
+
+
+# --------------------------------------------------------------------------------- the service
+
+
+def _deployment(workspace: Path, world: Path | None, model: Path | None, method: str | None, option: list[str],
+                verify: bool | None, max_facts: int | None, policy: Path | None) -> Any:
+    """The workspace's deployment: the saved one, or a new one from the options (which must agree
+    with a saved one)."""
+    from expunge.options import parse_pairs
+    from expunge.service.worker import DEPLOYMENT_FILE, Deployment, load_deployment, save_deployment
+
+    saved = load_deployment(workspace) if (workspace / DEPLOYMENT_FILE).is_file() else None
+    if saved is None and (world is None or model is None):
+        raise ExpungeError(f"{workspace} holds no deployment yet", "give --world and --model to start one")
+    options = {k: str(v) for k, v in parse_pairs(option).items()} if option else None
+    base = saved or Deployment(workspace=str(workspace.resolve()), world=str(world.resolve()),  # type: ignore[union-attr]
+                               model=str(model.resolve()))  # type: ignore[union-attr]
+    chosen = Deployment(
+        workspace=base.workspace,
+        world=str(world.resolve()) if world is not None else base.world,
+        model=str(model.resolve()) if model is not None else base.model,
+        method=method if method is not None else base.method,
+        options=options if options is not None else base.options,
+        verify=verify if verify is not None else base.verify,
+        max_facts=max_facts if max_facts is not None else base.max_facts,
+        policy=str(policy.resolve()) if policy is not None else base.policy,
+    )
+    if saved is not None and chosen != saved:
+        save_deployment(chosen)  # raises: names what differs
+    return chosen
+
+
+@app.command("serve")
+@friendly_errors
+def serve_cmd(
+    workspace: Path = typer.Option(..., "--workspace", help="The service's directory: its deployment, request "
+                                   "files and the model versions it writes (and its ledger, unless --db)."),
+    world: Path | None = typer.Option(None, "--world", help="World whose subjects and documents requests name "
+                                      "(first start only)."),
+    model: Path | None = typer.Option(None, "--model", help="Model the deployment starts from (never modified; "
+                                      "first start only)."),
+    method: str | None = typer.Option(None, "--method", help="Unlearning method of the forget route "
+                                      "(default: simnpo)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Method option as key=value (repeatable)."),
+    verify: bool | None = typer.Option(None, "--verify/--no-verify", help="Verify each removal (without an "
+                                       "oracle) and certify what is verified forgotten (default: on)."),
+    max_facts: int | None = typer.Option(None, "--max-facts", help="Facts scored per set by each verification "
+                                         "(bounds its cost; default: all)."),
+    policy: Path | None = typer.Option(None, "--policy", help="Verdict policy TOML file for the verifications "
+                                       "(see `expunge policy`; default: the built-in one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes to run beside the server (0: run "
+                                "`expunge worker` yourself)."),
+    db: str | None = DB_OPTION,
+    key: Path | None = KEY_OPTION,
+) -> None:
+    """Serve deletion requests over HTTP: submit, status, certificates, provenance, the audit, and
+    a web page. Needs an API token (`expunge token create`); jobs run in worker processes."""
+    from expunge.ledger.store import resolve_url
+
+    if not 0 < port < 65536:
+        raise ExpungeError(f"--port {port} is not a port", "give a number from 1 to 65535")
+    if workers < 0:
+        raise ExpungeError(f"--workers {workers} is negative", "give 0 or more")
+    workspace.mkdir(parents=True, exist_ok=True)
+    deployment = _deployment(workspace, world, model, method, option, verify, max_facts, policy)
+    url = resolve_url(db, workspace)
+    ledger = _open_ledger(url, key, create=True)
+    from expunge.service.server import check_deployment, serve, worker_command
+    from expunge.service.worker import save_deployment
+
+    for warning in check_deployment(deployment, ledger):
+        err_console.print(f"warning: {warning}", highlight=False)
+    save_deployment(deployment)
+    from expunge.service.app import ServiceConfig, create_app
+
+    application = create_app(ServiceConfig(ledger, deployment))
+    err_console.print(f"expunge serve: http://{host}:{port}/ (ledger {ledger.where}; {workers} worker(s))",
+                      highlight=False)
+    serve(application, host, port, workers=workers,
+          command=worker_command(deployment.workspace, url, str(key) if key else None),
+          log=lambda m: err_console.print(m, highlight=False))
+
+
+@app.command("worker")
+@friendly_errors
+def worker_cmd(
+    workspace: Path = typer.Option(..., "--workspace", help="The service's directory (from `expunge serve`)."),
+    once: bool = typer.Option(False, "--once", help="Return when no job is left instead of waiting for more."),
+    lease: float = typer.Option(60.0, "--lease", help="Seconds a job stays this worker's without a heartbeat "
+                                "(a killed worker's job is taken up again after this)."),
+    max_attempts: int = typer.Option(5, "--max-attempts", help="Claims of one job before it is failed (a job "
+                                     "whose worker dies every time)."),
+    db: str | None = DB_OPTION,
+    key: Path | None = KEY_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Serve the queued deletion requests in order (unlearn, verify, certify), one job at a time."""
+    import signal
+
+    from expunge.ledger.store import resolve_url
+    from expunge.service.worker import load_deployment, run_worker
+
+    if lease < 3:
+        raise ExpungeError(f"--lease {lease} is under 3 seconds", "give a lease long enough for a heartbeat")
+    if max_attempts < 1:
+        raise ExpungeError(f"--max-attempts {max_attempts} is below 1", "give 1 or more")
+    deployment = load_deployment(workspace)
+    ledger = _open_ledger(resolve_url(db, workspace), key, create=False)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    ended = run_worker(ledger, deployment, once=once, lease_seconds=lease, max_attempts=max_attempts,
+                       log=lambda m: err_console.print(m, highlight=False))
+    _emit(as_json, {"jobs_ended": ended}, lambda: console.print(f"worker: {ended} job(s) ended"))
+
+
+@token_app.command("create")
+@friendly_errors
+def token_create_cmd(
+    name: str = typer.Argument(..., help="Who or what holds the token (unique)."),
+    scope: list[str] = typer.Option(..., "--scope", help="submit, read or admin (repeatable)."),
+    db: str | None = DB_OPTION,
+    key: Path | None = KEY_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Make an API token for `expunge serve`. It is shown once; the ledger keeps only its sha256."""
+    from expunge.service.auth import create_token
+
+    token = create_token(_open_ledger(db, key, create=True), name, scope)
+    _emit(as_json, {"name": name, "scopes": sorted(set(scope)), "token": token}, lambda: console.print(
+        f"token for {name} ({', '.join(sorted(set(scope)))}); shown once, keep it:\n{token}", highlight=False))
+
+
+@token_app.command("list")
+@friendly_errors
+def token_list_cmd(db: str | None = DB_OPTION, key: Path | None = KEY_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """The API tokens (names, scopes, when made and revoked; never the tokens)."""
+    from expunge.service.auth import list_tokens
+
+    tokens = [t.to_dict() for t in list_tokens(_open_ledger(db, key))]
+
+    def human() -> None:
+        table = Table("name", "scopes", "created", "revoked")
+        for t in tokens:
+            table.add_row(str(t["name"]), ", ".join(t["scopes"]), str(t["created_at"])[:19],  # type: ignore[arg-type]
+                          str(t["revoked_at"] or "")[:19])
+        console.print(table)
+
+    _emit(as_json, {"tokens": tokens}, human)
+
+
+@token_app.command("revoke")
+@friendly_errors
+def token_revoke_cmd(name: str = typer.Argument(..., help="The token's name."), db: str | None = DB_OPTION,
+                     key: Path | None = KEY_OPTION, as_json: bool = JSON_OPTION) -> None:
+    """Revoke an API token: it stops working at once."""
+    from expunge.service.auth import revoke_token
+
+    revoke_token(_open_ledger(db, key), name)
+    _emit(as_json, {"revoked": name}, lambda: console.print(f"revoked the token {name}"))
 
 
 @app.command("policy")

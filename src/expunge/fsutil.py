@@ -83,7 +83,8 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
     out = ensure_new_output(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.partial-", dir=out.parent))
+        _remove_dead_partials(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.partial-{os.getpid()}-", dir=out.parent))
     except OSError as exc:
         _reraise_io(exc, out)
         raise
@@ -99,6 +100,25 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         _reraise_io(exc, out)
         raise
+
+
+def _remove_dead_partials(out: Path) -> None:
+    """Remove what a killed run (``kill -9``, a power cut) left of its own attempt at ``out``: its
+    partial directories name their process, and one whose process is gone is never finished."""
+    for partial in out.parent.glob(f".{out.name[:64]}.partial-*"):
+        pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> None:

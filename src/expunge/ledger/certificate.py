@@ -34,7 +34,8 @@ from sqlalchemy.orm import Session
 from expunge.errors import ExpungeError
 from expunge.ledger.store import Head, Ledger, ModelVersion, RequestRow, RequestState, Run, VerificationRow
 
-__all__ = ["THREAT_MODEL", "code_identity", "issue_certificate", "check_certificate", "certificate_body"]
+__all__ = ["THREAT_MODEL", "code_identity", "issue_certificate", "issue_certificate_in", "check_certificate",
+           "certificate_body"]
 
 FORMAT = "expunge-certificate/1"
 
@@ -75,30 +76,37 @@ def issue_certificate(ledger: Ledger, request_id: str, model_sha256: str | None 
     """Build, sign and record the certificate of a verified request (the latest verification that
     found it forgotten, or the one of ``model_sha256``); the request becomes certified."""
     with ledger.session() as session:
-        request = session.scalars(select(RequestRow).where(RequestRow.request_id == request_id)).first()
-        if request is None:
-            raise ExpungeError(f"request {request_id} is not in the ledger {ledger.where}",
-                               "check the id with `expunge ledger requests`")
-        if RequestState(request.state) is not RequestState.VERIFIED:
-            raise ExpungeError(f"request {request_id} is {request.state}, not verified: there is nothing to certify",
-                               "verify a removal that forgets it (`expunge verify … --oracle …`) first")
-        query = select(VerificationRow).where(VerificationRow.request_id == request_id,
-                                              VerificationRow.forgotten == "yes")
-        if model_sha256 is not None:
-            query = query.where(VerificationRow.model_sha256 == model_sha256)
-        verification = session.scalars(query.order_by(VerificationRow.id.desc())).first()
-        if verification is None:
-            raise ExpungeError(f"no verification of request {request_id} found "
-                               f"{'model ' + model_sha256[:12] + ' ' if model_sha256 else ''}forgotten",
-                               "name a model that was verified forgotten (--model), or verify one")
-        certificate = _build(session, request, verification)
-        signature = ledger.key.private.sign(certificate_body(certificate))
-        certificate["signature"] = {"algorithm": "Ed25519", "key_id": ledger.key.key_id,
-                                    "public_key_pem": ledger.key.public_pem(),
-                                    "value": base64.b64encode(signature).decode("ascii")}
-        digest = hashlib.sha256(certificate_body(certificate)).hexdigest()
-        ledger.transition(session, request_id, RequestState.CERTIFIED,
-                          {"model": verification.model_sha256, "certificate_sha256": digest})
+        return issue_certificate_in(ledger, session, request_id, model_sha256)
+
+
+def issue_certificate_in(ledger: Ledger, session: Session, request_id: str,
+                         model_sha256: str | None = None) -> dict[str, Any]:
+    """:func:`issue_certificate` inside the caller's transaction (which may keep the certificate
+    with it: it is committed together with the request's move to certified, or not at all)."""
+    request = session.scalars(select(RequestRow).where(RequestRow.request_id == request_id)).first()
+    if request is None:
+        raise ExpungeError(f"request {request_id} is not in the ledger {ledger.where}",
+                           "check the id with `expunge ledger requests`")
+    if RequestState(request.state) is not RequestState.VERIFIED:
+        raise ExpungeError(f"request {request_id} is {request.state}, not verified: there is nothing to certify",
+                           "verify a removal that forgets it (`expunge verify … --oracle …`) first")
+    query = select(VerificationRow).where(VerificationRow.request_id == request_id,
+                                          VerificationRow.forgotten == "yes")
+    if model_sha256 is not None:
+        query = query.where(VerificationRow.model_sha256 == model_sha256)
+    verification = session.scalars(query.order_by(VerificationRow.id.desc())).first()
+    if verification is None:
+        raise ExpungeError(f"no verification of request {request_id} found "
+                           f"{'model ' + model_sha256[:12] + ' ' if model_sha256 else ''}forgotten",
+                           "name a model that was verified forgotten (--model), or verify one")
+    certificate = _build(session, request, verification)
+    signature = ledger.key.private.sign(certificate_body(certificate))
+    certificate["signature"] = {"algorithm": "Ed25519", "key_id": ledger.key.key_id,
+                                "public_key_pem": ledger.key.public_pem(),
+                                "value": base64.b64encode(signature).decode("ascii")}
+    digest = hashlib.sha256(certificate_body(certificate)).hexdigest()
+    ledger.transition(session, request_id, RequestState.CERTIFIED,
+                      {"model": verification.model_sha256, "certificate_sha256": digest})
     return certificate
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (JSON, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, create_engine,
+from sqlalchemy import (JSON, Float, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, create_engine,
                         event, inspect, select, text)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
@@ -86,10 +86,15 @@ class RequestState(TextEnum):
 # guard, or by the verification of another removal already made (one request, several attempts:
 # the state follows the latest verification); a verified removal by its certificate, or by a newer
 # removal (which must be verified again). Certified needs verified, always.
+# The guard (``expunge guard build``) may stand in before any verification too: a located request
+# whose removal has not been made yet, or a removal not yet verified, is exactly the "removal not
+# verified" case the guard exists for, and refusing FALLBACK there would leave the outputs
+# unguarded until a verification fails. A verified (or certified) request needs no fallback.
 TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
     RequestState.RECEIVED: frozenset({RequestState.LOCATED, RequestState.FAILED}),
-    RequestState.LOCATED: frozenset({RequestState.REMOVED, RequestState.FAILED}),
-    RequestState.REMOVED: frozenset({RequestState.REMOVED, RequestState.VERIFIED, RequestState.FAILED}),
+    RequestState.LOCATED: frozenset({RequestState.REMOVED, RequestState.FAILED, RequestState.FALLBACK}),
+    RequestState.REMOVED: frozenset({RequestState.REMOVED, RequestState.VERIFIED, RequestState.FAILED,
+                                     RequestState.FALLBACK}),
     RequestState.VERIFIED: frozenset({RequestState.CERTIFIED, RequestState.REMOVED, RequestState.VERIFIED,
                                       RequestState.FAILED}),
     RequestState.FAILED: frozenset({RequestState.REMOVED, RequestState.FALLBACK, RequestState.FAILED,
@@ -199,6 +204,23 @@ class VerificationRow(Base):
     forgotten: Mapped[str] = mapped_column(String(16))
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[str] = mapped_column(String(32))
+
+
+class GuardEventRow(Base):
+    """A generation the output guard blocked (its monitor log): which guard, at which stage, by
+    which matcher, which target *id*, and the hashes of the prompt and output, never their text."""
+
+    __tablename__ = "guard_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[str] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    guard_sha256: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(16))
+    matcher: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str] = mapped_column(String(256))
+    score: Mapped[float] = mapped_column(Float)
+    prompt_sha256: Mapped[str] = mapped_column(String(64))
+    output_sha256: Mapped[str] = mapped_column(String(64))
 
 
 class Event(Base):
@@ -478,6 +500,39 @@ class Ledger:
             return [{"request_id": r.request_id, "kind": r.kind, "state": r.state, "targets": r.targets,
                      "corpus": r.corpus, "created_at": r.created_at, "updated_at": r.updated_at}
                     for r in session.scalars(select(RequestRow).order_by(RequestRow.id))]
+
+    # ----------------------------------------------------------------------------- the guard's monitor
+
+    def record_guard_block(self, session: Session, *, request_id: str | None, guard_sha256: str, stage: str,
+                           matcher: str, target: str, score: float, prompt_sha256: str,
+                           output_sha256: str) -> GuardEventRow:
+        """A blocked generation (:mod:`expunge.guard`): its row and a ``guard.blocked`` event, in
+        ``session``'s transaction. ``target`` is a target's id; no text is ever stored."""
+        row = GuardEventRow(created_at=_now(), request_id=request_id, guard_sha256=guard_sha256, stage=stage,
+                            matcher=matcher, target=target, score=float(score), prompt_sha256=prompt_sha256,
+                            output_sha256=output_sha256)
+        session.add(row)
+        self.append(session, "guard.blocked", f"request:{request_id}" if request_id else f"guard:{guard_sha256}",
+                    {"guard_sha256": guard_sha256, "stage": stage, "matcher": matcher, "target": target,
+                     "score": float(score), "prompt_sha256": prompt_sha256, "output_sha256": output_sha256})
+        return row
+
+    def guard_events(self, request_id: str | None = None) -> list[dict[str, Any]]:
+        """The guard's monitor log, oldest first (one request's with ``request_id``)."""
+        query = select(GuardEventRow).order_by(GuardEventRow.id)
+        if request_id is not None:
+            query = query.where(GuardEventRow.request_id == request_id)
+        with Session(self.engine) as session:
+            return [{"id": r.id, "created_at": r.created_at, "request_id": r.request_id,
+                     "guard_sha256": r.guard_sha256, "stage": r.stage, "matcher": r.matcher, "target": r.target,
+                     "score": r.score, "prompt_sha256": r.prompt_sha256, "output_sha256": r.output_sha256}
+                    for r in session.scalars(query)]
+
+    def request_state(self, request_id: str) -> RequestState | None:
+        """Where ``request_id`` stands, or None when the ledger does not hold it."""
+        with Session(self.engine) as session:
+            state = session.scalars(select(RequestRow.state).where(RequestRow.request_id == request_id)).first()
+        return None if state is None else RequestState(state)
 
     def models_with_subject(self, subject_id: str) -> list[ModelLineage]:
         """Every model version whose data includes ``subject_id``'s documents: trained on them by
