@@ -232,8 +232,17 @@ def test_a_verified_removal_is_certified_and_the_certificate_is_served(tmp_path:
         assert check_certificate(certificate, load_public_key(ledger.key.public_pem().encode()))
         certificate["verdict"]["summary"] = "forgotten, trust me"
         assert not check_certificate(certificate, load_public_key(ledger.key.public_pem().encode()))
-    else:  # not forgotten, or not verified: no certificate, and the request says failed
-        assert status["state"] == "failed" and answer.status_code == 409
+    else:  # not forgotten, or not verified: no certificate; the guard stands in (fallback)
+        assert status["state"] == "fallback" and answer.status_code == 409
+        guard = Path(status["job"]["result"]["guard"])
+        from expunge.guard import check_text, load_guard_spec
+
+        spec = load_guard_spec(guard)
+        assert spec.request_id == request_id
+        kinds = [json.loads(e.body)["kind"] for e in ledger.rows()[0]]
+        assert kinds[-3:] == ["request.failed", "request.fallback", "job.done"], kinds[-4:]
+        forgotten = tiny_world.subject_by_id[people[0]]
+        assert check_text(spec, f"That is {forgotten.name}.") is not None
     page = client.get(f"/requests/{request_id}", headers=_auth(token))
     assert page.status_code == 200 and request_id in page.text and verification["checks"][0]["name"] in page.text
 

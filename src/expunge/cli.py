@@ -995,7 +995,7 @@ def guard_generate_cmd(
 
 
 def _deployment(workspace: Path, world: Path | None, model: Path | None, method: str | None, option: list[str],
-                verify: bool | None, max_facts: int | None, policy: Path | None) -> Any:
+                verify: bool | None, max_facts: int | None, policy: Path | None, guard: bool | None) -> Any:
     """The workspace's deployment: the saved one, or a new one from the options (which must agree
     with a saved one)."""
     from expunge.options import parse_pairs
@@ -1016,6 +1016,7 @@ def _deployment(workspace: Path, world: Path | None, model: Path | None, method:
         verify=verify if verify is not None else base.verify,
         max_facts=max_facts if max_facts is not None else base.max_facts,
         policy=str(policy.resolve()) if policy is not None else base.policy,
+        guard_fallback=guard if guard is not None else base.guard_fallback,
     )
     if saved is not None and chosen != saved:
         save_deployment(chosen)  # raises: names what differs
@@ -1040,6 +1041,8 @@ def serve_cmd(
                                          "(bounds its cost; default: all)."),
     policy: Path | None = typer.Option(None, "--policy", help="Verdict policy TOML file for the verifications "
                                        "(see `expunge policy`; default: the built-in one)."),
+    guard: bool | None = typer.Option(None, "--guard-fallback/--no-guard-fallback", help="Put an output guard "
+                                      "in front of a request whose removal is found wanting (default: on)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8000, "--port", help="Port to listen on."),
     workers: int = typer.Option(1, "--workers", help="Worker processes to run beside the server (0: run "
@@ -1056,7 +1059,7 @@ def serve_cmd(
     if workers < 0:
         raise ExpungeError(f"--workers {workers} is negative", "give 0 or more")
     workspace.mkdir(parents=True, exist_ok=True)
-    deployment = _deployment(workspace, world, model, method, option, verify, max_facts, policy)
+    deployment = _deployment(workspace, world, model, method, option, verify, max_facts, policy, guard)
     url = resolve_url(db, workspace)
     ledger = _open_ledger(url, key, create=True)
     from expunge.service.server import check_deployment, serve, worker_command

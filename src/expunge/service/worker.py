@@ -11,7 +11,8 @@ and the model it serves. Each ``forget`` job:
 3. verifies the result without an oracle (never-seen data, chance and the original are the
    references), and records the verdict: the request becomes ``verified`` or ``failed``;
 4. certifies a verified request: the signed certificate is kept in the job's result, in the same
-   transaction that ends the job.
+   transaction that ends the job; a failed one gets an output guard (:mod:`expunge.guard`) and
+   becomes ``fallback``.
 
 A worker can die anywhere (``kill -9``). Every step first asks the ledger whether it was done
 already (a version of this request made from this job's starting model; a verification of that
@@ -34,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from expunge.errors import ExpungeError
-from expunge.ledger.store import Ledger, ModelVersion, RequestRow, RequestState, Run, VerificationRow
+from expunge.ledger.store import TRANSITIONS, Ledger, ModelVersion, RequestRow, RequestState, Run, VerificationRow
 from expunge.records import read_json, write_json_atomic
 from expunge.service.queue import MAX_ATTEMPTS, Job, JobState, LeaseLost, Route, claim, fail, finish, heartbeat, jobs, release
 
@@ -58,6 +59,8 @@ class Deployment:
         verify: verify each removal (without an oracle) and certify what is verified forgotten.
         max_facts: bound the verification's cost: facts scored per set (None: all).
         policy: a verdict policy TOML file (see ``expunge policy``); None: the built-in policy.
+        guard_fallback: where a removal is verified and found wanting, put an output guard in
+            front of the request (``guards/REQUEST.json``; the request becomes ``fallback``).
     """
 
     workspace: str
@@ -68,6 +71,7 @@ class Deployment:
     verify: bool = True
     max_facts: int | None = None
     policy: str | None = None
+    guard_fallback: bool = True
 
     @property
     def models_dir(self) -> Path:
@@ -197,7 +201,16 @@ def process_job(ledger: Ledger, deployment: Deployment, job: Job, owner: str, *,
                 verdict = _verify(ledger, deployment, start_dir, out, request_file, request, lease)
             result["forgotten"] = verdict
         lease.check()
-        # 3. The certificate, kept in the job's result in the transaction that ends the job.
+        # 3. A removal found wanting gets the guard in front of it (the file first: a guard that
+        #    exists without its transition is made again identically, never half).
+        guard_file = Path(deployment.workspace) / "guards" / f"{request.id}.json"
+        if deployment.guard_fallback and result.get("forgotten") not in (None, "yes") and not guard_file.exists():
+            from expunge.guard import build_guard_spec, write_guard_spec
+            from expunge.worlds import load_world
+
+            write_guard_spec(build_guard_spec(load_world(deployment.world), request), guard_file)
+        lease.check()
+        # 4. The certificate, or the fallback, in the transaction that ends the job.
         with ledger.session() as session:
             state = RequestState(session.scalars(select(RequestRow.state)
                                                  .where(RequestRow.request_id == request.id)).one())
@@ -206,6 +219,16 @@ def process_job(ledger: Ledger, deployment: Deployment, job: Job, owner: str, *,
 
                 result["certificate"] = issue_certificate_in(ledger, session, request.id, sha)
                 state = RequestState.CERTIFIED
+            elif guard_file.exists() and state is not RequestState.FALLBACK \
+                    and RequestState.FALLBACK in TRANSITIONS[state]:
+                from expunge.guard import load_guard_spec
+
+                spec = load_guard_spec(guard_file)
+                ledger.transition(session, request.id, RequestState.FALLBACK,
+                                  {"guard_sha256": spec.sha256, **spec.counts()})
+                state = RequestState.FALLBACK
+            if guard_file.exists():
+                result["guard"] = str(guard_file)
             result["state"] = str(state)
             finish(ledger, job.id, owner, result, session)
     return result
