@@ -436,3 +436,51 @@ def test_the_page_lists_requests_in_a_real_browser(service: dict, tiny_world, tm
             assert "no API token" in driver.find_element(By.ID, "error").text
         finally:
             driver.quit()
+
+
+# --------------------------------------------------------------------------------- the commands
+
+
+def test_the_commands_check_their_inputs_before_serving(tmp_path: Path, tiny_world_dir: Path, tiny_base) -> None:
+    from typer.testing import CliRunner
+
+    from expunge.cli import app
+
+    runner = CliRunner()
+    db = str(tmp_path / "ledger.sqlite")
+
+    def run(*args: object) -> tuple[int, str]:
+        result = runner.invoke(app, [str(a) for a in args])
+        return result.exit_code, result.output
+
+    code, out = run("token", "create", "ops", "--scope", "read", "--scope", "submit", "--db", db, "--json")
+    assert code == 0 and json.loads(out)["token"].startswith("exp_")
+    code, out = run("token", "create", "ops", "--scope", "read", "--db", db)
+    assert code == 2 and "a token named 'ops' exists" in out
+    code, out = run("token", "create", "x", "--scope", "write", "--db", db)
+    assert code == 2 and "unknown scope 'write'" in out
+    code, out = run("token", "list", "--db", db, "--json")
+    assert code == 0 and [t["name"] for t in json.loads(out)["tokens"]] == ["ops"] and "exp_" not in out
+    code, out = run("token", "revoke", "ops", "--db", db)
+    assert code == 0
+    code, out = run("token", "revoke", "ops", "--db", db)
+    assert code == 2 and "no active token" in out
+    ws = tmp_path / "ws"
+    for args, says in [(["--port", "0"], "is not a port"), (["--workers", "-1"], "negative"),
+                       ([], "holds no deployment yet"),
+                       (["--world", tmp_path / "nowhere", "--model", tiny_base.model.path], "nowhere"),
+                       (["--world", tiny_world_dir, "--model", tiny_base.model.path, "-o", "max_steps=0"],
+                        "max_steps"),
+                       (["--world", tiny_world_dir, "--model", tiny_base.model.path, "--method", "shred"], "shred")]:
+        code, out = run("serve", "--workspace", ws, "--db", db, *args)
+        assert code != 0 and says in out and "Traceback" not in out, (args, out)
+        assert len(out.strip().splitlines()) <= 3, out
+    # A workspace serves one deployment: other options on a restart are refused, naming them.
+    save_deployment(Deployment(workspace=str(ws.resolve()), world=str(tiny_world_dir.resolve()),
+                               model=str(Path(tiny_base.model.path).resolve())))
+    code, out = run("serve", "--workspace", ws, "--db", db, "--method", "npo")
+    assert code == 2 and "differs in: method" in out
+    code, out = run("worker", "--workspace", ws, "--db", db, "--once", "--json")
+    assert code == 0 and json.loads(out) == {"jobs_ended": 0}
+    code, out = run("worker", "--workspace", tmp_path / "empty", "--db", db, "--once")
+    assert code == 2 and "no deployment" in out
