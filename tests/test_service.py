@@ -125,6 +125,10 @@ def test_no_endpoint_answers_without_a_valid_token_and_a_read_token_cannot_submi
     assert client.get("/api/tokens", headers=root).status_code == 200
     made = client.post("/api/tokens", headers=root, json={"name": "ci", "scopes": ["read"]})
     assert made.status_code == 201 and client.get("/api/audit", headers=_auth(made.json()["token"])).json()["ok"]
+    # With a token, an unknown path or method is named as such.
+    missing, wrong = client.get("/no/such/page", headers=root), client.put("/api/requests", headers=root)
+    assert missing.status_code == 404 and "no such endpoint" in missing.json()["error"]
+    assert wrong.status_code == 405 and "method not allowed" in wrong.json()["error"]
 
 
 def test_a_panel_of_bad_requests_gets_clear_4xx_and_leaves_the_ledger_unchanged(service: dict, tiny_world) -> None:

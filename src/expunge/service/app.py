@@ -80,20 +80,18 @@ def create_app(config: ServiceConfig) -> FastAPI:
             return HTMLResponse(page, status_code=exc.status)
         return JSONResponse({"error": exc.error, "fix": exc.fix}, status_code=exc.status)
 
-    @app.exception_handler(404)
-    async def _not_found(request: Request, exc: Exception) -> Response:
-        # Unknown paths say so only to a caller with a token: without one, everything is 401.
+    async def _no_route(request: Request, exc: Exception) -> Response:
+        # Unknown paths and methods are named only to a caller with a token: without one,
+        # everything is 401.
         if _holder(ledger, request) is None:
             return await _api_error(request, _unauthorized(request))
-        return await _api_error(request, ApiError(404, f"no such endpoint: {request.method} {request.url.path}",
-                                                  "see the endpoints in `expunge serve --help` or the README"))
+        status = getattr(exc, "status_code", 404)
+        what = "no such endpoint" if status == 404 else "method not allowed"
+        return await _api_error(request, ApiError(status, f"{what}: {request.method} {request.url.path}",
+                                                  "see the endpoints in the README (The deletion-request service)"))
 
-    @app.exception_handler(405)
-    async def _not_allowed(request: Request, exc: Exception) -> Response:
-        if _holder(ledger, request) is None:
-            return await _api_error(request, _unauthorized(request))
-        return await _api_error(request, ApiError(405, f"{request.method} is not allowed on {request.url.path}",
-                                                  "see the endpoints in the README"))
+    app.add_exception_handler(404, _no_route)
+    app.add_exception_handler(405, _no_route)
 
     def need(request: Request, scope: Scope) -> TokenInfo:
         holder = _holder(ledger, request)

@@ -289,14 +289,6 @@ def run_worker(ledger: Ledger, deployment: Deployment, *, once: bool = False, po
             except LeaseLost:
                 pass
             raise
-        except KeyboardInterrupt:
-            # Told to stop (Ctrl-C, SIGTERM from `expunge serve`): hand the job back at once.
-            log(f"job {job.id}: stopping; the job goes back to the queue")
-            try:
-                release(ledger, job.id, owner)
-            except LeaseLost:
-                pass
-            raise
         except LeaseLost as exc:
             log(f"job {job.id}: {exc.problem}; left to the worker that holds it")
             continue
