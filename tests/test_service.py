@@ -212,6 +212,7 @@ def test_a_request_is_served_in_order_from_the_last_model_and_the_log_says_so(se
     assert kinds.count("model.recorded") == 2
 
 
+@pytest.mark.slow
 def test_a_verified_removal_is_certified_and_the_certificate_is_served(tmp_path: Path, tiny_world_dir: Path,
                                                                        tiny_base, tiny_world) -> None:
     policy = tmp_path / "policy.toml"
@@ -272,6 +273,7 @@ def _check_after_crash(ledger: Ledger, deployment: Deployment) -> None:
         check_model_dir(directory, files=True)  # complete, or it would not be there
 
 
+@pytest.mark.slow
 def test_killed_workers_leave_every_job_done_once(tmp_path: Path, tiny_world_dir: Path, tiny_base,
                                                   tiny_world) -> None:
     """Workers killed with SIGKILL at random points: each time the log verifies and no model is
