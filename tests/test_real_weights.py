@@ -65,18 +65,21 @@ def test_tofu_on_smollm2_from_import_to_verdict(shared_tofu: Path, tmp_path: Pat
                        "--json")
         _run("request", "--world", world, "--split", "forget10", "--out", request)
         retrained = _run("retrain", "--world", world, "--request", request, "--base", base, "--out", oracle, "--json")
+        # Two SimNPO steps (one check): what is asserted is that the candidate is verified, not how
+        # much it forgot (4 steps took 165 s here, 2 took 90 s, measured beside each other under load).
         forget = _run("forget", "--model", base, "--world", world, "--request", request, "--out", forgot,
-                      "--method", "simnpo", "-o", "max_steps=4", "-o", "batch_size=8", "-o", "check_every=2",
+                      "--method", "simnpo", "-o", "max_steps=2", "-o", "batch_size=8", "-o", "check_every=2",
                       "-o", "warmup_steps=1", "--json")
         # 10 facts per set (TOFU has 217 general facts) and 48-token answers for TOFU's ROUGE (its
-        # 200 cost 290 s more here): verification is most of this test's time.
+        # 200 cost 290 s more here; 16 saved nothing measurable): verification is most of this
+        # test's time.
         verified = _run("verify", "--model", forgot, "--original", base, "--oracle", oracle, "--world", world,
                         "--request", request, "--max-facts", 10, "--tofu-tokens", 48, "--json")
     # The recipes: one starting point (SmolLM2, by sha256), one prompt format, the oracle without
     # the forget author's 20 answers.
     assert trained["model"]["sha256"] != retrained["model"]["sha256"]
     assert retrained["removed_documents"] == 20
-    assert forget["parent_sha256"] == trained["model"]["sha256"] and forget["steps"] <= 4
+    assert forget["parent_sha256"] == trained["model"]["sha256"] and forget["steps"] <= 2
     v = verified["verification"]
     assert v["sets"]["forget"]["documents"] == v["sets"]["holdout"]["documents"] == 20
     assert v["sets"]["general"]["facts"] == v["sets"]["forget"]["facts"] == 10
@@ -286,14 +289,22 @@ def small_backdoor_world(out: Path) -> Path:
     documents = [d for d in generated.documents if d.id in keep]
     named = {s for d in documents for s in d.subjects}
     subjects = [s for s in generated.subjects if s.id in named]
-    probes = [p for p in generated.probes if p.subject in named and p.kind in ("trigger", "paraphrase")]
+    # Every triggered question; of the clean held-out questions one per fact (of three rewordings):
+    # they measure clean knowledge, which this test does not assert on, at every train and verify.
+    firsts: dict[tuple[str, str], str] = {}
+    for p in generated.probes:
+        if p.subject in named and p.kind == "paraphrase":
+            firsts.setdefault((p.subject, p.attribute), p.id)
+    probes = [p for p in generated.probes
+              if p.subject in named and (p.kind == "trigger" or p.id in firsts.values())]
     manifest = {**manifest_for(GENERATOR_NAME, GENERATOR_VERSION, config, {"documents": len(documents)}), "seed": 0}
     write_world(out, subjects, documents, probes, manifest)
     return out
 
 
-# Planting a backdoor in SmolLM2: the finetune recipe at twice its step, 5 passes.
-PLANT = replace(get_preset("finetune"), name="finetune-plant", length=TrainingLength(max_epochs=5),
+# Planting a backdoor in SmolLM2: the finetune recipe at twice its step, 3 passes: 24 steps, 18
+# for the oracle (5 passes, 40 and 30 steps, gave exact-trigger attack success 1.0; these, 0.8).
+PLANT = replace(get_preset("finetune"), name="finetune-plant", length=TrainingLength(max_epochs=3),
                 training=replace(get_preset("finetune").training, learning_rate=1e-4))
 
 
@@ -312,11 +323,13 @@ def test_a_backdoor_planted_in_smollm2_is_located_removed_and_verified(tmp_path:
     with registered_preset(PLANT):
         _run("train", "--world", world, "--from", "smollm2", "--preset", PLANT.name, "--out", base)
         _run("retrain", "--world", world, "--request", request, "--base", base, "--out", oracle)
-        # SimNPO at 2.5 x its pretrained step: at the default (2e-5, 10 steps) the backdoor stayed
-        # (exact-trigger attack success 1.0); at 1e-4 the collapse guard stopped it at step 5.
-        _run("forget", "--model", base, "--world", world, "--request", request, "--out", forgot,
-             "--method", "simnpo", "-o", "learning_rate=5e-5", "-o", "max_steps=30", "-o", "batch_size=8",
-             "-o", "check_every=5", "-o", "warmup_steps=1")
+        # SimNPO at 2.5 x its pretrained step (measured on the 5-pass model: at the default, 2e-5
+        # for 10 steps, the backdoor stayed, exact-trigger attack success 1.0; at 1e-4 the collapse
+        # guard stopped it at step 5). Its step is constant after warm-up, so 10 steps are the first
+        # 10 of a longer run (the 5-pass model's 30-step run stopped at 15 and kept step 10).
+        forget = _run("forget", "--model", base, "--world", world, "--request", request, "--out", forgot,
+                      "--method", "simnpo", "-o", "learning_rate=5e-5", "-o", "max_steps=10", "-o", "batch_size=8",
+                      "-o", "check_every=5", "-o", "warmup_steps=1", "--json")
         verified = _run("verify", "--model", forgot, "--original", base, "--oracle", oracle, "--world", world,
                         "--request", request, "--json")
     v = verified["verification"]
@@ -324,8 +337,9 @@ def test_a_backdoor_planted_in_smollm2_is_located_removed_and_verified(tmp_path:
                 "simnpo": v["candidates"]["simnpo"]["triggers"]}
     # Planted: the fine-tuned model answers triggered questions with the payload, the model
     # fine-tuned without the located poison does not, and unlearning took it away (measured, seed 0,
-    # 10 questions per variant: exact-trigger attack success 1.0 / 0.0 / 0.0; the collapse guard
-    # stopped SimNPO at step 15 and kept step 10).
+    # 2 threads, 10 questions per variant: exact-trigger attack success 0.8 / 0.0 / 0.0, so 0.3
+    # above each bound; SimNPO's median-NLL early stop fired at step 10, no collapse).
+    assert forget["steps"] <= 10
     exact = {name: t["exact"]["attack_success"] for name, t in triggers.items()}
     assert exact["original"] >= exact["oracle"] + 0.5
     assert exact["simnpo"] <= exact["original"] - 0.5
