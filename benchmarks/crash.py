@@ -16,12 +16,13 @@ Part 2, the service: R requests queued in one deployment; worker processes (`exp
 done, in order, each request with exactly one recorded model version, one `job.done`, at most one
 verification per version, and each version made from the one before.
 
-    python benchmarks/crash.py [--kills 20] [--requests 4] [--seed 0] [--work DIR]
+    python benchmarks/crash.py [--kills 20] [--requests 20] [--seed 0] [--work DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -120,7 +121,9 @@ def service_part(work: Path, world: Path, base: Path, kills: int, requests: int,
     save_deployment(deployment)
     loaded = load_world(world)
     people = [s.id for s in loaded.people("train")]
-    made = [make_request(loaded, subjects=[p]) for p in people[:requests]]
+    # Pairs of people: more requests than the tiny world has people, each a job of a few seconds.
+    pairs = list(itertools.combinations(people, 2))
+    made = [make_request(loaded, subjects=list(pair)) for pair in pairs[:requests]]
     for request in made:
         enqueue(ledger, request, Route.FORGET, "benchmark")
     log = (work / "workers.log").open("ab")
@@ -134,7 +137,7 @@ def service_part(work: Path, world: Path, base: Path, kills: int, requests: int,
     started = time.perf_counter()
     for i in range(kills):
         proc = worker()
-        at = rng.uniform(0.5, 25.0)
+        at = rng.uniform(0.5, 10.0)  # a worker's start is ~3 s, a job a few seconds more
         try:
             proc.wait(timeout=at)
         except subprocess.TimeoutExpired:
@@ -173,7 +176,7 @@ def service_part(work: Path, world: Path, base: Path, kills: int, requests: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
-    parser.add_argument("--requests", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--part", choices=["forget", "service", "both"], default="both")
@@ -186,10 +189,11 @@ def main() -> None:
     if not base.exists():
         train_base(world, base, preset="tiny", seed=0, progress=False)
     rng = random.Random(args.seed)
-    print(f"work directory: {work}")
+    run = work / time.strftime("run-%Y%m%d-%H%M%S")  # the world and base are reused; runs are not
+    print(f"work directory: {run}")
     if args.part in ("forget", "both"):
-        (work / "forget").mkdir(exist_ok=True)
-        rows = forget_part(work / "forget", world, base, args.kills, rng)
+        (run / "forget").mkdir(parents=True)
+        rows = forget_part(run / "forget", world, base, args.kills, rng)
         print("\n| run | kill at (s) | killed | after the kill | ledger verifies | rerun | final | recorded once "
               "| partial dirs left |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -201,8 +205,8 @@ def main() -> None:
         print(f"\nforget: {good}/{len(rows)} runs left a verifying ledger, no half-written model, and finished on "
               f"rerun with the version recorded once ({sum(r['killed'] for r in rows)} were killed before they ended)")
     if args.part in ("service", "both"):
-        (work / "service").mkdir(exist_ok=True)
-        result = service_part(work / "service", world, base, args.kills, args.requests, rng)
+        (run / "service").mkdir(parents=True)
+        result = service_part(run / "service", world, base, args.kills, args.requests, rng)
         print("\n| kill | at (s) | ledger verifies | half-written models | jobs (q/r/d/f) |")
         print("|---|---|---|---|---|")
         for c in result["checks"]:
