@@ -8,13 +8,17 @@ filesystem) into one line naming the path, having removed what they had half-wri
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import socket
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from expunge.errors import ExpungeError, io_error
+
+_HOST = socket.gethostname().replace("-", "_").replace("/", "_")[:40]
 
 
 def ensure_new_output(out: str | os.PathLike[str], *, option: str = "--out") -> Path:
@@ -84,7 +88,7 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         _remove_dead_partials(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.partial-{os.getpid()}-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.partial-{os.getpid()}@{_HOST}-", dir=out.parent))
     except OSError as exc:
         _reraise_io(exc, out)
         raise
@@ -104,10 +108,12 @@ def atomic_directory(out: str | os.PathLike[str]) -> Iterator[Path]:
 
 def _remove_dead_partials(out: Path) -> None:
     """Remove what a killed run (``kill -9``, a power cut) left of its own attempt at ``out``: its
-    partial directories name their process, and one whose process is gone is never finished."""
-    for partial in out.parent.glob(f".{out.name[:64]}.partial-*"):
-        pid = partial.name.rsplit(".partial-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+    partial directories name their process and host, and one whose process on this host is gone
+    is never finished (another host's are left alone: its processes cannot be seen from here)."""
+    for partial in out.parent.glob(f"{glob.escape('.' + out.name[:64])}.partial-*@*"):
+        owner = partial.name.rsplit(".partial-", 1)[1].rsplit("-", 1)[0]
+        pid, _, host = owner.partition("@")
+        if host == _HOST and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             shutil.rmtree(partial, ignore_errors=True)
 
 
