@@ -398,6 +398,16 @@ def _chromium() -> tuple[str, str]:
     return browser, driver
 
 
+def _click_and_wait(driver: object, element: object) -> None:
+    """Click, then wait until the page it leads to has replaced the current one (the old page's
+    elements go stale), so that what is read next is the new page's."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    element.click()  # type: ignore[attr-defined]
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(element))
+
+
 def test_the_page_lists_requests_in_a_real_browser(service: dict, tiny_world, tmp_path: Path) -> None:
     browser, driver_path = _chromium()
     from selenium import webdriver
@@ -423,22 +433,22 @@ def test_the_page_lists_requests_in_a_real_browser(service: dict, tiny_world, tm
             # No token: the page refuses, and offers the sign-in form.
             assert "no API token" in driver.find_element(By.ID, "error").text
             driver.find_element(By.ID, "token").send_keys("exp_wrong")
-            driver.find_element(By.ID, "sign-in").click()
+            _click_and_wait(driver, driver.find_element(By.ID, "sign-in"))
             assert "not valid" in driver.find_element(By.ID, "error").text
             driver.find_element(By.ID, "token").send_keys(tokens["reader"])
-            driver.find_element(By.ID, "sign-in").click()
+            _click_and_wait(driver, driver.find_element(By.ID, "sign-in"))
             assert driver.find_element(By.ID, "holder").text == "reader"
             rows = driver.find_elements(By.CSS_SELECTOR, "#requests tbody tr")
             listed = {row.get_attribute("data-request"): row.text for row in rows}
             assert set(listed) == set(ids)
             assert all("removed" in text and "done" in text for text in listed.values()), listed
-            driver.find_element(By.LINK_TEXT, ids[0]).click()
+            _click_and_wait(driver, driver.find_element(By.LINK_TEXT, ids[0]))
             assert driver.find_element(By.ID, "request-id").text == ids[0]
             assert driver.find_element(By.ID, "state").text == "removed"
             # The cookie is HTTP-only: the page's scripts cannot read the token.
             assert tokens["reader"] not in driver.execute_script("return document.cookie")
-            driver.find_element(By.LINK_TEXT, "← all requests").click()
-            driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button").click()
+            _click_and_wait(driver, driver.find_element(By.LINK_TEXT, "← all requests"))
+            _click_and_wait(driver, driver.find_element(By.CSS_SELECTOR, "form[action='/logout'] button"))
             assert "no API token" in driver.find_element(By.ID, "error").text
         finally:
             driver.quit()

@@ -338,7 +338,7 @@ def _overview(ledger: Ledger) -> list[dict[str, Any]]:
     out = []
     for row in ledger.requests():
         job = by_request.get(row["request_id"])
-        out.append({**row, "targets": row["targets"], "verdict": verdicts.get(row["request_id"]),
+        out.append({**row, "verdict": verdicts.get(row["request_id"]),
                     "job": None if job is None else {"id": job.id, "state": str(job.state), "route": str(job.route),
                                                      "attempts": job.attempts}})
     return out

@@ -37,7 +37,8 @@ from sqlalchemy.orm import Session
 from expunge.errors import ExpungeError
 from expunge.ledger.store import TRANSITIONS, Ledger, ModelVersion, RequestRow, RequestState, Run, VerificationRow
 from expunge.records import read_json, write_json_atomic
-from expunge.service.queue import MAX_ATTEMPTS, Job, JobState, LeaseLost, Route, claim, fail, finish, heartbeat, jobs, release
+from expunge.service.queue import MAX_ATTEMPTS, Job, JobState, LeaseLost, Route, claim, fail, finish, heartbeat, release
+from expunge.service.tables import JobRow
 
 __all__ = ["Deployment", "DEPLOYMENT_FILE", "load_deployment", "save_deployment", "current_model", "process_job",
            "run_worker"]
@@ -112,10 +113,12 @@ def load_deployment(workspace: str | os.PathLike[str]) -> Deployment:
 def current_model(ledger: Ledger, deployment: Deployment) -> tuple[str, str | None]:
     """The directory the next removal starts from, and the request that made it (None: the
     deployment's own model)."""
-    done = [j for j in jobs(ledger, JobState.DONE) if (j.result or {}).get("model")]
-    if not done:
-        return deployment.model, None
-    return done[-1].result["model"]["path"], done[-1].request_id
+    with Session(ledger.engine) as session:  # the newest finished job only, not the whole queue
+        last = session.scalars(select(JobRow).where(JobRow.state == JobState.DONE)
+                               .order_by(JobRow.id.desc()).limit(1)).first()
+        if last is None or not (last.result or {}).get("model"):
+            return deployment.model, None
+        return last.result["model"]["path"], last.request_id
 
 
 def _model_sha(path: str) -> str:
