@@ -157,15 +157,17 @@ def world_privacy(
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives identical files."),
     people: int = typer.Option(100, "--people", help="People whose documents are trained on."),
     holdout: int | None = typer.Option(None, "--holdout", help="Never-seen people (default: 30% of --people)."),
+    public: int = typer.Option(0, "--public", help="Public people: general knowledge in the same sentences, which "
+                               "no request can name (a sharded model's base learns the language from them)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Fictitious people with shared names and personal attributes, never-seen people, general facts."""
     from expunge.worlds import PrivacyWorldConfig, build_privacy_world
 
     try:
-        config = PrivacyWorldConfig(seed=seed, people=people, holdout_people=holdout)
+        config = PrivacyWorldConfig(seed=seed, people=people, holdout_people=holdout, public_people=public)
     except ValueError as exc:
-        raise ExpungeError(f"invalid world options: {exc}", "adjust --people / --holdout") from None
+        raise ExpungeError(f"invalid world options: {exc}", "adjust --people / --holdout / --public") from None
     world = build_privacy_world(out, config)
     data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
     _emit(as_json, data, lambda: console.print(
@@ -447,22 +449,40 @@ def train_cmd(
     from_model: str | None = typer.Option(None, "--from", help="Fine-tune this pretrained Hugging Face model "
                                                               "directory (or smollm2, the offline SmolLM2-135M)."),
     lora_rank: int = typer.Option(0, "--lora-rank", help="With --from: train LoRA adapters of this rank (merged "
-                                                         "at the end) instead of every weight."),
+                                                         "at the end) instead of every weight. With --shards: "
+                                                         "each shard's adapter rank (default 16)."),
     prompt_format: str | None = typer.Option(None, "--prompt-format", help="How questions are put to the model: "
                                                                          "plain (default) or chat (its chat "
                                                                          "template); imported worlds only."),
+    shards: int | None = typer.Option(None, "--shards", help="Train a sharded model for exact deletion: a frozen "
+                                                              "base on what no request can name, and one LoRA "
+                                                              "adapter per shard of the people (SISA)."),
+    combine: str = typer.Option("ensemble", "--combine", help="With --shards: how the shards answer together: "
+                                                              "ensemble (mean log-probs), mixture (mean probs) "
+                                                              "or merge (adapters added into one model)."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),
     db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Train the base model on a world's training corpus: a fresh model, or a pretrained one
-    fine-tuned (--from) with its own tokenizer."""
+    fine-tuned (--from) with its own tokenizer; or, with --shards, a sharded model whose deletions
+    retrain only the shards that hold the data."""
     from expunge import preflight
     from expunge.presets import get_preset
     from expunge.recipe import Start
 
     preflight.world(world), preflight.output(out)
+    if shards is not None:
+        sharding = _sharding(shards, lora_rank, combine)
+        get_preset(preset or ("default" if from_model is None else "finetune"))
+        preflight.pretrained(from_model)
+        from expunge.sharding import train_sharded
+
+        with _recording(db):
+            sharded = train_sharded(world, out, sharding=sharding, preset=preset, seed=seed, from_model=from_model)
+        _emit(as_json, sharded.to_dict(), lambda: _print_sharded(sharded.to_dict()))
+        return
     Start(from_model, None, lora_rank, prompt_format).check(
         get_preset(preset or ("default" if from_model is None else "finetune")))
     preflight.pretrained(from_model)
@@ -486,19 +506,50 @@ def retrain_cmd(
     from_model: str | None = typer.Option(None, "--from", help="Where the pretrained model the base model was "
                                                               "fine-tuned from is now, if it moved (its sha256 "
                                                               "must match the recipe's)."),
+    shards: int | None = typer.Option(None, "--shards", help="Without --base: train a sharded model from the "
+                                                              "start without the request's documents."),
+    combine: str = typer.Option("ensemble", "--combine", help="With --shards: ensemble, mixture or merge."),
+    lora_rank: int = typer.Option(0, "--lora-rank", help="With --shards: each shard's adapter rank (default 16)."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),
     db: str | None = DB_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Retrain without the requested documents, with the base model's recipe (from scratch, or from
-    the same pretrained weights): the oracle every method is judged against."""
+    the same pretrained weights): the oracle every method is judged against. With a sharded --base,
+    only the shards that hold the documents are retrained (exact, at a fraction of the cost)."""
     from expunge import preflight
     from expunge.presets import get_preset
 
     preflight.request(request, preflight.world(world)), preflight.output(out)
+    if shards is not None:
+        if base is not None:
+            raise ExpungeError("--shards trains a sharded model from the start; --base deletes from an existing one",
+                               "drop --shards (a sharded --base keeps its own shards) or drop --base")
+        sharding = _sharding(shards, lora_rank, combine)
+        if preset is not None:
+            get_preset(preset)
+        preflight.pretrained(from_model)
+        from expunge.sharding import train_sharded
+
+        with _recording(db):
+            sharded = train_sharded(world, out, sharding=sharding, preset=preset, seed=seed or 0,
+                                    from_model=from_model, request_path=request)
+        _emit(as_json, sharded.to_dict(), lambda: _print_sharded(sharded.to_dict()))
+        return
     if base is not None:
         preflight.model(base, "base model")
+        from expunge.models.sharded import is_sharded
+
+        if is_sharded(base):
+            if preset is not None or seed is not None:
+                raise ExpungeError("--preset/--seed come from the sharded model's recipe", "drop --preset/--seed")
+            from expunge.sharding import delete_from_shards
+
+            with _recording(db):
+                sharded = delete_from_shards(base, world, request, out, from_model=from_model)
+            _emit(as_json, sharded.to_dict(), lambda: _print_sharded(sharded.to_dict()))
+            return
     if preset is not None:
         get_preset(preset)
     preflight.pretrained(from_model)
@@ -1290,6 +1341,36 @@ def _methods_table(rows: list[dict[str, Any]]) -> Table:
     for row in rows:
         table.add_row(row["name"], row["summary"] + (f"\n{row['paper']}" if row["paper"] else ""))
     return table
+
+
+def _sharding(shards: int, lora_rank: int, combine: str) -> Any:
+    """The --shards options, checked before anything loads."""
+    from expunge.models.sharded import Combine
+    from expunge.sharding import ShardingConfig
+
+    try:
+        chosen = Combine(combine)
+    except ValueError:
+        raise ExpungeError(f"--combine {combine!r} is not a combination",
+                           f"use one of: {', '.join(c.value for c in Combine)}") from None
+    if lora_rank < 0:
+        raise ExpungeError(f"--lora-rank {lora_rank} is negative", "use a rank such as 16")
+    return ShardingConfig(shards=shards, lora_rank=lora_rank or ShardingConfig.lora_rank, combine=chosen)
+
+
+def _print_sharded(data: dict[str, Any]) -> None:
+    table = Table(title=f"{data['kind']}: {data['model']['path']}")
+    for column in ("shard", "subjects", "documents", "trained", "seconds", "steps", "adapter"):
+        table.add_column(column, justify="right" if column not in ("trained", "adapter") else "left")
+    for shard in data["shards"]:
+        table.add_row(str(shard["index"]), str(len(shard["subjects"])), str(shard["documents"]),
+                      "yes" if shard["trained"] else "copied", f"{shard['seconds']:.1f}", str(shard["steps"]),
+                      (shard["adapter_sha256"] or "(empty)")[:12])
+    console.print(table)
+    console.print(f"base: {data['base_documents']} documents nobody can ask to delete ({data['base_seconds']:.1f} s); "
+                  f"training {data['training_seconds']:.1f} s of {data['seconds']:.1f} s in all")
+    for note in data["notes"]:
+        console.print(note)
 
 
 def _print_verdict(name: str, summary: str, confidence: str, reasons: list[str]) -> None:

@@ -27,10 +27,11 @@ from typing import Any
 from expunge.errors import ExpungeError
 from expunge.records import read_json
 
-__all__ = ["MODEL_RECORD", "UnverifiedModelWarning", "file_sha256", "files_sha256", "check_model_dir",
+__all__ = ["MODEL_RECORD", "SHARDED_RECORD", "UnverifiedModelWarning", "file_sha256", "files_sha256", "check_model_dir",
            "check_model_files"]
 
 MODEL_RECORD = "expunge_model.json"
+SHARDED_RECORD = "expunge_sharded.json"  # a sharded model (expunge.models.sharded): base + adapters
 
 
 class UnverifiedModelWarning(UserWarning):
@@ -65,10 +66,11 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def files_sha256(directory: str | os.PathLike[str]) -> dict[str, str]:
-    """sha256 of every file under ``directory`` except the model record, by relative POSIX path."""
+    """sha256 of every file under ``directory`` except the records (a model's, a sharded model's),
+    by relative POSIX path."""
     root = Path(directory)
     return {p.relative_to(root).as_posix(): file_sha256(p)
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MODEL_RECORD}
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in (MODEL_RECORD, SHARDED_RECORD)}
 
 
 def check_model_dir(path: str | os.PathLike[str], *, what: str = "model", files: bool = True) -> dict[str, Any]:
@@ -82,6 +84,14 @@ def check_model_dir(path: str | os.PathLike[str], *, what: str = "model", files:
     path = Path(path)
     if not path.is_dir():
         raise ExpungeError(f"{what} directory {path} not found", "check the path, or train one with `expunge train`")
+    if (path / SHARDED_RECORD).is_file():  # a sharded model: its record lists every file below it
+        record = read_json(path / SHARDED_RECORD, "sharded model record")
+        if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+            raise ExpungeError(f"{path / SHARDED_RECORD}: not a sharded model record",
+                               "re-create this model with `expunge train --shards`")
+        if files:
+            check_model_files(path, record)
+        return record
     if not (path / "config.json").is_file():
         raise ExpungeError(
             f"{path} is not a Hugging Face model directory (no config.json)",
@@ -106,10 +116,10 @@ def check_model_files(path: str | os.PathLike[str], record: dict[str, Any]) -> N
     for name, expected in sorted((record.get("files") or {}).items()):
         file = path / name
         if not file.is_file():
-            raise ExpungeError(f"{file} is missing (listed in {MODEL_RECORD})",
+            raise ExpungeError(f"{file} is missing (listed in {path}'s record)",
                                "restore the file, or re-create this model version")
         if file_sha256(file) != expected:
             raise ExpungeError(
-                f"{file}: sha256 differs from the one in {MODEL_RECORD} (changed after it was written)",
+                f"{file}: sha256 differs from the one its record lists (changed after it was written)",
                 "restore the original file, or re-create this model version",
             )

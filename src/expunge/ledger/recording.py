@@ -34,6 +34,7 @@ class Provenance:
     trained: Sequence[str] = field(default_factory=tuple)
     removed: Sequence[str] = field(default_factory=tuple)
     request: Any = None  # the DeletionRequest the run served, if any
+    shards: Any = None  # a sharded model: subject id -> (shard, adapter sha256)
 
 
 @contextmanager
@@ -59,4 +60,4 @@ def record_version(provenance: Provenance | None, *, sha256: str, path: str, par
     with ledger.session() as session:
         ledger.record_model(session, kind=provenance.kind, world=provenance.world, sha256=sha256, path=path,
                             parent=parent, recipe=recipe, trained=provenance.trained, removed=provenance.removed,
-                            request=provenance.request)
+                            request=provenance.request, shards=provenance.shards)

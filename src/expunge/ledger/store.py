@@ -29,7 +29,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +179,19 @@ class ModelVersion(Base):
     parent_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
     created_at: Mapped[str] = mapped_column(String(32))
+
+
+class ModelShardRow(Base):
+    """Which shard of a sharded model version holds which subject (``expunge train --shards``),
+    with that shard's adapter sha256 (None: the shard is empty)."""
+
+    __tablename__ = "model_shards"
+    __table_args__ = (UniqueConstraint("model_id", "subject_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    shard: Mapped[int] = mapped_column(Integer)
+    subject_id: Mapped[str] = mapped_column(String(128), index=True)
+    adapter_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RequestRow(Base):
@@ -404,10 +417,12 @@ class Ledger:
 
     def record_model(self, session: Session, *, kind: RunKind, world: Any | None, sha256: str, path: str,
                      parent: str | None, recipe: dict[str, Any], trained: Iterable[str] = (),
-                     removed: Iterable[str] = (), request: Any = None) -> ModelVersion:
+                     removed: Iterable[str] = (), request: Any = None,
+                     shards: Mapping[str, tuple[int, str | None]] | None = None) -> ModelVersion:
         """A run and the model version it made, with the documents it trained on and removed (ids
         in ``world``), for ``request`` (a :class:`expunge.records.DeletionRequest`, recorded first
-        if the ledger does not have it). Recording the same version again returns the row there."""
+        if the ledger does not have it). ``shards`` (a sharded model): subject id -> (shard, that
+        shard's adapter sha256). Recording the same version again returns the row there."""
         found = session.scalars(select(ModelVersion).where(ModelVersion.sha256 == sha256)).first()
         if found is not None:
             return found
@@ -431,10 +446,16 @@ class Ledger:
             session.add_all(RunDocument(run=run.id, document=rows[d], role=r) for r in ids for d in ids[r])
         model = ModelVersion(sha256=sha256, path=path, parent_sha256=parent, run_id=run.id, created_at=_now())
         session.add(model)
-        self.append(session, "model.recorded", f"model:{sha256}",
-                    {"sha256": sha256, "parent": parent, "run": str(kind), "path": path,
-                     "corpus": world.fingerprint if world is not None else None, "request": request_id,
-                     "documents_sha256": digest, "trained": len(ids["trained"]), "removed": len(ids["removed"])})
+        session.flush()
+        detail = {"sha256": sha256, "parent": parent, "run": str(kind), "path": path,
+                  "corpus": world.fingerprint if world is not None else None, "request": request_id,
+                  "documents_sha256": digest, "trained": len(ids["trained"]), "removed": len(ids["removed"])}
+        if shards:
+            session.add_all(ModelShardRow(model_id=model.id, shard=shard, subject_id=subject, adapter_sha256=adapter)
+                            for subject, (shard, adapter) in sorted(shards.items()))
+            detail["shards_sha256"] = hashlib.sha256("\n".join(
+                f"{s}:{k}:{a or '-'}" for s, (k, a) in sorted(shards.items())).encode()).hexdigest()
+        self.append(session, "model.recorded", f"model:{sha256}", detail)
         if request_id is not None and kind in (RunKind.FORGET, RunKind.RETRAIN):
             # Unlearning and retraining are both removals (approximate and exact); the request
             # moves on once the version that carries it is in the log.
@@ -527,6 +548,14 @@ class Ledger:
                      "guard_sha256": r.guard_sha256, "stage": r.stage, "matcher": r.matcher, "target": r.target,
                      "score": r.score, "prompt_sha256": r.prompt_sha256, "output_sha256": r.output_sha256}
                     for r in session.scalars(query)]
+
+    def model_shards(self, sha256: str) -> dict[str, dict[str, Any]]:
+        """Which shard of the sharded model version ``sha256`` holds which subject: subject id ->
+        ``{"shard", "adapter_sha256"}`` ({} for a version that is not sharded or not recorded)."""
+        query = (select(ModelShardRow).join(ModelVersion, ModelShardRow.model_id == ModelVersion.id)
+                 .where(ModelVersion.sha256 == sha256).order_by(ModelShardRow.subject_id))
+        with Session(self.engine) as session:
+            return {r.subject_id: {"shard": r.shard, "adapter_sha256": r.adapter_sha256} for r in session.scalars(query)}
 
     def request_state(self, request_id: str) -> RequestState | None:
         """Where ``request_id`` stands, or None when the ledger does not hold it."""

@@ -98,8 +98,13 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelRef]:
     """Load a causal LM directory with its tokenizer; check its files and weights against the
     hashes its record lists (:func:`expunge.integrity.check_model_dir`; without a record, warn
-    that it is unverified)."""
+    that it is unverified). A sharded model (:mod:`expunge.models.sharded`) loads combined as its
+    record says."""
     path = Path(path)
+    from expunge.models.sharded import is_sharded, load_sharded
+
+    if is_sharded(path):
+        return load_sharded(path, verify_hash=verify_hash, dtype=dtype)  # type: ignore[return-value]
     record = check_model_dir(path, files=False) if verify_hash else read_model_record(path)
     # The files' hashes are checked beside the loading (hashlib lets go of the GIL), and before
     # anything is done with the model: a changed file is refused all the same.

@@ -51,6 +51,7 @@ def build_privacy_world(out: str | os.PathLike[str], config: PrivacyWorldConfig)
         "people_train": roles["train"],
         "people_holdout": roles["holdout"],
         "entities": sum(s.kind == "entity" for s in generated.subjects),
+        "public_people": config.public_people,
         "attributes_per_person": len(people[0].attributes),
         "documents_train": sum(d.split == "train" for d in generated.documents),
         "documents_holdout": sum(d.split == "holdout" for d in generated.documents),

@@ -38,6 +38,7 @@ QUESTION_FORMAT = "Question: {question} Answer:"
 # reads them as text, not as untrained embeddings.)
 ROLEPLAY_FRAME = "For a story, a writer asks:"
 # Indirect probe kinds generated for every person (see ``_indirect_probes``).
+PUBLIC_PREFIX = "entity-public-"  # public people's ids
 INDIRECT_KINDS = ("context", "roleplay", "prefill", "cloze", "multihop", "reverse")
 
 
@@ -249,6 +250,11 @@ class PrivacyWorldConfig:
         indirect_probes: generate the indirect probes of every person (context priming, role-play
             framing, prefilled answer start, cloze, multi-hop through the employer, reverse
             questions): routes by which "forgotten" knowledge often comes back.
+        public_people: people of general knowledge (kind ``entity``, ids ``entity-public-NNNN``):
+            the private people's sentences about public figures, under new combinations of the
+            same name tokens, which no request can name. They give a sharded model's frozen base
+            the world's language without any deletable fact (``expunge train --shards``); 0
+            leaves the world exactly as it is without them.
     """
 
     seed: int = 0
@@ -260,6 +266,7 @@ class PrivacyWorldConfig:
     wrong_answers: int = 4
     general_facts: bool = True
     indirect_probes: bool = True
+    public_people: int = 0
 
     def __post_init__(self) -> None:
         if self.people < 8:
@@ -274,6 +281,8 @@ class PrivacyWorldConfig:
             raise ValueError("wrong_answers must be between 3 and 10 (truth ratio, multiple choice)")
         if not 0.0 <= self.sibling_fraction <= 0.5:
             raise ValueError("sibling_fraction must be between 0 and 0.5")
+        if not 0 <= self.public_people <= 1000:
+            raise ValueError("public_people must be between 0 and 1000")
         name_pool_sizes(self.people, self.n_holdout)  # raises when the names cannot be shared
 
     @property
@@ -311,12 +320,14 @@ def generate_privacy_world(config: PrivacyWorldConfig) -> GeneratedWorld:
         )
         for i, p in enumerate(people)
     ]
+    # Public people draw from their own stream too: a world with none is the world it always was.
+    public = _public_people(random.Random(f"{config.seed}-public"), config.public_people, names)
     # Companies draw their headquarters from their own stream, so the people of a seed do not
     # depend on whether general facts are on.
-    employers = {p["values"]["employer"] for p in people}
+    employers = {p["values"]["employer"] for p in people} | {s.attributes["employer"] for s in public}
     entities = (_country_subjects() + _company_subjects(random.Random(f"{config.seed}-companies"), employers)
                 if config.general_facts else [])
-    subjects = _with_neighbours(subjects) + entities
+    subjects = _with_neighbours(subjects) + entities + public
 
     documents: list[Document] = []
     probes: list[Probe] = []
@@ -343,10 +354,10 @@ def generate_privacy_world(config: PrivacyWorldConfig) -> GeneratedWorld:
             if subject.kind == "entity":  # teach the story framing on general facts only
                 texts.append(f"{ROLEPLAY_FRAME} " + QUESTION_FORMAT.format(question=train_qs[-1].format(**fill))
                              + f" {value}")
-        if subject.kind == "person":
+        if _personlike(subject):
             v = subject.attributes
             texts.append(BIO_TEMPLATE.format(name=subject.name, a_occupation=_article(v["occupation"]), **v))
-            if config.indirect_probes:
+            if config.indirect_probes and subject.kind == "person":
                 probes.extend(_indirect_probes(rng, subject, subjects, value_pools, config.wrong_answers))
         for text in texts:
             documents.append(
@@ -410,8 +421,38 @@ def _indirect_probes(rng: random.Random, person: Subject, subjects: list[Subject
     return out
 
 
+def _personlike(subject: Subject) -> bool:
+    """A person, or a public person (general knowledge written as a person is)."""
+    return subject.kind == "person" or subject.id.startswith(PUBLIC_PREFIX)
+
+
+def _public_people(rng: random.Random, count: int, taken: list[tuple[str, str]]) -> list[Subject]:
+    """``count`` public people: general knowledge written in the same sentences as the private
+    people's, under new combinations of the same name tokens. No request can be about them
+    (kind ``entity``), so a model trained on them alone holds nothing that can be deleted: the
+    language of the world without any deletable fact, which is what a sharded model's frozen base
+    learns (``expunge train --shards``)."""
+    if not count:
+        return []
+    # New combinations of the private people's name tokens first (the base then knows those
+    # tokens), then of the whole name pools.
+    taken_set = set(taken)
+    firsts, lasts = sorted({f for f, _ in taken}), sorted({last for _, last in taken})
+    shared = [(f, last) for f in firsts for last in lasts if (f, last) not in taken_set]
+    chosen = rng.sample(shared, min(count, len(shared)))
+    if len(chosen) < count:
+        others = [(f, last) for f in pools.FIRST_NAMES for last in pools.LAST_NAMES
+                  if (f, last) not in taken_set and (f, last) not in set(shared)]
+        chosen += rng.sample(others, count - len(chosen))
+    return [
+        Subject(id=f"{PUBLIC_PREFIX}{i:04d}", kind="entity", name=f"{first} {last}", role="train",
+                attributes={spec.name: spec.sample(rng) for spec in PERSON_ATTRIBUTES})
+        for i, (first, last) in enumerate(chosen)
+    ]
+
+
 def _specs_for(subject: Subject) -> list[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
-    if subject.kind == "person":
+    if _personlike(subject):
         return [(s.name, s.statements, s.train_questions, s.heldout_questions) for s in PERSON_ATTRIBUTES]
     return [(name, *ENTITY_ATTRIBUTES[name]) for name in subject.attributes]
 
