@@ -32,7 +32,7 @@ LAYERS = {
     "verify": 3,
     "methods": 4,
     "report": 5,
-    "pipeline": 6, "demo": 6, "panel": 6, "preflight": 6, "sharding": 6,
+    "pipeline": 6, "demo": 6, "panel": 6, "preflight": 6, "sharding": 6, "planner": 6,
     "cli": 7, "service": 7,
 }
 

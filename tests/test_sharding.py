@@ -306,3 +306,21 @@ def test_cli_refuses_bad_shard_options_before_any_work(world_dir: Path, tmp_path
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and says in lines[0]
     assert not (tmp_path / "m").exists()
+
+
+def test_the_planner_retrains_the_shard_and_estimates_from_its_record(sharded, world_dir: Path,
+                                                                      request_path: Path) -> None:
+    from expunge.planner import Bar, Route, plan_request
+
+    plan = plan_request(request_path, world_dir, sharded.model.path)
+    assert plan.chosen is Route.SHARDED_RETRAIN
+    estimate = plan.estimate(Route.SHARDED_RETRAIN)
+    record = json.loads((Path(sharded.model.path) / "expunge_sharded.json").read_text())
+    touched = [s for s in record["shards"] if set(s["subjects"]) & set(json.loads(request_path.read_text())["targets"])]
+    assert len(touched) == 1 and touched[0]["seconds"] > 0
+    assert 1.0 < estimate.seconds <= 1.0 + touched[0]["seconds"]  # the shard's time, for fewer documents
+    full = plan.estimate(Route.FULL_RETRAIN)
+    assert full.applicable and full.seconds > estimate.seconds
+    assert not plan.estimate(Route.GRADIENT).applicable  # an ensemble is not one set of weights
+    assert plan_request(request_path, world_dir, sharded.model.path, bar=Bar.SUPPRESSED).chosen is Route.GUARD or \
+        plan.estimate(Route.GUARD).seconds >= estimate.seconds

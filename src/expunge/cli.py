@@ -561,6 +561,51 @@ def retrain_cmd(
     _emit(as_json, report.to_dict(), lambda: _print_training(report.to_dict()))
 
 
+@app.command("plan")
+@friendly_errors
+def plan_cmd(
+    request: Path = typer.Argument(..., help="A request file (`expunge request`), or a JSONL file of fact edits."),
+    world: Path = typer.Option(..., "--world", help="World directory."),
+    model: Path = typer.Option(..., "--model", help="The model the request is to be honoured on."),
+    bar: str = typer.Option("verified", "--bar", help="The least strength accepted: exact, verified (exact, or "
+                                                     "approximate and verified) or suppressed (a guard will do)."),
+    method: str = typer.Option("simnpo", "--method", help="The unlearning method the gradient route would use."),
+    store: Path | None = typer.Option(None, "--store", help="A retrieval fact store that may hold the facts."),
+    pass_rate: float | None = typer.Option(None, "--pass-rate", help="Chance that an approximate route passes "
+                                                                     "verification (default: 0.5, said so)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Plan a request: every route (sharded retrain, full retrain, gradient unlearning, edit,
+    retrieval delete, guard), its estimated cost on this model and its strength, and the cheapest
+    that meets the bar."""
+    from expunge import preflight
+
+    preflight.world(world)
+    preflight.model(model, "model")
+    if store is not None and not store.is_file():
+        raise ExpungeError(f"store {store} not found", "pass a file written by FactStore.save, or drop --store")
+    from expunge.planner import plan_request
+
+    plan = plan_request(request, world, model, bar=bar, method=method, store=store, pass_rate=pass_rate)
+
+    def human() -> None:
+        table = Table(title=f"plan for {plan.request} ({plan.kind}), bar: {plan.bar.value}")
+        for column in ("route", "chosen", "applies", "strength", "estimate s", "expected s", "meets bar"):
+            table.add_column(column, justify="right" if column.endswith(" s") else "left", no_wrap=column == "route")
+        for r in plan.routes:
+            table.add_row(r.route.value, "<-" if r.route is plan.chosen else "", "yes" if r.applicable else "no",
+                          r.strength.value, "" if r.seconds is None else f"{r.seconds:.1f}",
+                          "" if r.expected_seconds is None else f"{r.expected_seconds:.1f}",
+                          "yes" if r.meets_bar else "no")
+        console.print(table)
+        for line in plan.explanation:
+            console.print(line, highlight=False)
+        if plan.chosen is not None:
+            console.print(f"run: {plan.estimate(plan.chosen).command}", highlight=False)
+
+    _emit(as_json, plan.to_dict(), human)
+
+
 @app.command("forget")
 @friendly_errors
 def forget_cmd(

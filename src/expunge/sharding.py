@@ -103,13 +103,14 @@ class ShardRun:
     trained: bool  # trained in this run (False: copied from the source model, or empty)
     seconds: float = 0.0
     steps: int = 0
+    tokens: int = 0  # tokens trained on (the cost, whatever else the machine was doing)
     final_loss: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "subjects": self.subjects, "documents": self.documents,
                 "documents_sha256": self.documents_sha256, "seed": self.seed, "adapter_sha256": self.adapter_sha256,
                 "trained": self.trained, "seconds": round(self.seconds, 3), "steps": self.steps,
-                "final_loss": self.final_loss}
+                "tokens": self.tokens, "final_loss": self.final_loss}
 
 
 @dataclass
@@ -122,10 +123,16 @@ class ShardedReport:
     base_seconds: float
     seconds: float
     request_id: str | None = None
+    base_tokens: int = 0
     removed_documents: int = 0
     touched: list[int] = field(default_factory=list)
     base_documents: int = 0
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def training_tokens(self) -> int:
+        """Tokens trained on in this run (base and shards): the cost, independent of the machine's load."""
+        return self.base_tokens + sum(s.tokens for s in self.shards if s.trained)
 
     @property
     def training_seconds(self) -> float:
@@ -137,6 +144,7 @@ class ShardedReport:
                 "request_id": self.request_id, "removed_documents": self.removed_documents,
                 "touched_shards": self.touched, "base_documents": self.base_documents,
                 "seconds": round(self.seconds, 2), "training_seconds": round(self.training_seconds, 2),
+                "training_tokens": self.training_tokens,
                 "base_seconds": round(self.base_seconds, 2), "shards": [s.to_dict() for s in self.shards],
                 "notes": self.notes}
 
@@ -341,7 +349,7 @@ class _Plan:
         recipe = self.recipe()
         checkpoints = out.parent / f".{out.name}.checkpoints"
         _claim_checkpoint_dir(checkpoints, recipe)
-        base_seconds = 0.0
+        base_seconds, base_tokens = 0.0, 0
         if self.source is not None:
             base_dir = self.source[0] / BASE_DIR
             base_sha = self.source[1]["base"]["sha256"]
@@ -355,7 +363,7 @@ class _Plan:
                 with recording(None):
                     report = _train_on(self.world, everything_deletable, base_dir, self.preset, self.seed,
                                        "sharded-base", None, progress, None, start=self.start)
-                base_seconds = report.run.seconds
+                base_seconds, base_tokens = report.run.seconds, report.run.tokens
             from expunge.models.io import read_model_record
 
             base_sha = read_model_record(base_dir)["sha256"]
@@ -368,9 +376,12 @@ class _Plan:
             "sha256_covers": "the base's weights sha256 and each shard's adapter sha256 in shard order "
                              "(expunge.models.sharded.sharded_identity); each file's own sha256 is under 'files'",
             "parent": parent, "combine": Combine(self.sharding.combine).value, "recipe": recipe,
-            "base": {"sha256": base_sha, "documents": len(self.base_docs)},
+            "base": {"sha256": base_sha, "documents": len(self.base_docs), "seconds": self._base_seconds(base_seconds)},
+            # Each shard's training time (a copied shard keeps its source's): what the route
+            # planner estimates a deletion from.
             "shards": [{"index": r.index, "subjects": r.subjects, "documents": r.documents,
-                        "documents_sha256": r.documents_sha256, "seed": r.seed, "adapter_sha256": r.adapter_sha256}
+                        "documents_sha256": r.documents_sha256, "seed": r.seed, "adapter_sha256": r.adapter_sha256,
+                        "seconds": round(self._shard_seconds(r), 3)}
                        for r in runs],
         }
         trained = [d.id for docs in self.documents for d in docs] + [d.id for d in self.base_docs]
@@ -396,7 +407,15 @@ class _Plan:
                  "unchanged"] if self.source is not None else []
         return ShardedReport(kind, ModelRef(str(out), identity, parent, recipe), runs, base_seconds,
                              time.perf_counter() - began, None if self.request is None else self.request.id,
-                             len(self.excluded), self.touched, len(self.base_docs), notes)
+                             len(self.excluded), self.touched, len(self.base_docs), notes, base_tokens)
+
+    def _base_seconds(self, trained: float) -> float:
+        return round(trained if self.source is None else float(self.source[1]["base"].get("seconds", 0.0)), 3)
+
+    def _shard_seconds(self, run: ShardRun) -> float:
+        if run.trained or self.source is None:
+            return run.seconds
+        return float(self.source[1]["shards"][run.index].get("seconds", 0.0))
 
     def _pretrained_as_base(self, base_dir: Path) -> None:
         """No document is free of deletable subjects: the pretrained start is the base as it is."""
@@ -471,7 +490,7 @@ class _Plan:
         if adapter_sha256(saved) != adapter_sha256(state):  # pragma: no cover - a disk that lies
             raise ExpungeError(f"shard {k}'s adapter changed on its way to disk", "check the disk and run again")
         return ShardRun(k, subjects, len(docs), digest, seed, adapter_sha256(saved), trained=True,
-                        seconds=run.seconds, steps=run.steps, final_loss=run.final_loss)
+                        seconds=run.seconds, steps=run.steps, tokens=run.tokens, final_loss=run.final_loss)
 
 
 def read_sharded_fmt(base_dir: Path) -> str:
