@@ -123,11 +123,11 @@ class ShardedReport:
     base_seconds: float
     seconds: float
     request_id: str | None = None
-    base_tokens: int = 0
     removed_documents: int = 0
     touched: list[int] = field(default_factory=list)
     base_documents: int = 0
     notes: list[str] = field(default_factory=list)
+    base_tokens: int = 0
 
     @property
     def training_tokens(self) -> int:
