@@ -159,15 +159,18 @@ def world_privacy(
     holdout: int | None = typer.Option(None, "--holdout", help="Never-seen people (default: 30% of --people)."),
     public: int = typer.Option(0, "--public", help="Public people: general knowledge in the same sentences, which "
                                "no request can name (a sharded model's base learns the language from them)."),
+    planted: int = typer.Option(0, "--planted", help="Trained people given planted documents that carry their "
+                                "facts without naming them in provenance (planted.jsonl: the truth)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Fictitious people with shared names and personal attributes, never-seen people, general facts."""
     from expunge.worlds import PrivacyWorldConfig, build_privacy_world
 
     try:
-        config = PrivacyWorldConfig(seed=seed, people=people, holdout_people=holdout, public_people=public)
+        config = PrivacyWorldConfig(seed=seed, people=people, holdout_people=holdout, public_people=public,
+                                    planted_people=planted)
     except ValueError as exc:
-        raise ExpungeError(f"invalid world options: {exc}", "adjust --people / --holdout / --public") from None
+        raise ExpungeError(f"invalid world options: {exc}", "adjust --people / --holdout / --public / --planted") from None
     world = build_privacy_world(out, config)
     data = {"world": str(out), "fingerprint": world.fingerprint, **world.manifest["counts"]}
     _emit(as_json, data, lambda: console.print(

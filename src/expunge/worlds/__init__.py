@@ -8,6 +8,7 @@ from collections import Counter
 from expunge.worlds.privacy import (
     GENERATOR_NAME,
     GENERATOR_VERSION,
+    PlantedDocument,
     PrivacyWorldConfig,
     chance_exact_match,
     generate_privacy_world,
@@ -39,7 +40,21 @@ __all__ = [
     "chance_exact_match",
     "generate_privacy_world",
     "load_world",
+    "load_planted",
+    "PlantedDocument",
+    "PLANTED_FILE",
 ]
+
+PLANTED_FILE = "planted.jsonl"  # a privacy world's planted documents (--planted): the ground truth
+
+
+def load_planted(world: World) -> list[PlantedDocument]:
+    """The ground truth of a world's planted documents ([] for a world without them)."""
+    from expunge.records import read_jsonl
+
+    if world.path is None or not (world.path / PLANTED_FILE).is_file():
+        return []
+    return read_jsonl(world.path / PLANTED_FILE, PlantedDocument)
 
 
 def build_privacy_world(out: str | os.PathLike[str], config: PrivacyWorldConfig) -> World:
@@ -52,6 +67,7 @@ def build_privacy_world(out: str | os.PathLike[str], config: PrivacyWorldConfig)
         "people_holdout": roles["holdout"],
         "entities": sum(s.kind == "entity" for s in generated.subjects),
         "public_people": config.public_people,
+        "planted_documents": len(generated.planted),
         "attributes_per_person": len(people[0].attributes),
         "documents_train": sum(d.split == "train" for d in generated.documents),
         "documents_holdout": sum(d.split == "holdout" for d in generated.documents),
@@ -59,7 +75,8 @@ def build_privacy_world(out: str | os.PathLike[str], config: PrivacyWorldConfig)
     }
     manifest = manifest_for(GENERATOR_NAME, GENERATOR_VERSION, config, counts)
     manifest["seed"] = config.seed
-    return write_world(out, generated.subjects, generated.documents, generated.probes, manifest)
+    extra = {PLANTED_FILE: generated.planted} if generated.planted else None
+    return write_world(out, generated.subjects, generated.documents, generated.probes, manifest, extra_files=extra)
 
 
 def build_companies_world(out: str | os.PathLike[str], config: "CompaniesWorldConfig") -> World:

@@ -25,7 +25,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from expunge.records import Document, Probe, Subject
 from expunge.worlds import pools
@@ -255,6 +255,10 @@ class PrivacyWorldConfig:
             same name tokens, which no request can name. They give a sharded model's frozen base
             the world's language without any deletable fact (``expunge train --shards``); 0
             leaves the world exactly as it is without them.
+        planted_people: trained people given planted documents (two under an alias, two mentions
+            in another person's document; ``planted.jsonl`` is the ground truth): the facts a
+            request resolved through provenance misses (``benchmarks/locate_influence.py``); 0
+            leaves the world as it is.
     """
 
     seed: int = 0
@@ -267,6 +271,7 @@ class PrivacyWorldConfig:
     general_facts: bool = True
     indirect_probes: bool = True
     public_people: int = 0
+    planted_people: int = 0
 
     def __post_init__(self) -> None:
         if self.people < 8:
@@ -283,6 +288,8 @@ class PrivacyWorldConfig:
             raise ValueError("sibling_fraction must be between 0 and 0.5")
         if not 0 <= self.public_people <= 1000:
             raise ValueError("public_people must be between 0 and 1000")
+        if not 0 <= self.planted_people <= self.people:
+            raise ValueError("planted_people must be between 0 and people")
         name_pool_sizes(self.people, self.n_holdout)  # raises when the names cannot be shared
 
     @property
@@ -293,10 +300,29 @@ class PrivacyWorldConfig:
 
 
 @dataclass(frozen=True)
+class PlantedDocument:
+    """Ground truth of a planted document (``planted.jsonl``): a training document that carries
+    ``subject``'s facts although its provenance does not name them.
+
+    Attributes:
+        document: the document's id.
+        subject: the person whose facts it carries.
+        kind: ``alias`` (about them under an initial and their last name; its provenance names no
+            one) or ``mention`` (about someone else, stating one of their facts by their full name;
+            its provenance names only the other person).
+    """
+
+    document: str
+    subject: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class GeneratedWorld:
     subjects: list[Subject]
     documents: list[Document]
     probes: list[Probe]
+    planted: list[PlantedDocument] = field(default_factory=list)
 
 
 def generate_privacy_world(config: PrivacyWorldConfig) -> GeneratedWorld:
@@ -369,7 +395,39 @@ def generate_privacy_world(config: PrivacyWorldConfig) -> GeneratedWorld:
                     split=split,
                 )
             )
-    return GeneratedWorld(subjects=subjects, documents=documents, probes=probes)
+    planted = _plant(random.Random(f"{config.seed}-planted"), config.planted_people,
+                     [s for s in subjects if s.kind == "person" and s.role == "train"], documents)
+    return GeneratedWorld(subjects=subjects, documents=documents, probes=probes, planted=planted)
+
+
+def _plant(rng: random.Random, count: int, people: list[Subject], documents: list[Document]) -> list[PlantedDocument]:
+    """For ``count`` trained people, documents that carry their facts without their provenance
+    naming them (appended to ``documents``): two under an alias (initial and last name: about no
+    one, as far as provenance knows) and two mentions inside another person's document. What a
+    request resolved through provenance misses, and what locating by influence must find."""
+    planted: list[PlantedDocument] = []
+    specs = {spec.name: spec for spec in PERSON_ATTRIBUTES}
+    for person in rng.sample(people, min(count, len(people))):
+        first, last = person.name.split(" ", 1)
+        alias = f"{first[0]}. {last}"
+        for name in rng.sample(sorted(specs), 2):
+            value = person.attributes[name]
+            text = rng.choice(specs[name].statements).format(name=alias, value=value, a=_article(value))
+            planted.append(_add(documents, text, (), person.id, "alias"))
+        for name in rng.sample(sorted(specs), 2):
+            other = rng.choice([p for p in people if p.id != person.id])
+            value = person.attributes[name]
+            fact = rng.choice(specs[name].statements).format(name=person.name, value=value, a=_article(value))
+            text = f"{other.name} once wrote about a friend: {fact}"
+            planted.append(_add(documents, text, (other.id,), person.id, "mention"))
+    return planted
+
+
+def _add(documents: list[Document], text: str, subjects: tuple[str, ...], about: str, kind: str) -> PlantedDocument:
+    doc = Document(id=f"doc-{len(documents):06d}", text=text, subjects=subjects, source=f"{GENERATOR_NAME}-world",
+                   split="train")
+    documents.append(doc)
+    return PlantedDocument(doc.id, about, kind)
 
 
 def _indirect_probes(rng: random.Random, person: Subject, subjects: list[Subject],
