@@ -134,7 +134,7 @@ def main() -> None:
 
 def print_tables(results: dict[str, Any], k: int) -> None:
     mono = results["monolithic"]
-    print(f"\n| model | ensemble | mixture | merge | training s | answering s (ensemble / mixture / merge) |")
+    print("\n| model | ensemble | mixture | merge | training s | answering s (ensemble / mixture / merge) |")
     print("|---|---|---|---|---|---|")
     print(f"| monolithic | {mono['accuracy']:.3f} | | | {mono['train_seconds']:.0f} | {mono['answer_seconds']:.1f} |")
     for row in results["sharded"]:

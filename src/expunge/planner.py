@@ -31,7 +31,7 @@ from typing import Any
 from expunge.choices import TextEnum
 from expunge.errors import ExpungeError
 
-__all__ = ["Route", "Strength", "Bar", "RouteEstimate", "Plan", "plan_request", "PRIOR_PASS_RATE"]
+__all__ = ["PRIOR_PASS_RATE", "Bar", "Plan", "Route", "RouteEstimate", "Strength", "plan_request"]
 
 # Without history, the chance that an approximate route passes verification is not known: the
 # planner says so and weighs it as even.

@@ -43,15 +43,31 @@ from expunge.ledger.recording import Provenance, record_version, recording
 from expunge.ledger.requests import documents_digest, load_request
 from expunge.ledger.store import RunKind
 from expunge.locate import Located, locate
-from expunge.models.sharded import (BASE_DIR, Combine, adapter_sha256, is_sharded, load_adapter_state,
-                                    read_sharded_record, shard_dir_name, sharded_identity)
+from expunge.models.sharded import (
+    BASE_DIR,
+    Combine,
+    adapter_sha256,
+    is_sharded,
+    load_adapter_state,
+    read_sharded_record,
+    shard_dir_name,
+    sharded_identity,
+)
 from expunge.presets import Preset, get_preset
 from expunge.recipe import Start
 from expunge.records import Document, write_json_atomic
 from expunge.worlds import World, load_world
 
-__all__ = ["ShardingConfig", "ShardRun", "ShardedReport", "assign_shards", "base_documents", "train_sharded",
-           "delete_from_shards", "shard_seed"]
+__all__ = [
+    "ShardRun",
+    "ShardedReport",
+    "ShardingConfig",
+    "assign_shards",
+    "base_documents",
+    "delete_from_shards",
+    "shard_seed",
+    "train_sharded",
+]
 
 
 @dataclass(frozen=True)
@@ -403,8 +419,8 @@ class _Plan:
         from expunge.records import ModelRef
 
         kind = "sharded" if self.source is None else "sharded-deletion"
-        notes = [f"retrained shard(s) {self.touched} of {self.sharding.shards}; the others and the base are copied "
-                 "unchanged"] if self.source is not None else []
+        notes = [(f"retrained shard(s) {self.touched} of {self.sharding.shards}; the others and the base are copied "
+                  "unchanged")] if self.source is not None else []
         return ShardedReport(kind, ModelRef(str(out), identity, parent, recipe), runs, base_seconds,
                              time.perf_counter() - began, None if self.request is None else self.request.id,
                              len(self.excluded), self.touched, len(self.base_docs), notes, base_tokens)

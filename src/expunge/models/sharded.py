@@ -48,8 +48,18 @@ from expunge.errors import ExpungeError
 from expunge.integrity import SHARDED_RECORD, check_model_files
 from expunge.records import ModelRef, read_json
 
-__all__ = ["Combine", "SHARDED_RECORD", "ShardEnsemble", "is_sharded", "read_sharded_record", "load_sharded",
-           "sharded_identity", "adapter_sha256", "shard_dir_name", "load_adapter_state"]
+__all__ = [
+    "SHARDED_RECORD",
+    "Combine",
+    "ShardEnsemble",
+    "adapter_sha256",
+    "is_sharded",
+    "load_adapter_state",
+    "load_sharded",
+    "read_sharded_record",
+    "shard_dir_name",
+    "sharded_identity",
+]
 
 BASE_DIR = "base"
 
