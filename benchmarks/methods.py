@@ -29,7 +29,7 @@ from expunge.report.render import format_value, json_safe
 from expunge.verify.suite import verify_models
 
 COLUMNS = (
-    ("model", "method"), ("forget_em", "forget EM"), ("retain_em", "retain EM"),
+    ("model", "method"), ("forget_em", "forget EM"), ("retain_em", "retain EM"), ("neighbours_em", "neighbours EM"),
     ("forget_quality", "forget quality"), ("model_utility", "utility"), ("mia_auc", "MIA AUC"),
     ("privleak", "PrivLeak"), ("plausibility", "plausible"), ("seconds", "seconds"),
     ("fraction_of_retraining", "x retrain"), ("forgotten", "forgotten?"), ("collateral_damage", "collateral?"),
@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--people", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fraction", type=float, default=None, help="share of the people deleted (default: the demo's)")
     parser.add_argument("--methods", default=",".join(method_names()), help="comma-separated method names")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows (and stop reasons) here")
     args = parser.parse_args(argv)
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
 
     ws = prepare_workspace(args.workspace, preset=args.preset, size=args.people, seed=args.seed,
-                           progress=True, log=console.print)
+                           fraction=args.fraction, progress=True, log=console.print)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = ws.root / "runs" / f"{stamp}-benchmark"
     runs = {}
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                                     retraining_seconds=ws.retraining_seconds)
     write_report(data, run_dir / "report.html")
 
-    table = Table(title=f"methods on the default world ({len(ws.request.targets)} people deleted; "
+    table = Table(title=f"methods on the {args.people}-person world, preset {args.preset} ({len(ws.request.targets)} "
+                        f"people deleted; "
                         f"retraining {ws.retraining_seconds:.1f} s)")
     for _, header in COLUMNS:
         table.add_column(header, justify="left" if header in ("method", "forgotten?", "collateral?") else "right")

@@ -20,6 +20,9 @@ hf_logging.disable_progress_bar()
 # tests' commands record to one of their own, never into the checkout (tests that check the
 # default location set their own).
 os.environ.setdefault("EXPUNGE_DB", str(Path(tempfile.mkdtemp(prefix="expunge-test-ledger-")) / "ledger.sqlite"))
+# Influence factors (`forget --method influence` without factors_dir) are cached in a directory of
+# the tests' own, never in ./expunge-workspace.
+os.environ.setdefault("EXPUNGE_INFLUENCE_DIR", tempfile.mkdtemp(prefix="expunge-test-influence-"))
 
 TINY_PEOPLE = 8
 # The oracle's knowledge tolerance on the tiny world. The tiny request removes 2 of its 8 people, a

@@ -142,6 +142,14 @@ _EXPORTS: dict[str, str] = {
     "SimNPOConfig": "expunge.methods.gradient.simnpo",
     "RMUConfig": "expunge.methods.gradient.rmu",
     "IdkFTConfig": "expunge.methods.gradient.idkft",
+    "UpdateRun": "expunge.methods.registry",
+    # influence functions
+    "InfluenceConfig": "expunge.methods.influence.removal",
+    "attribute": "expunge.methods.influence.attribution",
+    "Attribution": "expunge.methods.influence.attribution",
+    "Query": "expunge.methods.influence.attribution",
+    "fit_factors": "expunge.methods.influence.factors",
+    "FactorSettings": "expunge.methods.influence.factors",
     # verification
     "exact_match": "expunge.verify.probes",
     "answer_probes": "expunge.verify.probes",

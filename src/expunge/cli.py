@@ -644,6 +644,51 @@ def forget_cmd(
         + "".join(f"\nnote: {n}" for n in data["notes"])))
 
 
+@app.command("attribute")
+@friendly_errors
+def attribute_cmd(
+    model: Path = typer.Option(..., "--model", help="Model directory (a Llama-architecture model)."),
+    world: Path = typer.Option(..., "--world", help="The world it was trained on: its training documents are ranked."),
+    query: list[str] = typer.Option([], "--query", help="A text to attribute, every token scored (repeatable)."),
+    probes: list[Path] = typer.Option([], "--probes", help="JSONL of probes: prompt as context, answer scored "
+                                                           "(repeatable)."),
+    top: int = typer.Option(10, "--top", help="Documents listed per query."),
+    damping: float = typer.Option(1e-8, "--damping", help="lambda added to the curvature's eigenvalues."),
+    workspace: Path = typer.Option(Path("expunge-workspace"), "--workspace",
+                                   help="Where the EK-FAC factors are cached, per model weights sha256."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Rank a world's training documents by influence on a query (EK-FAC influence functions,
+    kronfluence); factors are fitted once per model and cached."""
+    from expunge import preflight
+
+    preflight.model(model), preflight.world(world)
+    if top < 1:
+        raise ExpungeError(f"--top {top} is not positive", "give --top 1 or more")
+    from expunge.methods.influence.attribution import attribute, read_query_probes
+
+    queries: list[Any] = list(query)
+    for path in probes:
+        queries += read_query_probes(preflight.input_file(path, "probes file", "give a JSONL file of probes"))
+    result = attribute(model, world, queries, top=top, damping=damping, workspace=workspace)
+    data = result.to_dict()
+
+    def human() -> None:
+        factors = data["factors"]
+        console.print(f"{len(data['queries'])} queries over {data['documents']} training documents; factors "
+                      f"{'reused' if factors['reused'] else 'fitted'} ({factors['path']})", soft_wrap=True)
+        for item in data["queries"]:
+            q = item["query"]
+            console.print(f"\n{q['text']}" + (f" → {q['answer']}" if q["answer"] else "")
+                          + f"  (loss {item['loss']:.2f})", highlight=False, soft_wrap=True)
+            table = Table("rank", "score", "document", "text")
+            for r in item["ranking"]:
+                table.add_row(str(r["rank"]), f"{r['score']:.4g}", r["document_id"], escape(r["text"]))
+            console.print(table)
+
+    _emit(as_json, data, human)
+
+
 @app.command("edit")
 @friendly_errors
 def edit_cmd(

@@ -8,7 +8,10 @@ The shared run (:mod:`expunge.methods.unlearn`) calls the hooks and never knows 
 - ``prepare``: precomputations from the original model before training, returning the method's
   state (read by its terms as ``ctx.state``) and per-forget-sequence extras
   (:class:`SequenceExtra`, typed so that the collate pads them without knowing them);
-- ``trainable``: which parameters train (default: all).
+- ``trainable``: which parameters train (default: all);
+- ``update``: for a method whose change to the weights is not a series of optimizer steps on its
+  terms (influence-based removal: a preconditioned Newton step), the function that replaces the
+  training loop; it gets the prepared state and the shared stop rules (:class:`UpdateRun`).
 
 Each built-in method lives in one file under :mod:`expunge.methods.gradient` (config, preparation,
 terms, registration). Registering a name twice, or asking for an unknown one, raises with the list
@@ -21,12 +24,15 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, fields
 from expunge.choices import TextEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from expunge.registry import Registry
 from expunge.methods.gradient.base import UnlearnConfig, retain_default
+
+if TYPE_CHECKING:  # annotations only: the CLI checks method options before the training loop loads
+    from expunge.training import EvalResult, TrainResult
 
 __all__ = [
     "Need",
@@ -35,6 +41,7 @@ __all__ = [
     "Preparation",
     "Prepared",
     "UnlearnContext",
+    "UpdateRun",
     "Term",
     "MethodSpec",
     "register_method",
@@ -96,13 +103,17 @@ class Preparation:
     """What ``prepare`` may read: the original model (before any update), the method's config and
     the encoded data. ``forget`` are the training sequences as the run will batch them (windows of
     ``chunk_tokens``); ``forget_sample`` a seeded sample of whole forget documents (the stop rules'
-    sample)."""
+    sample); ``training`` every training document of the world, encoded as the model trained on
+    them (whole documents: what curvature estimates such as influence factors are fitted on);
+    ``model_sha256`` the original's weights hash (a key for caches of such estimates)."""
 
     model: torch.nn.Module
     config: UnlearnConfig
     pad_id: int
     forget: list[list[int]]
     forget_sample: list[list[int]]
+    training: list[list[int]] = field(default_factory=list)
+    model_sha256: str = ""
 
 
 @dataclass
@@ -122,6 +133,24 @@ class UnlearnContext:
     config: UnlearnConfig
     reference: torch.nn.Module | None = None
     state: Any = None
+
+
+@dataclass
+class UpdateRun:
+    """What a method's ``update`` hook gets instead of the training loop: the model to change in
+    place, the context (config, prepared state), the forget and retain sequences as the run
+    batched them, and the shared stop rules. After each of its steps the hook calls
+    ``eval_hook(model, step)`` every ``config.check_every`` steps and at its last step, and stops
+    when the result says so (``EvalResult.stop``); the run restores, records and saves as for any
+    method. It returns the :class:`~expunge.training.TrainResult` of what it did."""
+
+    model: torch.nn.Module
+    context: UnlearnContext
+    forget: list[list[int]]
+    retain: list[list[int]]
+    pad_id: int
+    eval_hook: Callable[[torch.nn.Module, int], EvalResult]
+    progress: bool = False
 
 
 # (context, batch, the model's outputs on the batch) -> scalar loss
@@ -146,6 +175,9 @@ class MethodSpec:
         prepare: optional; precomputations from the original model (:class:`Preparation` ->
             :class:`Prepared`), run once before training.
         trainable: optional; ``(model, config, state)`` freezes what must not train.
+        update: optional; replaces the training loop for a method that changes the weights
+            itself (:class:`UpdateRun` -> ``TrainResult``); its terms are then what it
+            differentiates, not what an optimizer minimises.
         pretrained_defaults: this method's own defaults for a pretrained model, over the shared
             ones (:data:`expunge.methods.gradient.base.PRETRAINED_DEFAULTS`).
     """
@@ -158,6 +190,7 @@ class MethodSpec:
     needs: frozenset[Need] = frozenset()
     prepare: Callable[[Preparation], Prepared] | None = None
     trainable: Callable[[torch.nn.Module, Any, Any], None] = _all_trainable
+    update: Callable[[UpdateRun], TrainResult] | None = None
     pretrained_defaults: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -215,3 +248,4 @@ BASELINE_METHOD = "idkft"
 
 # The built-in methods register themselves, one file each.
 from expunge.methods.gradient import grad_ascent, grad_diff, idkft, npo, rmu, simnpo  # noqa: E402,F401
+from expunge.methods.influence import removal  # noqa: E402,F401

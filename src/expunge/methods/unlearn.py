@@ -12,6 +12,8 @@ Read top to bottom:
    forget sequences; let the method prepare what it needs from the original model (its
    ``prepare`` hook: state and typed per-sequence extras) and freeze what must not train (its
    ``trainable`` hook). The run knows no method by name: it reads the spec's hooks and ``needs``.
+   A method with an ``update`` hook (influence-based removal) changes the weights itself in
+   step 3 instead of the training loop, under the same stop rules.
 3. Run :func:`expunge.training.train_loop` with ``loss = forget_weight * forget_term +
    generic_weight * generic anchor + retain_weight * retain_term``. Every ``check_every`` steps
    the stop rules score three samples of documents: the forget documents (those an earlier run of
@@ -61,6 +63,7 @@ from expunge.methods.registry import (
     Preparation,
     SequenceExtra,
     UnlearnContext,
+    UpdateRun,
     get_method,
 )
 from expunge.models.lora import merge_lora, wrap_lora
@@ -302,7 +305,9 @@ def unlearn(
     # What the method needs from the original model is computed once, before training.
     state = None
     if spec.prepare is not None:
-        prepared = spec.prepare(Preparation(model, config, pad, forget_chunks, eval_sets["forget"]))
+        documents = encode([example_for(d) for d in world.training_documents()])
+        prepared = spec.prepare(Preparation(model, config, pad, forget_chunks, eval_sets["forget"], documents,
+                                            original.sha256))
         clash = set(prepared.extras) & set(extras)
         if clash:
             raise ValueError(f"method {spec.name!r} prepared extras that the run already uses: {sorted(clash)}")
@@ -385,9 +390,12 @@ def unlearn(
         min_lr_ratio=1.0, warmup_steps=config.warmup_steps, weight_decay=0.0, max_grad_norm=config.max_grad_norm,
         seed=config.seed, group_by_length=config.group_by_length, log_every=config.check_every, eval_every=config.check_every,
     )
-    dataset = PairedDataset(forget_chunks, retain_chunks, extras)
-    run = train_loop(model, dataset, training, collate_fn=paired_collate(pad, extras), loss_fn=loss_fn,
-                     eval_hook=hook, progress=progress, description=f"forget ({spec.name})")
+    if spec.update is not None:  # the method changes the weights itself, under the same stop rules
+        run = spec.update(UpdateRun(model, ctx, forget_chunks, retain_chunks, pad, hook, progress))
+    else:
+        dataset = PairedDataset(forget_chunks, retain_chunks, extras)
+        run = train_loop(model, dataset, training, collate_fn=paired_collate(pad, extras), loss_fn=loss_fn,
+                         eval_hook=hook, progress=progress, description=f"forget ({spec.name})")
 
     restored = None
     if run.stop is StopKind.COLLAPSE_GUARD:
