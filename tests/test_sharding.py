@@ -324,3 +324,23 @@ def test_the_planner_retrains_the_shard_and_estimates_from_its_record(sharded, w
     assert not plan.estimate(Route.GRADIENT).applicable  # an ensemble is not one set of weights
     assert plan_request(request_path, world_dir, sharded.model.path, bar=Bar.SUPPRESSED).chosen is Route.GUARD or \
         plan.estimate(Route.GUARD).seconds >= estimate.seconds
+
+
+@pytest.mark.slow  # an ensemble answers with every shard and decodes without a cache
+def test_verification_reads_a_sharded_deletion_as_its_oracle(sharded, world_dir: Path, request_path: Path,
+                                                            tmp_path: Path) -> None:
+    from expunge.verify.config import VerifyConfig
+    from expunge.verify.suite import verify_models
+
+    deleted = delete_from_shards(sharded.model.path, world_dir, request_path, tmp_path / "deleted", progress=False)
+    scratch = train_sharded(world_dir, tmp_path / "scratch", sharding=ShardingConfig(shards=3, lora_rank=4),
+                            preset="shard-test", seed=0, request_path=request_path, progress=False)
+    with pytest.raises(ExpungeError, match="sharded ensemble"):
+        verify_models({"sharded": deleted.model.path}, sharded.model.path, scratch.model.path, world_dir,
+                      request_path, config=VerifyConfig(attacks=True))
+    verification = verify_models({"sharded": deleted.model.path}, sharded.model.path, scratch.model.path, world_dir,
+                                 request_path, config=VerifyConfig(max_facts_per_set=2))
+    candidate, oracle = verification.candidates["sharded"], verification.oracle
+    # The same weights as the model that never saw the data: the same answers, scores and ratios.
+    assert candidate.model["sha256"] == oracle.model["sha256"]
+    assert candidate.truth_ratios == oracle.truth_ratios and candidate.mia_scores == oracle.mia_scores

@@ -134,7 +134,12 @@ def load_model(
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
-    """The tokenizer saved in a model directory; any failure is one line naming the directory."""
+    """The tokenizer saved in a model directory (a sharded model's: its base's); any failure is one
+    line naming the directory."""
+    from expunge.models.sharded import BASE_DIR, is_sharded
+
+    if is_sharded(path):
+        path = Path(path) / BASE_DIR
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # transformers raises many types; the user needs the one line

@@ -136,7 +136,13 @@ def verify_models(
     # evaluated: a corrupt candidate must not surface after minutes spent on the original.
     references = {"oracle": oracle_dir} if oracle_dir is not None else {}
     for what, path in {"original": original_dir, **references, **candidates}.items():
-        check_model_dir(path, what=f"{what} model")
+        record = check_model_dir(path, what=f"{what} model")
+        if config.attacks and record.get("shards") is not None and record.get("combine") != "merge":
+            raise ExpungeError(
+                f"{what} model {path} is a sharded ensemble: model-level attacks fine-tune, quantise or read the "
+                "weights of one model, and an ensemble is several",
+                "verify it without --attacks (the sharded retrain is exact by construction), or train it with "
+                "--combine merge")
     world = load_world(world_dir)
     request = load_request(request_path, world)
     located = locate(world, request) if located is None else located
@@ -228,9 +234,10 @@ def _roc_points(evaluation: ModelEvaluation) -> dict[str, list[float]]:
 
 
 def _check_oracle(ref: ModelRef, world: World, located: Located, path: Any) -> None:
-    """The oracle must be a model retrained on this world without exactly this request's documents."""
+    """The oracle must be a model retrained on this world without exactly this request's documents
+    (an `expunge retrain` oracle, or a sharded model trained or retrained without them)."""
     recipe = ref.recipe or {}
-    if recipe.get("kind") != "oracle":
+    if recipe.get("kind") not in ("oracle", "sharded"):
         raise ExpungeError(f"{path} is not a retrained oracle (its recipe kind is {recipe.get('kind')!r})",
                            "pass the model written by `expunge retrain` for this request as --oracle")
     if recipe.get("world_fingerprint") != world.fingerprint:
