@@ -49,8 +49,8 @@ __all__ = ["DEFAULT_DAMPING", "Query", "RankedDocument", "QueryAttribution", "At
 
 DEFAULT_WORKSPACE = "expunge-workspace"
 # lambda for attribution: kronfluence's own default. It gave the best linear datamodeling score
-# measured here (benchmarks/influence_lds.py, 8-person world, 50 half-subsets, 2 seeds): 0.335 at
-# 1e-8, 0.322 at 1e-6, 0.254 at 1e-4 and with the heuristic (0.1 x the mean eigenvalue).
+# measured here (benchmarks/influence_lds.py, 8-person world, 50 half-subsets, 3 seeds): 0.343 at
+# 1e-8, 0.330 at 1e-6, 0.261 at 1e-4, 0.259 with the heuristic (0.1 x the mean eigenvalue).
 DEFAULT_DAMPING = 1e-8
 
 
