@@ -16,7 +16,7 @@ from typing import Any
 from expunge.ledger.requests import load_request
 from expunge.locate import locate
 from expunge.locate.related import RankedRelated, candidate_documents
-from expunge.methods.influence.attribution import DEFAULT_WORKSPACE, Query, attribute
+from expunge.methods.influence.attribution import DEFAULT_DAMPING, DEFAULT_WORKSPACE, Query, attribute
 from expunge.worlds import load_world
 
 __all__ = ["influence_related"]
@@ -27,12 +27,13 @@ def influence_related(
     world_dir: str | os.PathLike[str],
     request_path: str | os.PathLike[str],
     *,
-    damping: float | None = None,
+    damping: float | None = DEFAULT_DAMPING,
     workspace: str | os.PathLike[str] = DEFAULT_WORKSPACE,
     **options: Any,
 ) -> RankedRelated:
     """Every training document but the request's own, ranked by influence on the request's facts
-    (factors cached per model, as :func:`attribute` does)."""
+    (factors cached per model, as :func:`attribute` does; ``damping`` as there, None: kronfluence's
+    heuristic)."""
     world = load_world(world_dir)
     request = load_request(request_path, world)
     located = locate(world, request)
