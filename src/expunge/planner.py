@@ -298,6 +298,13 @@ class _Facts:
         route.basis = f"{what}; {left} remain (time in proportion to documents, the same passes)"
         return route
 
+    def _throughput(self, route: RouteEstimate) -> float:
+        """The model's recorded training tokens per second (0, and the route says so, without one)."""
+        tps = float(self.run.get("tokens_per_second") or 0.0)
+        if not tps:
+            route.basis = "the model's record has no training throughput to estimate from"
+        return tps
+
     def gradient(self, request: Any, path: Any, method: str, rate: float, says: str) -> RouteEstimate:
         from expunge.methods.registry import get_method
 
@@ -311,9 +318,8 @@ class _Facts:
         if self.sharded_model:
             route.basis = "a sharded ensemble is not one set of weights to unlearn from (retrain its shards)"
             return route
-        tps = float(self.run.get("tokens_per_second") or 0.0)
+        tps = self._throughput(route)
         if not tps:
-            route.basis = "the model's record has no training throughput to estimate from"
             return route
         config = spec.config_cls()
         docs = [d for d in self.world.training_documents() if d.id in self.documents]
@@ -335,9 +341,8 @@ class _Facts:
         if not edits:
             route.basis = "editing rewrites facts; a deletion request names no replacement"
             return route
-        tps = float(self.run.get("tokens_per_second") or 0.0)
+        tps = self._throughput(route)
         if not tps:
-            route.basis = "the model's record has no training throughput to estimate from"
             return route
         # ROME's value step: about 25 optimisation steps over the fact's prompts (its own and the
         # context prefixes, ~10 of ~16 tokens) per edit; the statistics are cached per model.

@@ -34,8 +34,13 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
     Hashing tensors rather than files makes the hash independent of how they were serialised.
     """
+    return tensors_sha256(model.state_dict())
+
+
+def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over named tensors (names, dtypes, shapes, bytes; sorted names): a model's identity
+    (:func:`weights_sha256`), an adapter's (:func:`expunge.models.sharded.adapter_sha256`)."""
     digest = hashlib.sha256()
-    state = model.state_dict()
     for name in sorted(state):
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(name.encode())

@@ -91,16 +91,10 @@ def read_sharded_record(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def adapter_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 over an adapter's tensors (names, dtypes, shapes, bytes; sorted names), as
-    :func:`expunge.models.io.weights_sha256` hashes a whole model."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
-    return digest.hexdigest()
+    """sha256 over an adapter's tensors, as a whole model's weights are hashed."""
+    from expunge.models.io import tensors_sha256
+
+    return tensors_sha256(state)
 
 
 def sharded_identity(base_sha256: str, shard_sha256s: Sequence[str | None]) -> str:
