@@ -143,6 +143,8 @@ def test_deletions_accumulate(sharded, world, world_dir: Path, tmp_path: Path) -
     gone = set(record["recipe"]["excluded_documents"])
     assert {d.id for d in world.documents_about(people[1:3])} == gone
     assert record["parent"] == one.model.sha256
+    with pytest.raises(ExpungeError, match="already gone"):
+        delete_from_shards(two.model.path, world_dir, first, tmp_path / "three", progress=False)
 
 
 def test_a_request_for_the_bases_data_is_refused(sharded, world, world_dir: Path, tmp_path: Path) -> None:

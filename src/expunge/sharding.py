@@ -289,6 +289,9 @@ def delete_from_shards(
     assignment = {subject: shard["index"] for shard in record["shards"] for subject in shard["subjects"]}
     prior = set(recipe.get("excluded_documents", []))
     new = set(located.forget.documents) - prior
+    if not new:
+        raise ExpungeError(f"every document of request {request.id} is already gone from {model_dir}",
+                           "nothing to retrain: this model was trained without them")
     plan = _Plan(world, chosen, int(recipe["seed"]), sharding, start, assignment, prior, new, request, located,
                  source=(model_dir, record))
     return plan.run(out, progress)
@@ -319,8 +322,9 @@ class _Plan:
                 "no deletable subject): sharded deletion retrains adapters, never the base",
                 "retrain the whole model without them (`expunge retrain` without --base), or build the sharded "
                 "model again with `expunge train --shards` on a corpus without them")
+        deletable = {x.id for x in self.world.deletable()}
         unassigned = sorted({s for d in self.world.training_documents() for s in d.subjects
-                             if s in {x.id for x in self.world.deletable()} and s not in self.assignment})
+                             if s in deletable and s not in self.assignment})
         if unassigned:
             raise ExpungeError(f"subject {unassigned[0]} has no shard in this sharded model",
                                "use the world the sharded model was trained on")
