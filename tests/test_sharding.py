@@ -227,7 +227,7 @@ def test_one_shards_ensembles_equal_its_merged_model(one_shard, world) -> None:
     enc = tokenizer([d.text for d in world.training_documents()[:6]], return_tensors="pt", padding=True)
     expected = _scores(merged, enc["input_ids"], enc["attention_mask"])
     real = enc["attention_mask"].bool()
-    for combine in (Combine.ENSEMBLE, Combine.MIXTURE):
+    for combine in (Combine.ENSEMBLE, Combine.MIXTURE, Combine.PRODUCT):
         ensemble, _, _ = load_sharded(one_shard.model.path, combine=combine)
         assert isinstance(ensemble, ShardEnsemble)
         got = _scores(ensemble, enc["input_ids"], enc["attention_mask"])

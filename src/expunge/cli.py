@@ -461,8 +461,9 @@ def train_cmd(
                                                               "base on what no request can name, and one LoRA "
                                                               "adapter per shard of the people (SISA)."),
     combine: str = typer.Option("ensemble", "--combine", help="With --shards: how the shards answer together: "
-                                                              "ensemble (mean log-probs), mixture (mean probs) "
-                                                              "or merge (adapters added into one model)."),
+                                                              "ensemble (each shard weighted by how well it "
+                                                              "explains the text so far), mixture (mean probs), "
+                                                              "product (mean log-probs) or merge (one model)."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),
     db: str | None = DB_OPTION,
@@ -511,7 +512,7 @@ def retrain_cmd(
                                                               "must match the recipe's)."),
     shards: int | None = typer.Option(None, "--shards", help="Without --base: train a sharded model from the "
                                                               "start without the request's documents."),
-    combine: str = typer.Option("ensemble", "--combine", help="With --shards: ensemble, mixture or merge."),
+    combine: str = typer.Option("ensemble", "--combine", help="With --shards: ensemble, mixture, product or merge."),
     lora_rank: int = typer.Option(0, "--lora-rank", help="With --shards: each shard's adapter rank (default 16)."),
     stop_at_step: int | None = typer.Option(None, "--stop-at-step", hidden=True,
                                             help="Checkpoint and stop after this step (resume later)."),

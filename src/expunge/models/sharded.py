@@ -14,12 +14,15 @@ A sharded model is a directory (written once, atomically, like every model versi
 
 The shards are combined in one of three ways (:class:`Combine`), chosen when loading:
 
-- ``ensemble``: a product of experts: the mean of the shards' next-token log-probabilities,
-  renormalised. A shard that never saw a person spreads its probability over the plausible values,
-  so the shard that did see them decides; this is the default.
+- ``ensemble`` (the default): the mixture of the shards' whole-sequence distributions,
+  p(x) = mean_k p_k(x); token by token, each shard's next-token distribution weighted by how
+  likely it found the text so far (a posterior over shards from a uniform prior). The shard that
+  was trained on the person a prompt names explains the prompt best and takes over.
 - ``mixture``: the mean of the shards' next-token probabilities (SISA's averaging of the
   constituent models' outputs). A shard confidently wrong about someone it never saw outvotes
   the one that knows them once there are more than two shards.
+- ``product``: a product of experts: the mean of the shards' next-token log-probabilities,
+  renormalised.
 - ``merge``: every adapter's low-rank update added into the base weights: one plain model, the
   cost of one forward pass, and the adapters' updates interfering with one another.
 
@@ -69,6 +72,7 @@ class Combine(TextEnum):
 
     ENSEMBLE = "ensemble"
     MIXTURE = "mixture"
+    PRODUCT = "product"
     MERGE = "merge"
 
 
@@ -167,8 +171,10 @@ class ShardEnsemble(torch.nn.Module):
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         if self.combine is Combine.MIXTURE:
             combined = torch.logsumexp(logprobs, dim=0) - math.log(k)
-        else:  # ENSEMBLE: the product of experts, renormalised
+        elif self.combine is Combine.PRODUCT:  # the product of experts, renormalised
             combined = torch.log_softmax(logprobs.mean(dim=0), dim=-1)
+        else:  # ENSEMBLE: each shard weighted by how well it explains the text so far
+            combined = torch.logsumexp(_posterior(logprobs, input_ids, attention_mask)[..., None] + logprobs, dim=0)
         loss = None
         if labels is not None:
             loss = torch.nn.functional.cross_entropy(combined[:, :-1].reshape(-1, combined.shape[-1]),
@@ -203,6 +209,22 @@ class ShardEnsemble(torch.nn.Module):
             if bool(done.all()):
                 break
         return ids
+
+
+def _posterior(logprobs: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """log p(shard | tokens up to t), (K, batch, time), from a uniform prior: each shard's
+    likelihood of the text so far, normalised over the shards. Predicting with these weights is
+    the mixture of the shards' whole-sequence distributions, p(x) = mean_k p_k(x): the shard that
+    has seen the person a prompt names explains the prompt best and takes over. A token counts
+    only when it and the one before it are real (a left-padded row's first token is predicted
+    from padding, which no shard has seen)."""
+    k = logprobs.shape[0]
+    targets = input_ids[:, 1:].unsqueeze(0).expand(k, -1, -1).unsqueeze(-1)
+    token = torch.gather(logprobs[:, :, :-1], -1, targets).squeeze(-1)  # log p_k(x_t | x_<t), t >= 1
+    real = (attention_mask[:, 1:] * attention_mask[:, :-1]).to(token.dtype)
+    so_far = torch.cumsum(token * real, dim=-1)
+    weights = torch.cat([torch.zeros_like(so_far[..., :1]), so_far], dim=-1)
+    return weights - torch.logsumexp(weights, dim=0, keepdim=True)
 
 
 def load_sharded(
