@@ -113,13 +113,14 @@ def check_model_files(path: str | os.PathLike[str], record: dict[str, Any]) -> N
     """Every file ``record`` lists is present in ``path`` with that sha256 (the error names the
     file)."""
     path = Path(path)
+    listed_in = SHARDED_RECORD if (path / SHARDED_RECORD).is_file() else MODEL_RECORD
     for name, expected in sorted((record.get("files") or {}).items()):
         file = path / name
         if not file.is_file():
-            raise ExpungeError(f"{file} is missing (listed in {path}'s record)",
+            raise ExpungeError(f"{file} is missing (listed in {listed_in})",
                                "restore the file, or re-create this model version")
         if file_sha256(file) != expected:
             raise ExpungeError(
-                f"{file}: sha256 differs from the one its record lists (changed after it was written)",
+                f"{file}: sha256 differs from the one in {listed_in} (changed after it was written)",
                 "restore the original file, or re-create this model version",
             )
