@@ -189,8 +189,9 @@ def _choose(request_id: str, kind: str, bar: Bar, routes: list[RouteEstimate]) -
         r.expected_seconds = r.seconds
         if r.conditional:
             # A failed verification leaves the firm route still to do.
-            extra = fallback.seconds if fallback is not None else math.inf
-            r.expected_seconds = r.seconds + (1 - (r.pass_rate or 0.0)) * extra  # type: ignore[operator]
+            failing = 1 - (r.pass_rate or 0.0)
+            extra = fallback.seconds if fallback is not None else math.inf  # nothing firm to fall back on
+            r.expected_seconds = r.seconds + (failing * extra if failing else 0.0)  # type: ignore[operator]
     candidates = [r for r in routes if r.meets_bar and r.expected_seconds is not None]
     chosen = min(candidates, key=lambda r: (r.expected_seconds, -_RANK[r.strength])) if candidates else None
     explanation = [f"bar: {bar.value} (routes at least that strong: "
@@ -201,8 +202,12 @@ def _choose(request_id: str, kind: str, bar: Bar, routes: list[RouteEstimate]) -
         elif not r.meets_bar:
             explanation.append(f"{r.route.value}: {r.strength.value}, below the bar")
         else:
-            cost = f"~{r.seconds:.1f} s" + (f" (expected {r.expected_seconds:.1f} s with a pass rate of "
-                                              f"{r.pass_rate:.2f})" if r.conditional else "")
+            if not r.conditional:
+                cost = f"~{r.seconds:.1f} s"
+            elif r.expected_seconds is not None and math.isinf(r.expected_seconds):
+                cost = f"~{r.seconds:.1f} s (no exact route to fall back on if verification fails)"
+            else:
+                cost = f"~{r.seconds:.1f} s (expected {r.expected_seconds:.1f} s with a pass rate of {r.pass_rate:.2f})"
             explanation.append(f"{r.route.value}: {r.strength.value}, {cost}: {r.basis}")
     if chosen is None:
         explanation.append("no route meets the bar: lower it (--bar), or make the model support one "
