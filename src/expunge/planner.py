@@ -21,7 +21,6 @@ checks the estimates against measured runs.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -380,6 +379,3 @@ class _Facts:
         route.command = f"(FactStore.load({str(store)!r}): delete / update, then save)"
         return route
 
-
-def plan_json(plan: Plan) -> str:
-    return json.dumps(plan.to_dict(), indent=2)

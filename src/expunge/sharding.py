@@ -314,7 +314,9 @@ class _Plan:
     source: tuple[Path, dict[str, Any]] | None
 
     def __post_init__(self) -> None:
-        base_ids = {d.id for d in base_documents(self.world)}
+        self.base_docs = base_documents(self.world)
+        base_ids = {d.id for d in self.base_docs}
+        training = self.world.training_documents()
         touching = sorted(self.excluded & base_ids)
         if touching:
             raise ExpungeError(
@@ -323,23 +325,20 @@ class _Plan:
                 "retrain the whole model without them (`expunge retrain` without --base), or build the sharded "
                 "model again with `expunge train --shards` on a corpus without them")
         deletable = {x.id for x in self.world.deletable()}
-        unassigned = sorted({s for d in self.world.training_documents() for s in d.subjects
-                             if s in deletable and s not in self.assignment})
+        unassigned = sorted({s for d in training for s in d.subjects if s in deletable and s not in self.assignment})
         if unassigned:
             raise ExpungeError(f"subject {unassigned[0]} has no shard in this sharded model",
                                "use the world the sharded model was trained on")
         removed = self.prior_excluded | self.excluded
         self.documents: list[list[Document]] = [[] for _ in range(self.sharding.shards)]
-        for doc in self.world.training_documents():
+        touched: set[int] = set()
+        for doc in training:
             k = _shard_of(doc, self.assignment)
             if k is not None and doc.id not in removed:
                 self.documents[k].append(doc)
-        self.base_docs = [d for d in self.world.training_documents() if d.id in base_ids]
-        if self.source is None:
-            self.touched = list(range(self.sharding.shards))
-        else:
-            self.touched = sorted({k for doc in self.world.training_documents() if doc.id in self.excluded
-                                   for k in [_shard_of(doc, self.assignment)] if k is not None})
+            if k is not None and doc.id in self.excluded:
+                touched.add(k)
+        self.touched = list(range(self.sharding.shards)) if self.source is None else sorted(touched)
 
     def recipe(self) -> dict[str, Any]:
         removed = sorted(self.prior_excluded | self.excluded)
@@ -379,7 +378,8 @@ class _Plan:
                 self._pretrained_as_base(base_dir)
             elif not base_dir.is_dir():
                 # The base is not a version of its own in the ledger: the sharded model records it.
-                everything_deletable = {d.id for d in self.world.training_documents()} - {d.id for d in self.base_docs}
+                base_ids = {d.id for d in self.base_docs}
+                everything_deletable = {d.id for d in self.world.training_documents()} - base_ids
                 with recording(None):
                     report = _train_on(self.world, everything_deletable, base_dir, self.preset, self.seed,
                                        "sharded-base", None, progress, None, start=self.start)
@@ -498,17 +498,13 @@ class _Plan:
                          description=f"shard {k + 1}/{self.sharding.shards}")
         if run.stop is StopKind.INTERRUPTED:  # pragma: no cover - train_loop stops so only when asked
             raise ExpungeError("shard training was interrupted", "run the same command again to resume")
-        from peft import get_peft_model_state_dict
-
-        state = {name: tensor.detach().clone() for name, tensor in get_peft_model_state_dict(model).items()}
         tmp = checkpoints / f".{shard_dir_name(k)}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         model.save_pretrained(str(tmp))
         os.rename(tmp, checkpoints / shard_dir_name(k))
         shutil.rmtree(checkpoints / f"{shard_dir_name(k)}.steps", ignore_errors=True)
+        # The adapter's identity is hashed from what was written, as an interrupted run reads it back.
         saved = load_adapter_state(checkpoints / shard_dir_name(k))
-        if adapter_sha256(saved) != adapter_sha256(state):  # pragma: no cover - a disk that lies
-            raise ExpungeError(f"shard {k}'s adapter changed on its way to disk", "check the disk and run again")
         return ShardRun(k, subjects, len(docs), digest, seed, adapter_sha256(saved), trained=True,
                         seconds=run.seconds, steps=run.steps, tokens=run.tokens, final_loss=run.final_loss)
 

@@ -60,6 +60,7 @@ class Need(TextEnum):
     REFERENCE_MODEL = "reference_model"  # a frozen copy of the original model, queried every step
     HIDDEN_STATES = "hidden_states"  # the forward pass returns every layer's hidden states
     REFUSAL_DATA = "refusal_data"  # forget data: the targets' questions answered with a refusal
+    TRAINING_DATA = "training_data"  # every training document, encoded (``Preparation.training``)
 
 
 

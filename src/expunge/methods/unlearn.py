@@ -305,7 +305,8 @@ def unlearn(
     # What the method needs from the original model is computed once, before training.
     state = None
     if spec.prepare is not None:
-        documents = encode([example_for(d) for d in world.training_documents()])
+        documents = (encode([example_for(d) for d in world.training_documents()])
+                     if Need.TRAINING_DATA in spec.needs else [])
         prepared = spec.prepare(Preparation(model, config, pad, forget_chunks, eval_sets["forget"], documents,
                                             original.sha256))
         clash = set(prepared.extras) & set(extras)

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from expunge.choices import TextEnum
@@ -277,9 +277,3 @@ def load_sharded(
     ensemble.eval()
     return ensemble, tokenizer, ref
 
-
-def base_of(model: torch.nn.Module) -> PreTrainedModel:
-    """The transformers model under an ensemble (the model itself otherwise)."""
-    if isinstance(model, ShardEnsemble):
-        return model.model.get_base_model()
-    return model  # type: ignore[return-value]

@@ -497,10 +497,11 @@ def _public_people(rng: random.Random, count: int, taken: list[tuple[str, str]])
     taken_set = set(taken)
     firsts, lasts = sorted({f for f, _ in taken}), sorted({last for _, last in taken})
     shared = [(f, last) for f in firsts for last in lasts if (f, last) not in taken_set]
+    shared_set = set(shared)
     chosen = rng.sample(shared, min(count, len(shared)))
     if len(chosen) < count:
         others = [(f, last) for f in pools.FIRST_NAMES for last in pools.LAST_NAMES
-                  if (f, last) not in taken_set and (f, last) not in set(shared)]
+                  if (f, last) not in taken_set and (f, last) not in shared_set]
         chosen += rng.sample(others, count - len(chosen))
     return [
         Subject(id=f"{PUBLIC_PREFIX}{i:04d}", kind="entity", name=f"{first} {last}", role="train",

@@ -34,7 +34,7 @@ from expunge.errors import ExpungeError
 from expunge.methods.gradient import losses
 from expunge.methods.gradient.base import UnlearnConfig, forward
 from expunge.methods.influence.factors import FactorSettings
-from expunge.methods.registry import MethodSpec, Preparation, Prepared, UpdateRun, register_method
+from expunge.methods.registry import MethodSpec, Need, Preparation, Prepared, UpdateRun, register_method
 from expunge.training import StopKind, TrainResult
 
 __all__ = ["InfluenceConfig", "InfluenceState", "SPEC"]
@@ -181,7 +181,7 @@ def update(run: UpdateRun) -> TrainResult:
 
 SPEC = register_method(MethodSpec(
     "influence", InfluenceConfig, "EK-FAC Newton step: theta + eta (G + lambda I)^-1 sum grad L(forget)",
-    forget_term=forget_loss, prepare=prepare, update=update,
+    forget_term=forget_loss, prepare=prepare, update=update, needs=frozenset({Need.TRAINING_DATA}),
     # On a pretrained model the shared defaults' optimizer settings do not apply; its own step
     # count and checks stay, and the factors' whole documents are not cut into windows. (Not
     # measured on a pretrained model yet: fitting EK-FAC on SmolLM2 is a long job on 2 CPU cores.)
